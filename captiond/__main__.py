@@ -1,0 +1,5 @@
+import sys
+
+from captiond.cli import main
+
+sys.exit(main())

@@ -1,0 +1,473 @@
+"""One registry of settings drives the TOML file, the environment, CLI flags, ``--help`` and docs.
+
+Precedence, lowest first: the default in :data:`SETTINGS`, the TOML file
+(``~/.config/captiond/config.toml`` or ``--config``), ``CAPTIOND_<SECTION>_<KEY>`` environment
+variables, CLI flags. A setting is named ``section.key`` and lives in the file as::
+
+    [audio]
+    source = "mic"
+
+Parsing is pure: :func:`parse` takes text and a mapping and returns a frozen :class:`Config` or
+raises :class:`~captiond.errors.ConfigError` naming the file, line, key, value and fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from captiond.errors import ConfigError
+
+ENV_PREFIX = "CAPTIOND_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Re-read on a live config reload without a restart.
+    live: bool = False
+    #: Extra check: returns an error message (what is wrong and the fix) or None.
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace(".", "_")
+
+    @property
+    def section(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.name.split(".", 1)[1]
+
+
+def _language(value: str) -> str | None:
+    if value and not re.fullmatch(r"[a-z]{2,3}", value):
+        return "must be an ISO-639-1 code such as 'en' or 'de', or empty to auto-detect"
+    return None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- audio ---------------------------------------------------------------------------
+    Setting(
+        "audio.source",
+        str,
+        "mic",
+        "Where audio comes from: mic[:DEVICE], file:PATH, stdin.",
+    ),
+    Setting(
+        "audio.rate",
+        int,
+        16000,
+        "Sample rate of raw PCM16 on stdin (--source stdin).",
+        minimum=8000,
+        maximum=192000,
+    ),
+    Setting(
+        "audio.channels",
+        int,
+        1,
+        "Channels of raw PCM16 on stdin (interleaved); they are mixed down to mono.",
+        minimum=1,
+        maximum=8,
+    ),
+    Setting(
+        "audio.block_ms",
+        int,
+        32,
+        "Capture block size in milliseconds.",
+        minimum=10,
+        maximum=200,
+    ),
+    Setting(
+        "audio.queue_s",
+        float,
+        30.0,
+        "Audio the pipeline buffers between capture and engine before it records a gap.",
+        minimum=1.0,
+        maximum=600.0,
+    ),
+    # -- engine --------------------------------------------------------------------------
+    Setting(
+        "engine.name",
+        str,
+        "auto",
+        "Transcription engine: auto (OpenAI when a key is configured, else local), local, openai.",
+        choices=("auto", "local", "openai"),
+    ),
+    Setting(
+        "engine.language",
+        str,
+        "en",
+        "Spoken language (ISO-639-1), or empty to auto-detect.",
+        check=_language,
+    ),
+    # -- local engine ----------------------------------------------------------------------
+    Setting(
+        "local.model",
+        str,
+        "",
+        "Path of a CTranslate2 Whisper model directory; empty uses the bundled tiny.en.",
+    ),
+    Setting(
+        "local.threads",
+        int,
+        2,
+        "CPU threads for decoding.",
+        minimum=1,
+        maximum=64,
+    ),
+    Setting(
+        "local.compute_type",
+        str,
+        "int8",
+        "CTranslate2 compute type.",
+        choices=("int8", "int8_float32", "float32"),
+    ),
+    Setting(
+        "local.partial_interval_s",
+        float,
+        0.5,
+        "How often partial text is re-decoded while someone speaks (0 disables partials).",
+        minimum=0.0,
+        maximum=10.0,
+        live=True,
+    ),
+    Setting(
+        "local.word_timestamps",
+        bool,
+        True,
+        "Compute word timings for finals (used to split long subtitles).",
+        live=True,
+    ),
+    # -- voice activity and commits (shared by every engine) ------------------------------
+    Setting(
+        "vad.threshold",
+        float,
+        0.5,
+        "Speech probability that starts an utterance (silero VAD).",
+        minimum=0.05,
+        maximum=0.95,
+        live=True,
+    ),
+    Setting(
+        "vad.min_silence_ms",
+        int,
+        400,
+        "Pause that ends an utterance.",
+        minimum=100,
+        maximum=5000,
+        live=True,
+    ),
+    Setting(
+        "vad.min_speech_ms",
+        int,
+        200,
+        "Utterances with less speech than this are dropped as noise.",
+        minimum=0,
+        maximum=5000,
+        live=True,
+    ),
+    Setting(
+        "vad.max_utterance_s",
+        float,
+        15.0,
+        "Longest utterance: continuous speech is cut at its quietest point before this.",
+        minimum=2.0,
+        maximum=29.0,
+        live=True,
+    ),
+    Setting(
+        "vad.pad_ms",
+        int,
+        200,
+        "Audio kept before speech starts and after it ends.",
+        minimum=0,
+        maximum=1000,
+        live=True,
+    ),
+    # -- database ------------------------------------------------------------------------
+    Setting(
+        "database.url",
+        str,
+        "",
+        "SQLAlchemy URL of the transcript database; empty: SQLite in the data directory.",
+        secret=True,
+    ),
+    Setting(
+        "database.data_dir",
+        str,
+        "",
+        "Data directory; empty: $XDG_DATA_HOME/captiond (~/.local/share/captiond).",
+    ),
+    # -- logging -------------------------------------------------------------------------
+    Setting(
+        "log.level",
+        str,
+        "info",
+        "Log level.",
+        choices=("debug", "info", "warning", "error"),
+        live=True,
+    ),
+    Setting(
+        "log.format",
+        str,
+        "text",
+        "Log format on stderr.",
+        choices=("text", "json"),
+    ),
+)
+
+BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
+
+
+class Config(Mapping[str, Any]):
+    """Frozen, validated settings by name (``cfg["audio.source"]``)."""
+
+    def __init__(self, values: Mapping[str, Any], origins: Mapping[str, str], path: Path | None):
+        self._values = MappingProxyType(dict(values))
+        self.origins = MappingProxyType(dict(origins))
+        self.path = path
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with settings changed by name, written ``section__key=value``."""
+        overrides = {k.replace("__", "."): v for k, v in changes.items()}
+        values = dict(self._values)
+        origins = dict(self.origins)
+        for name, raw in overrides.items():
+            values[name] = _coerce(BY_NAME[name], raw, "override")
+            origins[name] = "override"
+        return Config(values, origins, self.path)
+
+    def changed(self, other: Config) -> set[str]:
+        return {k for k in self._values if self._values[k] != other._values.get(k)}
+
+    def data_dir(self) -> Path:
+        if self["database.data_dir"]:
+            return Path(self["database.data_dir"]).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "captiond"
+
+    def database_url(self) -> str:
+        if self["database.url"]:
+            return str(self["database.url"])
+        return f"sqlite:///{self.data_dir() / 'captiond.db'}"
+
+    def public(self) -> dict[str, Any]:
+        """Values safe to show (secrets hidden)."""
+        return {
+            k: ("<hidden>" if BY_NAME[k].secret and v else v) for k, v in self._values.items()
+        }
+
+
+def default_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "captiond" / "config.toml"
+
+
+def _type_name(t: type) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        t, t.__name__
+    )
+
+
+def _coerce(setting: Setting, raw: Any, where: str, *, from_text: bool = False) -> Any:
+    """Check and convert one value; ``from_text`` for environment variables and flags."""
+    name = setting.name
+    t = setting.type
+    value: Any = raw
+    if from_text and isinstance(raw, str) and t is not str:
+        text = raw.strip()
+        try:
+            if t is bool:
+                low = text.lower()
+                if low in ("1", "true", "yes", "on"):
+                    value = True
+                elif low in ("0", "false", "no", "off"):
+                    value = False
+                else:
+                    raise ValueError
+            elif t is int:
+                value = int(text)
+            elif t is float:
+                value = float(text)
+            elif t is list:
+                value = [p.strip() for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {name} must be {_type_name(t)}, got {raw!r}"
+            ) from None
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if t is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        pass
+    elif not isinstance(value, t) or (t is int and isinstance(value, bool)):
+        hint = ""
+        if isinstance(value, str) and t in (int, float):
+            hint = " (remove the quotes)"
+        elif isinstance(value, str) and t is bool:
+            hint = " (write true or false without quotes)"
+        elif t is str and not isinstance(value, str):
+            hint = f' (put it in quotes: "{value}")'
+        raise ConfigError(f"{where}: {name} must be {_type_name(t)}, got {value!r}{hint}")
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(
+            f"{where}: {name} must be one of {', '.join(setting.choices)}, got {value!r}"
+        )
+    if setting.minimum is not None and value < setting.minimum:
+        raise ConfigError(f"{where}: {name} must be at least {setting.minimum}, got {value!r}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise ConfigError(f"{where}: {name} must be at most {setting.maximum}, got {value!r}")
+    if setting.check is not None:
+        problem = setting.check(value)
+        if problem:
+            raise ConfigError(f"{where}: {name} {problem}, got {value!r}")
+    return value
+
+
+def _line_of(text: str, section: str, key: str | None) -> int | None:
+    """The line where ``key`` is set in ``[section]`` (or the section header), 1-based."""
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if current == section and key is not None and re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def parse(
+    text: str = "",
+    *,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Settings from TOML text, environment and overrides (already typed, e.g. from argparse)."""
+    label = str(path) if path else "config"
+    values = {s.name: s.default for s in SETTINGS}
+    origins = {s.name: "default" for s in SETTINGS}
+    if text:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{label}: not valid TOML: {exc} (fix the syntax there)") from None
+        sections = {s.section for s in SETTINGS}
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                guess = [s.name for s in SETTINGS if s.key == section]
+                hint = f" (write it as [{guess[0].split('.')[0]}] {section} = ...)" if guess else ""
+                raise ConfigError(f"{label}: '{section}' must be a [section]{hint}")
+            if section not in sections:
+                line = _line_of(text, section, None)
+                where = f"{label}:{line}" if line else label
+                raise ConfigError(
+                    f"{where}: unknown section [{section}]{_suggest(section, sections)}"
+                )
+            for key, raw in table.items():
+                name = f"{section}.{key}"
+                line = _line_of(text, section, key)
+                where = f"{label}:{line}" if line else label
+                if name not in BY_NAME:
+                    keys = [s.key for s in SETTINGS if s.section == section]
+                    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+                    hint = f" (did you mean {close[0]}?)" if close else _suggest(name, BY_NAME)
+                    raise ConfigError(f"{where}: unknown setting {name}{hint}")
+                values[name] = _coerce(BY_NAME[name], raw, where)
+                origins[name] = label
+    env = os.environ if env is None else env
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _coerce(
+                setting, env[setting.env], f"environment {setting.env}", from_text=True
+            )
+            origins[setting.name] = "environment"
+    stray = [k for k in env if k.startswith(ENV_PREFIX) and k not in _ENV_NAMES]
+    for k in stray:
+        if k not in _NON_SETTING_ENV:
+            guess = difflib.get_close_matches(k, list(_ENV_NAMES), n=1, cutoff=0.6)
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            raise ConfigError(f"environment: unknown variable {k}{hint}")
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in BY_NAME:
+            raise ConfigError(f"unknown setting {name}{_suggest(name, BY_NAME)}")
+        values[name] = _coerce(BY_NAME[name], raw, f"--{name.split('.', 1)[1]}", from_text=True)
+        origins[name] = "command line"
+    return Config(values, origins, path)
+
+
+_ENV_NAMES = frozenset(s.env for s in SETTINGS)
+#: Environment variables with the prefix that are not settings.
+_NON_SETTING_ENV = frozenset({"CAPTIOND_CONFIG"})
+
+
+def load(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the config file (an explicit path must exist; the default may be absent)."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "CAPTIOND_CONFIG" in env
+    file = Path(path or env.get("CAPTIOND_CONFIG") or default_path(env)).expanduser()
+    text = ""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(
+                f"config file {file} does not exist (create it, or leave out --config)"
+            ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}") from None
+    return parse(text, path=file if text else None, env=env, overrides=overrides)
+
+
+def docs_table() -> str:
+    """The settings as a Markdown table (the README's reference is generated from this)."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "" if s.default == "" else s.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        choices = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        rows.append(f"| `{s.name}` | `{s.env}` | `{default}` | {s.help}{choices} |")
+    return "\n".join(rows)

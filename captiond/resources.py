@@ -1,0 +1,27 @@
+"""Where the files that ship beside the code live: ``templates/`` and ``migrations/``.
+
+Installed, they are the packages ``captiond.templates`` and ``captiond.migrations``; in a
+source checkout run without installing, they are the top-level folders.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _folder(package: str, name: str) -> Path:
+    try:
+        return Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return _ROOT / name
+
+
+def templates_dir() -> Path:
+    return _folder("captiond.templates", "templates")
+
+
+def migrations_dir() -> Path:
+    return _folder("captiond.migrations", "migrations")

@@ -1,0 +1,101 @@
+"""The database schema (SQLAlchemy 2.x). Alembic migrations in ``migrations/`` create it.
+
+Tables::
+
+    sessions   one captioning run (a meeting): times, source, engine(s), status, cost
+    segments   one line per (session, track, channel, item_id): order, audio times, text, status
+    gaps       audio that was never transcribed (device lost, buffer overflow), per channel
+
+A test checks that these models and the migrations describe the same schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # running | completed | interrupted
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    engine: Mapped[str] = mapped_column(String(64), default="")
+    language: Mapped[str | None] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SegmentRow(Base):
+    __tablename__ = "segments"
+    __table_args__ = (
+        UniqueConstraint("session_id", "track", "channel", "item_id", name="uq_segments_item"),
+        Index("ix_segments_session_time", "session_id", "audio_start_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    track: Mapped[str] = mapped_column(String(16), default="original")
+    channel: Mapped[str] = mapped_column(String(64), default="")
+    item_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    previous_item_id: Mapped[str | None] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    audio_start_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    audio_end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    text: Mapped[str] = mapped_column(Text, default="")
+    # partial | final | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    engine: Mapped[str] = mapped_column(String(64), default="")
+    language: Mapped[str | None] = mapped_column(String(16))
+    speaker: Mapped[str | None] = mapped_column(String(64))
+    words: Mapped[list[Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class GapRow(Base):
+    __tablename__ = "gaps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    channel: Mapped[str] = mapped_column(String(64), default="")
+    start_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

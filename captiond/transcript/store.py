@@ -1,0 +1,559 @@
+"""The transcript store: SQLite by default, PostgreSQL by URL, schema by Alembic.
+
+:class:`Store` is the synchronous API the CLI uses. :class:`StoreWriter` is what the daemon
+uses: one writer thread fed by a bounded queue (the event loop never waits on the database),
+coalescing partial text and committing finals at once, so a final line is durable well within
+a second of being shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session as OrmSession
+
+from captiond.errors import SessionNotFound, StoreError
+from captiond.events import Line, LineStatus, LineUpdate
+from captiond.resources import migrations_dir
+from captiond.transcript.models import GapRow, SegmentRow, SessionRow, utcnow
+
+log = logging.getLogger("captiond.store")
+
+#: How long SQLite waits for a lock held by another process before reporting it.
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: Partial text is written at most this often (finals go at once).
+PARTIAL_FLUSH_S = 0.5
+#: Pending writes the writer holds at most; past it, partial text is dropped (never finals).
+WRITER_MAX_PENDING = 50_000
+#: Retries of a transaction that failed for a transient reason (locked database).
+WRITE_RETRIES = 8
+WRITE_RETRY_BASE_S = 0.1
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'captiond.db'}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown as nothing
+        return "<unparsable database url>"
+
+
+def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash (kill -9); only power loss may undo the
+    # last transactions.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def alembic_config(connection: Any = None) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Store:
+    """Synchronous access to the transcript database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = self._create_engine(url)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        store = cls(url)
+        if migrate:
+            store.upgrade()
+        return store
+
+    # -- connection ----------------------------------------------------------------------
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:
+            raise StoreError(
+                f"database.url is not a database URL: {redact_url(url)!s} "
+                "(use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)"
+            ) from exc
+        if parsed.get_backend_name() == "sqlite":
+            path = parsed.database
+            if path and path != ":memory:":
+                directory = Path(path).expanduser().resolve().parent
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the data directory {directory}: {exc.strerror} "
+                        "(set database.url or CAPTIOND_DATABASE_URL to a writable place)"
+                    ) from exc
+                if not os.access(directory, os.W_OK):
+                    raise StoreError(
+                        f"the data directory {directory} is not writable "
+                        "(fix its permissions or set database.url to a writable place)"
+                    )
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _on_sqlite_connect)
+            return engine
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except Exception as exc:  # missing driver and the like
+            raise StoreError(f"cannot use database {redact_url(url)}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def describe_error(self, exc: BaseException) -> str:
+        text = str(getattr(exc, "orig", exc) or exc)
+        where = redact_url(self.url)
+        if "file is not a database" in text or "malformed" in text:
+            return (
+                f"database {where} is damaged or not a SQLite database ({text}); "
+                "move it aside and captiond will start a new one"
+            )
+        if "locked" in text:
+            return (
+                f"database {where} is locked by another program ({text}); "
+                "close it or point database.url elsewhere"
+            )
+        if "unable to open" in text or "readonly" in text:
+            return f"cannot write database {where} ({text}); check the path and its permissions"
+        return f"database {where}: {text}"
+
+    # -- schema --------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(alembic_config(conn), revision)
+        except (DatabaseError, OperationalError) as exc:
+            raise StoreError(self.describe_error(exc)) from exc
+
+    def downgrade(self, revision: str) -> None:
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), revision)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def begin_session(
+        self,
+        *,
+        source: str,
+        engine: str,
+        language: str | None = None,
+        title: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        row = SessionRow(
+            title=title,
+            started_at=utcnow(),
+            status="running",
+            source=source,
+            engine=engine,
+            language=language,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            audio_seconds=0.0,
+            cost_usd=0.0,
+            meta=meta,
+        )
+        with OrmSession(self.engine) as s, s.begin():
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def end_session(
+        self,
+        session_id: int,
+        *,
+        status: str = "completed",
+        audio_seconds: float | None = None,
+        cost_usd: float | None = None,
+        engine: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "ended_at": utcnow()}
+        if audio_seconds is not None:
+            values["audio_seconds"] = audio_seconds
+        if cost_usd is not None:
+            values["cost_usd"] = cost_usd
+        if engine is not None:
+            values["engine"] = engine
+        with self.engine.begin() as conn:
+            conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+
+    def update_session(self, session_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+
+    def mark_interrupted(self) -> list[int]:
+        """Sessions left ``running`` by a daemon of this host that is gone become ``interrupted``."""
+        host = socket.gethostname()
+        stale: list[int] = []
+        with OrmSession(self.engine) as s:
+            rows = s.scalars(
+                select(SessionRow).where(SessionRow.status == "running", SessionRow.host == host)
+            ).all()
+            for row in rows:
+                if row.pid is not None and (row.pid == os.getpid() or _pid_alive(row.pid)):
+                    continue
+                stale.append(row.id)
+        if stale:
+            with self.engine.begin() as conn:
+                for sid in stale:
+                    last = conn.execute(
+                        select(func.max(SegmentRow.updated_at)).where(SegmentRow.session_id == sid)
+                    ).scalar()
+                    conn.execute(
+                        update(SessionRow)
+                        .where(SessionRow.id == sid)
+                        .values(status="interrupted", ended_at=last or utcnow())
+                    )
+        return stale
+
+    def list_sessions(self, limit: int = 50) -> list[tuple[SessionRow, int]]:
+        """Newest first, with the number of final lines in each."""
+        count = (
+            select(func.count(SegmentRow.id))
+            .where(
+                SegmentRow.session_id == SessionRow.id,
+                SegmentRow.status == "final",
+                SegmentRow.track == "original",
+            )
+            .scalar_subquery()
+        )
+        with OrmSession(self.engine) as s:
+            rows = s.execute(
+                select(SessionRow, count).order_by(SessionRow.id.desc()).limit(limit)
+            ).all()
+            s.expunge_all()
+            return [(r[0], int(r[1] or 0)) for r in rows]
+
+    def resolve_session(self, ref: str | int) -> SessionRow:
+        """A session by id, or ``last`` for the newest."""
+        with OrmSession(self.engine) as s:
+            if str(ref).strip().lower() in ("last", "latest"):
+                row = s.scalars(select(SessionRow).order_by(SessionRow.id.desc()).limit(1)).first()
+                if row is None:
+                    raise SessionNotFound("there are no sessions yet (run `captiond run` first)")
+            else:
+                try:
+                    sid = int(str(ref))
+                except ValueError:
+                    raise SessionNotFound(
+                        f"'{ref}' is not a session (use a number from `captiond sessions` or 'last')"
+                    ) from None
+                row = s.get(SessionRow, sid)
+                if row is None:
+                    raise SessionNotFound(
+                        f"no session {sid} (see `captiond sessions` for the list)"
+                    )
+            s.expunge(row)
+            return row
+
+    def lines(
+        self,
+        session_id: int,
+        *,
+        track: str | None = "original",
+        statuses: Sequence[str] = ("final",),
+        since_id: int | None = None,
+    ) -> list[SegmentRow]:
+        """Lines of a session in time order (channels interleaved), then chain order."""
+        q = select(SegmentRow).where(SegmentRow.session_id == session_id)
+        if track is not None:
+            q = q.where(SegmentRow.track == track)
+        if statuses:
+            q = q.where(SegmentRow.status.in_(list(statuses)))
+        if since_id is not None:
+            q = q.where(SegmentRow.id > since_id)
+        q = q.order_by(SegmentRow.audio_start_ms, SegmentRow.channel, SegmentRow.seq)
+        with OrmSession(self.engine) as s:
+            rows = list(s.scalars(q).all())
+            s.expunge_all()
+            return rows
+
+    def gaps(self, session_id: int) -> list[GapRow]:
+        with OrmSession(self.engine) as s:
+            rows = list(
+                s.scalars(
+                    select(GapRow).where(GapRow.session_id == session_id).order_by(GapRow.start_ms)
+                ).all()
+            )
+            s.expunge_all()
+            return rows
+
+    def delete_session(self, session_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(SegmentRow).where(SegmentRow.session_id == session_id))
+            conn.execute(delete(GapRow).where(GapRow.session_id == session_id))
+            conn.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write_lines(self, session_id: int, lines: Iterable[Line]) -> int:
+        """Insert or update lines (by session, track, channel, item id) in one transaction."""
+        rows = [line_row(session_id, line) for line in lines]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            _upsert_segments(conn, rows)
+        return len(rows)
+
+    def add_gap(
+        self, session_id: int, *, channel: str, start_ms: int, end_ms: int, reason: str
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                GapRow.__table__.insert().values(
+                    session_id=session_id,
+                    channel=channel,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    reason=reason[:200],
+                    created_at=utcnow(),
+                )
+            )
+
+
+def line_row(session_id: int, line: Line) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "session_id": session_id,
+        "track": line.track,
+        "channel": line.channel,
+        "item_id": line.item_id,
+        "previous_item_id": line.previous_item_id,
+        "seq": line.seq,
+        "audio_start_ms": int(line.audio_start_ms),
+        "audio_end_ms": int(line.audio_end_ms),
+        "text": line.text,
+        "status": line.status.value,
+        "engine": line.engine,
+        "language": line.language,
+        "speaker": line.speaker,
+        "words": [asdict(w) for w in line.words] if line.words else None,
+        "error": (line.error or None) and line.error[:500],
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+_UPDATABLE = (
+    "previous_item_id",
+    "seq",
+    "audio_start_ms",
+    "audio_end_ms",
+    "text",
+    "status",
+    "engine",
+    "language",
+    "speaker",
+    "words",
+    "error",
+    "updated_at",
+)
+
+
+def _upsert_segments(conn: Any, rows: list[dict[str, Any]]) -> None:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise StoreError(f"database dialect {dialect!r} is not supported (use sqlite or postgresql)")
+    stmt = insert(SegmentRow.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["session_id", "track", "channel", "item_id"],
+        set_={name: getattr(stmt.excluded, name) for name in _UPDATABLE},
+    )
+    conn.execute(stmt, rows)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreWriter:
+    """The daemon's single writer: a thread, a bounded queue, futures back to the caller.
+
+    ``submit`` never blocks. Lines are coalesced by key; a final (or failed) line makes the
+    writer commit at once, partial text at most every :data:`PARTIAL_FLUSH_S`. A transient
+    failure (locked database) is retried with backoff and logged; lines stay pending and are
+    never dropped for it.
+    """
+
+    def __init__(self, store: Store, session_id: int) -> None:
+        self.store = store
+        self.session_id = session_id
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], Line] = {}
+        self._wake = threading.Event()
+        self._stop = False
+        self._flush_waiters: list[Future[None]] = []
+        self._other: queue.SimpleQueue[tuple[Any, Future[Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="captiond-store", daemon=True)
+        self.written = 0
+        self.final_written = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._thread.start()
+
+    def submit(self, updates: Iterable[LineUpdate]) -> None:
+        urgent = False
+        with self._lock:
+            for u in updates:
+                line = u.line
+                key = (line.track, line.channel, line.item_id)
+                self._pending[key] = line
+                if line.status is not LineStatus.PARTIAL:
+                    urgent = True
+            if len(self._pending) > WRITER_MAX_PENDING:
+                self._drop_partials()
+        if urgent:
+            self._wake.set()
+
+    def call(self, fn: Any) -> Future[Any]:
+        """Run ``fn(store)`` on the writer thread, after the lines submitted before it."""
+        fut: Future[Any] = Future()
+        self._other.put((fn, fut))
+        self._wake.set()
+        return fut
+
+    def flush(self) -> Future[None]:
+        fut: Future[None] = Future()
+        with self._lock:
+            self._flush_waiters.append(fut)
+        self._wake.set()
+        return fut
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything pending and stop the thread (idempotent)."""
+        if self._stop and not self._thread.is_alive():
+            return
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _drop_partials(self) -> None:
+        for key in [k for k, v in self._pending.items() if v.status is LineStatus.PARTIAL]:
+            del self._pending[key]
+        log.warning("store.backlog dropped=partials pending=%d", len(self._pending))
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(PARTIAL_FLUSH_S)
+            self._wake.clear()
+            self._write_pending()
+            while True:
+                try:
+                    fn, fut = self._other.get_nowait()
+                except queue.Empty:
+                    break
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(self._retry(lambda fn=fn: fn(self.store)))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        fut.set_exception(exc)
+            with self._lock:
+                waiters, self._flush_waiters = self._flush_waiters, []
+                empty = not self._pending
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+            if self._stop and empty and self._other.empty():
+                return
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        lines = list(batch.values())
+        try:
+            self._retry(lambda: self.store.write_lines(self.session_id, lines))
+        except Exception as exc:  # noqa: BLE001 - keep the lines, report, try again later
+            self.errors += 1
+            self.last_error = self.store.describe_error(exc)
+            log.error("store.write_failed error=%r lines=%d", self.last_error, len(lines))
+            with self._lock:
+                for line in lines:
+                    self._pending.setdefault((line.track, line.channel, line.item_id), line)
+            if self._stop:
+                return
+            time.sleep(WRITE_RETRY_BASE_S * 10)
+            return
+        self.written += len(lines)
+        self.final_written += sum(1 for line in lines if line.status is LineStatus.FINAL)
+
+    def _retry(self, fn: Any) -> Any:
+        delay = WRITE_RETRY_BASE_S
+        for attempt in range(WRITE_RETRIES):
+            try:
+                return fn()
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WRITE_RETRIES - 1:
+                    raise
+                log.warning("store.retry reason=locked attempt=%d", attempt + 1)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+
+def session_duration(row: SessionRow) -> dt.timedelta | None:
+    if row.ended_at is None:
+        return None
+    start, end = row.started_at, row.ended_at
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=dt.timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.timezone.utc)
+    return end - start
+
+
+__all__ = [
+    "Store",
+    "StoreWriter",
+    "SQLAlchemyError",
+    "default_url",
+    "line_row",
+    "redact_url",
+    "session_duration",
+]
