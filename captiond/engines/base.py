@@ -1,0 +1,35 @@
+"""What an engine is: audio blocks in, :mod:`captiond.events` out.
+
+The pipeline resamples the source to ``engine.sample_rate`` and hands the engine an async
+iterator of :class:`~captiond.audio.block.AudioBlock` on the session's stream clock. The engine
+emits transcript events through ``emit`` (called on the event loop) with item audio times in
+stream milliseconds. When the iterator ends (end of file, shutdown) the engine commits what it
+holds, waits (bounded) for the last results and returns.
+
+Every engine emits items of ONE chain per ``run`` call: each item's ``previous_item_id`` is the
+item committed before it (None for the first). An engine that talks to a service with its own
+ids across several service sessions keeps that chain continuous itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from captiond.audio.block import AudioBlock
+from captiond.events import TranscriptEvent
+
+Emit = Callable[[TranscriptEvent], None]
+
+
+class Engine(Protocol):
+    #: Stored with every line ("local", "openai").
+    name: str
+    #: Rate of the audio blocks the engine wants.
+    sample_rate: int
+
+    async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for the status line and ``captiond status``: lag_s, state, cost_usd, ..."""
+        ...
