@@ -3,8 +3,8 @@
 SQLite: an FTS5 table ``segments_fts`` with external content (``segments``), kept in sync
 by three triggers, so the text is stored once. PostgreSQL: a generated ``tsvector`` column
 ``segments.text_tsv`` with a GIN index. Both use the same tokenisation rules as far as the
-engines allow: case-folded words, no stemming, no stop words (``unicode61`` and the ``simple``
-configuration), so a query means the same on both (see ``captiond/transcript/search.py``).
+engines allow: case-folded words split at every non-word character, no stemming, no stop words
+(``unicode61``; ``simple`` after replacing non-word characters by spaces), so a query means the same on both (see ``captiond/transcript/search.py``).
 
 These objects are not in the SQLAlchemy models on purpose (they are engine-specific); the
 model/migration comparison test ignores exactly them (``FTS_OBJECTS`` below).
@@ -39,6 +39,10 @@ FTS_OBJECTS = frozenset(
 
 #: Text search configuration on PostgreSQL: lowercases, no stemming, no stop words.
 PG_TS_CONFIG = "simple"
+#: Non-word characters become spaces before PostgreSQL's parser sees the text, so that
+#: ``bob@example.com``, ``3.5`` and ``e-mail`` split into words as FTS5's unicode61 splits them
+#: (the parser alone keeps e-mail addresses, URLs and decimals whole). Search applies the same.
+PG_NON_WORD = "[^[:alnum:]]+"
 
 _SQLITE_UP = (
     # unicode61 folds case for all scripts; diacritics are kept (as in PostgreSQL 'simple').
@@ -71,7 +75,8 @@ _SQLITE_DOWN = (
 
 _PG_UP = (
     f"""ALTER TABLE segments ADD COLUMN text_tsv tsvector
-        GENERATED ALWAYS AS (to_tsvector('{PG_TS_CONFIG}', coalesce(text, ''))) STORED""",
+        GENERATED ALWAYS AS (to_tsvector('{PG_TS_CONFIG}',
+            regexp_replace(coalesce(text, ''), '{PG_NON_WORD}', ' ', 'g'))) STORED""",
     "CREATE INDEX ix_segments_text_tsv ON segments USING gin (text_tsv)",
 )
 
