@@ -59,6 +59,9 @@ MAX_LIMIT = 200
 SNIPPET_MAX_CHARS = 160
 #: Characters shown before the first match in a long line.
 SNIPPET_LEAD_CHARS = 40
+#: Matches ranked per search: the newest this many (after filters). A word in most lines
+#: would otherwise make every search rank the whole archive; narrower queries rank all.
+RANK_CANDIDATES = 2_000
 #: A search on PostgreSQL is cancelled after this long.
 PG_STATEMENT_TIMEOUT_MS = 10_000
 #: PostgreSQL text search configuration and word splitting (as in migration 0002).
@@ -410,46 +413,47 @@ def _until(value: dt.datetime | dt.date) -> dt.datetime:
     return _utc(value)
 
 
-def search(
-    store: Store,
-    query: str | Query,
-    *,
-    session: int | str | None = None,
-    since: dt.datetime | dt.date | None = None,
-    until: dt.datetime | dt.date | None = None,
-    lang: str | None = None,
-    speaker: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> list[SearchHit]:
-    """Final lines matching ``query``, best first, at most ``limit`` (1..:data:`MAX_LIMIT`).
+def _statement(
+    dialect: str,
+    parsed: Query,
+    joined: Any,
+    conditions: list[ColumnElement[bool]],
+    limit: int,
+    id_range: tuple[int, int] | None,
+) -> Any:
+    """The newest :data:`RANK_CANDIDATES` matches (with filters), best ``limit`` of them first.
 
-    Filters: ``session`` (id or ``last``); ``since``/``until``: when the session started
-    (a date for ``until`` includes that day; naive times are local); ``lang``: lines in that
-    language (a translation track, or an original line spoken in it); ``speaker`` (any case).
-    Raises :class:`SearchSyntaxError` for a query it cannot read, :class:`SessionNotFound`
-    for an unknown session, :class:`StoreError` when the database fails.
+    ``id_range``: the lowest and highest line id the filters allow. Redundant with them, but
+    the full-text index seeks to it instead of walking every newer match.
     """
-    parsed = query if isinstance(query, Query) else parse_query(query)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise SearchSyntaxError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     seg, ses = SegmentRow.__table__.c, SessionRow.__table__.c
-    conditions: list[ColumnElement[bool]] = [seg.status == "final"]
-    if session is not None:
-        conditions.append(seg.session_id == store.resolve_session(session).id)
-    if since is not None:
-        conditions.append(ses.started_at >= _utc(since))
-    if until is not None:
-        conditions.append(ses.started_at < _until(until))
-    if lang:
-        conditions.append(
-            or_(
-                seg.track == lang,
-                and_(seg.track == "original", func.coalesce(seg.language, ses.language) == lang),
-            )
+    if dialect == "sqlite":
+        fts = table("segments_fts", column("rowid"))
+        # bm25() exists only beside MATCH; FTS5 walks matches newest first and stops at the
+        # candidate limit, so it is computed for those candidates only.
+        candidates = (
+            select(seg.id.label("id"), (-func.bm25(literal_column("segments_fts"))).label("score"))
+            .select_from(fts.join(joined, seg.id == fts.c.rowid))
+            .where(text("segments_fts MATCH :match").bindparams(match=fts5_match(parsed)))
+            .where(*conditions)
+            .where(*([fts.c.rowid.between(*id_range)] if id_range else []))
+            .order_by(fts.c.rowid.desc())
+            .limit(RANK_CANDIDATES)
+            .subquery("candidates")
         )
-    if speaker:
-        conditions.append(func.lower(seg.speaker) == speaker.casefold())
-
+        score: Any = candidates.c.score
+    else:
+        tsv = literal_column("segments.text_tsv")
+        candidates = (
+            select(seg.id.label("id"))
+            .select_from(joined)
+            .where(tsv.op("@@")(pg_tsquery(parsed)), *conditions)
+            .where(*([seg.id.between(*id_range)] if id_range else []))
+            .order_by(seg.id.desc())
+            .limit(RANK_CANDIDATES)
+            .subquery("candidates")
+        )
+        score = func.ts_rank_cd(tsv, pg_tsquery(parsed))
     columns = [
         seg.id,
         seg.session_id,
@@ -464,28 +468,67 @@ def search(
         ses.title,
         ses.source,
         ses.started_at,
+        score.label("score"),
     ]
-    dialect = store.engine.dialect.name
-    joined = SegmentRow.__table__.join(SessionRow.__table__, ses.id == seg.session_id)
-    params: dict[str, Any] = {}
-    if dialect == "sqlite":
-        fts = table("segments_fts", column("rowid"))
-        score = (-func.bm25(literal_column("segments_fts"))).label("score")
-        stmt = (
-            select(*columns, score)
-            .select_from(fts.join(joined, seg.id == fts.c.rowid))
-            .where(text("segments_fts MATCH :match"), *conditions)
-        )
-        params["match"] = fts5_match(parsed)
-    elif dialect == "postgresql":
-        tsv = literal_column("segments.text_tsv")
-        tsquery = pg_tsquery(parsed)
-        score = func.ts_rank_cd(tsv, tsquery).label("score")
-        stmt = select(*columns, score).select_from(joined).where(tsv.op("@@")(tsquery), *conditions)
-    else:
-        raise StoreError(f"search is not available on {dialect} (use sqlite or postgresql)")
-    stmt = stmt.order_by(literal_column("score").desc(), seg.id.desc()).limit(limit)
+    return (
+        select(*columns)
+        .select_from(candidates.join(joined, seg.id == candidates.c.id))
+        .order_by(literal_column("score").desc(), seg.id.desc())
+        .limit(limit)
+    )
 
+
+def search(
+    store: Store,
+    query: str | Query,
+    *,
+    session: int | str | None = None,
+    since: dt.datetime | dt.date | None = None,
+    until: dt.datetime | dt.date | None = None,
+    lang: str | None = None,
+    speaker: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[SearchHit]:
+    """Final lines matching ``query``, best first, at most ``limit`` (1..:data:`MAX_LIMIT`).
+
+    Ranking: BM25 on SQLite, ``ts_rank_cd`` on PostgreSQL, newer lines first among equals.
+    When more than :data:`RANK_CANDIDATES` lines match, the newest that many are ranked.
+
+    Filters: ``session`` (id or ``last``); ``since``/``until``: when the session started
+    (a date for ``until`` includes that day; naive times are local); ``lang``: lines in that
+    language (a translation track, or an original line spoken in it); ``speaker`` (any case).
+    Raises :class:`SearchSyntaxError` for a query it cannot read, :class:`SessionNotFound`
+    for an unknown session, :class:`StoreError` when the database fails.
+    """
+    parsed = query if isinstance(query, Query) else parse_query(query)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise SearchSyntaxError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    seg, ses = SegmentRow.__table__.c, SessionRow.__table__.c
+    conditions: list[ColumnElement[bool]] = [seg.status == "final"]
+    # Conditions on the session: they also bound the line ids searched (see _statement).
+    scope: list[ColumnElement[bool]] = []
+    if session is not None:
+        scope.append(ses.id == store.resolve_session(session).id)
+    if since is not None:
+        scope.append(ses.started_at >= _utc(since))
+    if until is not None:
+        scope.append(ses.started_at < _until(until))
+    conditions += scope
+    if lang:
+        conditions.append(
+            or_(
+                seg.track == lang,
+                and_(seg.track == "original", func.coalesce(seg.language, ses.language) == lang),
+            )
+        )
+    if speaker:
+        conditions.append(func.lower(seg.speaker) == speaker.casefold())
+
+    dialect = store.engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise StoreError(f"search is not available on {dialect} (use sqlite or postgresql)")
+    joined = SegmentRow.__table__.join(SessionRow.__table__, ses.id == seg.session_id)
+    id_range: tuple[int, int] | None = None
     try:
         with store.engine.begin() as conn:
             if dialect == "postgresql":
@@ -493,7 +536,17 @@ def search(
                     text("SELECT set_config('statement_timeout', :ms, true)"),
                     {"ms": str(PG_STATEMENT_TIMEOUT_MS)},
                 )
-            rows = conn.execute(stmt, params).all()
+            if scope:
+                # Sessions first (a small table), then each one's lines by index.
+                in_scope = seg.session_id.in_(select(ses.id).where(*scope))
+                low, high = conn.execute(
+                    select(func.min(seg.id), func.max(seg.id)).where(in_scope)
+                ).one()
+                if low is None:
+                    return []
+                id_range = (int(low), int(high))
+            stmt = _statement(dialect, parsed, joined, conditions, limit, id_range)
+            rows = conn.execute(stmt).all()
     except (DatabaseError, OperationalError) as exc:
         if "statement timeout" in str(exc):
             raise StoreError(
