@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import os
 import random
 import tempfile
@@ -49,8 +50,32 @@ SYLLABLES = ["ba", "ko", "ri", "tu", "me", "sa", "lo", "ne", "vi", "da", "pe", "
 
 def vocabulary(rng: random.Random) -> list[str]:
     words: set[str] = set()
-    real = ("the we to and a is of that it budget review meeting plan team next week "
-            "quarter project customer sales report launch design hiring").split()
+    real = [
+        "the",
+        "we",
+        "to",
+        "and",
+        "a",
+        "is",
+        "of",
+        "that",
+        "it",
+        "budget",
+        "review",
+        "meeting",
+        "plan",
+        "team",
+        "next",
+        "week",
+        "quarter",
+        "project",
+        "customer",
+        "sales",
+        "report",
+        "launch",
+        "design",
+        "hiring",
+    ]
     out = list(dict.fromkeys(real))
     words.update(out)
     while len(out) < VOCABULARY:
@@ -72,16 +97,14 @@ def build(store: Store, hours: int) -> tuple[int, float]:
     nprng = np.random.default_rng(SEED)
     vocab = np.array(vocabulary(rng), dtype=object)
     ranks = np.arange(1, len(vocab) + 1, dtype=np.float64)
-    probs = ranks ** -ZIPF_EXPONENT
+    probs = ranks**-ZIPF_EXPONENT
     probs /= probs.sum()
     total = hours * LINES_PER_HOUR
     rare_at = {
-        int(i): w
-        for w in RARE_WORDS
-        for i in nprng.choice(total, RARE_OCCURRENCES, replace=False)
+        int(i): w for w in RARE_WORDS for i in nprng.choice(total, RARE_OCCURRENCES, replace=False)
     }
     t0 = time.perf_counter()
-    start = dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 1, 9, tzinfo=dt.UTC)
     speakers = ["Ann", "Bo", "Chen", "Dana", "Eli", "Fay"]
     raw = store.engine.raw_connection()
     try:
@@ -91,8 +114,18 @@ def build(store: Store, hours: int) -> tuple[int, float]:
         if is_sqlite:
             cur.execute("PRAGMA synchronous=OFF")  # a benchmark build, not a daemon
         session_rows = [
-            (f"Meeting {h}", start + dt.timedelta(days=h), start + dt.timedelta(days=h, hours=1),
-             "completed", "synthetic", "bench", "en", "bench", 3600.0, 0.0)
+            (
+                f"Meeting {h}",
+                start + dt.timedelta(days=h),
+                start + dt.timedelta(days=h, hours=1),
+                "completed",
+                "synthetic",
+                "bench",
+                "en",
+                "bench",
+                3600.0,
+                0.0,
+            )
             for h in range(hours)
         ]
         cur.executemany(
@@ -104,9 +137,11 @@ def build(store: Store, hours: int) -> tuple[int, float]:
             ],
         )
         cur.execute("SELECT min(id) FROM sessions")
-        first_sid = cur.fetchone()[0]
+        row = cur.fetchone()
+        assert row is not None
+        first_sid = int(row[0])
         raw.commit()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         now_v = _when(now, is_sqlite)
         insert = (
             "INSERT INTO segments (session_id, track, channel, item_id, previous_item_id, seq, "
@@ -128,17 +163,31 @@ def build(store: Store, hours: int) -> tuple[int, float]:
                 if i in rare_at:
                     line_words[len(line_words) // 2] = rare_at[i]
                 hour, seq = divmod(i, LINES_PER_HOUR)
-                rows.append((
-                    first_sid + hour, "original", "", f"loc-{seq}",
-                    f"loc-{seq - 1}" if seq else None, seq, seq * LINE_MS,
-                    seq * LINE_MS + LINE_MS - 200, " ".join(line_words), "final", "bench",
-                    None, speakers[(i // 7) % len(speakers)], now_v, now_v,
-                ))
+                rows.append(
+                    (
+                        first_sid + hour,
+                        "original",
+                        "",
+                        f"loc-{seq}",
+                        f"loc-{seq - 1}" if seq else None,
+                        seq,
+                        seq * LINE_MS,
+                        seq * LINE_MS + LINE_MS - 200,
+                        " ".join(line_words),
+                        "final",
+                        "bench",
+                        None,
+                        speakers[(i // 7) % len(speakers)],
+                        now_v,
+                        now_v,
+                    )
+                )
             cur.executemany(insert, rows)
             raw.commit()
             done += n
-            print(f"  built {done:,}/{total:,} lines ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            print(
+                f"  built {done:,}/{total:,} lines ({time.perf_counter() - t0:.0f} s)", flush=True
+            )
         if is_sqlite:
             cur.execute("INSERT INTO segments_fts(segments_fts) VALUES ('optimize')")
             raw.commit()
@@ -161,7 +210,7 @@ def db_size(store: Store, path: Path | None) -> str:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -207,11 +256,11 @@ def main() -> None:
         "two common words": [[a, b] for a, b in zip(common, reversed(common))],
         "medium word (rank ~200)": [[w] for w in medium],
         "rare word (40 lines)": [[w] for w in rare],
-        "phrase of common words": [[f'"{a} {b}"'] for a, b in zip(common, common[1:])],
+        "phrase of common words": [[f'"{a} {b}"'] for a, b in itertools.pairwise(common)],
         "prefix (3 letters)": [[w[:3] + "*"] for w in medium],
         "common word, one session": [[w, "@session"] for w in common],
         "common word, date range": [[w, "@range"] for w in common],
-        "rare OR rare -common": [[f"{a} OR {b} -{common[0]}"] for a, b in zip(rare, rare[1:])],
+        "rare OR rare -common": [[f"{a} OR {b} -{common[0]}"] for a, b in itertools.pairwise(rare)],
     }
     # Warm the cache as a running daemon's database would be.
     for _ in range(2):
@@ -227,7 +276,9 @@ def main() -> None:
             if "@session" in words:
                 kw["session"] = rng.randint(1, args.hours)
             if "@range" in words:
-                day = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, max(0, args.hours - 30)))
+                day = dt.date(2024, 1, 1) + dt.timedelta(
+                    days=rng.randint(0, max(0, args.hours - 30))
+                )
                 kw["since"], kw["until"] = day, day + dt.timedelta(days=30)
             for _ in range(RUNS_PER_QUERY):
                 t0 = time.perf_counter()
@@ -235,11 +286,17 @@ def main() -> None:
                 times.append((time.perf_counter() - t0) * 1000)
                 hits = max(hits, len(found))
         all_times.extend(times)
-        print(f"{label:36} {len(times):>5} {pct(times, 0.5):>8.1f} {pct(times, 0.99):>8.1f} "
-              f"{max(times):>8.1f}  {hits}")
-    print(f"{'all queries':36} {len(all_times):>5} {pct(all_times, 0.5):>8.1f} "
-          f"{pct(all_times, 0.99):>8.1f} {max(all_times):>8.1f}")
-    print(f"\ncpu: {os.cpu_count()} cores; python {'.'.join(map(str, __import__('sys').version_info[:3]))}")
+        print(
+            f"{label:36} {len(times):>5} {pct(times, 0.5):>8.1f} {pct(times, 0.99):>8.1f} "
+            f"{max(times):>8.1f}  {hits}"
+        )
+    print(
+        f"{'all queries':36} {len(all_times):>5} {pct(all_times, 0.5):>8.1f} "
+        f"{pct(all_times, 0.99):>8.1f} {max(all_times):>8.1f}"
+    )
+    print(
+        f"\ncpu: {os.cpu_count()} cores; python {'.'.join(map(str, __import__('sys').version_info[:3]))}"
+    )
     store.close()
     if tmp is not None and not args.keep:
         tmp.cleanup()

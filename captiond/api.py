@@ -77,7 +77,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite keeps UTC without an offset
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.isoformat()
 
 
@@ -297,7 +297,7 @@ def handle_api(
         message = store.describe_error(exc)  # the URL without its password
         log.warning("api.store_error path=%s error=%r", path, message)
         return 503, {"error": message}
-    except Exception:  # noqa: BLE001 - one bad request must not take the server down
+    except Exception:
         log.exception("api.failed path=%s", path)
         return 500, {"error": "internal error (see the daemon's log)"}
 

@@ -9,7 +9,6 @@ import urllib.request
 from typing import Any
 
 import pytest
-from db_support import any_db_url, pg_url  # noqa: F401 - fixtures
 from websockets.asyncio.server import serve
 
 from captiond.api import api_process_request, handle_api
@@ -18,8 +17,16 @@ from captiond.transcript.store import Store
 
 
 def _line(item: str, text: str, seq: int, status: LineStatus = LineStatus.FINAL) -> Line:
-    return Line(item_id=item, previous_item_id=None, seq=seq, audio_start_ms=seq * 5_000,
-                audio_end_ms=seq * 5_000 + 4_000, text=text, status=status, speaker="Ann")
+    return Line(
+        item_id=item,
+        previous_item_id=None,
+        seq=seq,
+        audio_start_ms=seq * 5_000,
+        audio_end_ms=seq * 5_000 + 4_000,
+        text=text,
+        status=status,
+        speaker="Ann",
+    )
 
 
 @pytest.fixture
@@ -44,8 +51,12 @@ def test_sessions_and_one_session(store: Store) -> None:
     code, body = handle_api(store, "/api/sessions", "limit=1")
     assert [s["id"] for s in body["sessions"]] == [b]
     code, body = handle_api(store, f"/api/sessions/{a}/", "")
-    assert code == 200 and body["session"]["lines"] == 2 and body["session"]["status"] == "completed"
-    assert body["gaps"] == [{"channel": "", "start_ms": 100, "end_ms": 900, "reason": "device lost"}]
+    assert (
+        code == 200 and body["session"]["lines"] == 2 and body["session"]["status"] == "completed"
+    )
+    assert body["gaps"] == [
+        {"channel": "", "start_ms": 100, "end_ms": 900, "reason": "device lost"}
+    ]
     assert handle_api(store, "/api/sessions/last", "")[1]["session"]["id"] == b
     code, body = handle_api(store, "/api/sessions/424242", "")
     assert code == 404 and "no session 424242" in body["error"]
@@ -85,7 +96,10 @@ def test_search_route(store: Store) -> None:
     assert code == 200 and body["query"] == '"budget review"'
     (hit,) = body["hits"]
     assert (hit["item_id"], hit["session"], hit["session_title"], hit["at"]) == (
-        "a", sid, "Q3", "00:00:05",
+        "a",
+        sid,
+        "Q3",
+        "00:00:05",
     )
     assert [hit["snippet"][a:b] for a, b in hit["highlights"]] == ["budget", "review"]
     code, body = handle_api(store, "/api/search", "q=%22budget")
@@ -100,7 +114,9 @@ def test_search_route(store: Store) -> None:
 def test_status_routes_and_errors(store: Store) -> None:
     """/api/status comes from the daemon's callable; unknown routes and bad limits say so."""
     assert handle_api(store, "/api/status", "")[0] == 503
-    code, body = handle_api(store, "/api/status", "", status=lambda: {"engine": "local", "lag_ms": 120})
+    code, body = handle_api(
+        store, "/api/status", "", status=lambda: {"engine": "local", "lag_ms": 120}
+    )
     assert (code, body) == (200, {"engine": "local", "lag_ms": 120})
     code, body = handle_api(store, "/api/nothing", "")
     assert code == 404 and "/api/sessions" in body["error"]

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from db_support import pg_url  # noqa: F401 - fixture
 
 from captiond import cli
 from captiond.events import Line, LineStatus
@@ -18,7 +17,9 @@ from captiond.transcript.store import Store
 @pytest.fixture(autouse=True)
 def only_database_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The CLI as users get it, limited to the commands under test (the others load engines).
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("captiond.commands.browse", "captiond.commands.db"))
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", ("captiond.commands.browse", "captiond.commands.db")
+    )
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
@@ -26,12 +27,22 @@ def _fill(url: str) -> tuple[int, int]:
     store = Store.open(url)
     old = store.begin_session(source="mic", engine="test", title="Budget sync")
     new = store.begin_session(source="mic", engine="test", title="Standup")
-    for sid, texts in ((old, ["hello all", "the budget review is late"]), (new, ["no budget talk"])):
+    for sid, texts in (
+        (old, ["hello all", "the budget review is late"]),
+        (new, ["no budget talk"]),
+    ):
         store.write_lines(
             sid,
             [
-                Line(item_id=f"i{n}", previous_item_id=None, seq=n, audio_start_ms=n * 10_000,
-                     audio_end_ms=n * 10_000 + 3_000, text=t, status=LineStatus.FINAL)
+                Line(
+                    item_id=f"i{n}",
+                    previous_item_id=None,
+                    seq=n,
+                    audio_start_ms=n * 10_000,
+                    audio_end_ms=n * 10_000 + 3_000,
+                    text=t,
+                    status=LineStatus.FINAL,
+                )
                 for n, t in enumerate(texts)
             ],
         )
@@ -51,7 +62,7 @@ def test_search_prints_ranked_hits_and_a_working_show_hint(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Hits show session title, time, highlighted snippet and a show command that works."""
-    old, new = _fill(db_url)
+    old, _ = _fill(db_url)
     code, out, _ = run(db_url, "search", "budget review", capsys=capsys)
     assert code == 0
     assert "1 hit for 'budget review'" in out
@@ -80,10 +91,12 @@ def test_search_json_filters_and_no_hits(db_url: str, capsys: pytest.CaptureFixt
     assert code == 1 and "no lines match" in out
 
 
-def test_search_syntax_error_is_one_clear_line(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_syntax_error_is_one_clear_line(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A bad query prints a one-line message with the fix, no traceback."""
     _fill(db_url)
-    code, out, err = run(db_url, "search", '"budget review', capsys=capsys)
+    code, _, err = run(db_url, "search", '"budget review', capsys=capsys)
     assert code == 1
     assert err.startswith("captiond: a closing quote is missing")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -147,7 +160,7 @@ def test_prune_deletes_only_old_finished_sessions(
     db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """prune --older-than 90d removes the 100-day-old session, keeps the new one."""
-    old, new = _fill(db_url)
+    _, new = _fill(db_url)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run(db_url, "prune", "--older-than", "90d", capsys=capsys)
     assert code == 1 and "--yes" in err and "delete 1 session: session" in err

@@ -5,8 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 from typing import Any
 
-from db_support import any_db_url, pg_url  # noqa: F401 - fixtures
-
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
 from captiond.transcript.search import search
 from captiond.transcript.store import Store, StoreWriter
@@ -24,11 +22,16 @@ def _daemon(url: str, room: str, start: Any, results: Any) -> None:
     start.wait()
     for n in range(LINES_PER_DAEMON):
         # Both daemons use the same item ids: they are unique per session, not globally.
-        base = dict(item_id=f"loc-{n}", previous_item_id=f"loc-{n - 1}" if n else None, seq=n,
-                    audio_start_ms=n * 2_000, audio_end_ms=n * 2_000 + 1_500)
+        base: dict[str, Any] = {
+            "item_id": f"loc-{n}",
+            "previous_item_id": f"loc-{n - 1}" if n else None,
+            "seq": n,
+            "audio_start_ms": n * 2_000,
+            "audio_end_ms": n * 2_000 + 1_500,
+        }
         words = f"{room} line {n} quarterly budget" if n % 10 == 0 else f"{room} line {n}"
-        partial = Line(text=words[:5], status=LineStatus.PARTIAL, **base)  # type: ignore[arg-type]
-        final = Line(text=words, status=LineStatus.FINAL, **base)  # type: ignore[arg-type]
+        partial = Line(text=words[:5], status=LineStatus.PARTIAL, **base)
+        final = Line(text=words, status=LineStatus.FINAL, **base)
         # Waiting for each write makes every line two transactions (insert, then update),
         # interleaved with the other daemon's.
         writer.submit([LineUpdate(UpdateKind.ADDED, partial, sid)])

@@ -6,10 +6,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from db_support import any_db_url, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import inspect, text
 
 from captiond.events import Line, LineStatus
@@ -119,7 +117,9 @@ def test_index_follows_insert_update_delete(any_db_url: str) -> None:
             with store.engine.connect() as conn:
                 # FTS5's own consistency check against the content table.
                 conn.execute(
-                    text("INSERT INTO segments_fts(segments_fts, rank) VALUES ('integrity-check', 1)")
+                    text(
+                        "INSERT INTO segments_fts(segments_fts, rank) VALUES ('integrity-check', 1)"
+                    )
                 )
     finally:
         store.close()

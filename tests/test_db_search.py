@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
-from db_support import any_db_url, pg_url  # noqa: F401 - fixtures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect
@@ -167,7 +166,9 @@ def corpus(any_db_url: str) -> Iterator[tuple[Store, list[int]]]:
 
 
 @pytest.mark.parametrize("query", sorted(EXPECTED))
-def test_results_mean_the_same_on_both_databases(corpus: tuple[Store, list[int]], query: str) -> None:
+def test_results_mean_the_same_on_both_databases(
+    corpus: tuple[Store, list[int]], query: str
+) -> None:
     """Every query finds exactly the expected final lines, on SQLite and on PostgreSQL."""
     store, _ = corpus
     assert {h.item_id for h in search(store, query)} == EXPECTED[query]
@@ -192,7 +193,7 @@ def test_hits_are_ranked_and_carry_context(corpus: tuple[Store, list[int]]) -> N
 def test_filters(corpus: tuple[Store, list[int]]) -> None:
     """session, since/until (session start), lang and speaker narrow the hits."""
     store, sessions = corpus
-    ids = lambda **kw: {h.item_id for h in search(store, "budget OR presupuesto", **kw)}  # noqa: E731
+    ids = lambda **kw: {h.item_id for h in search(store, "budget OR presupuesto", **kw)}
     assert ids(session=sessions[1]) == {"b3"}
     assert ids(session="last") == {"b3"}
     assert ids(since=dt.date(2026, 11, 1)) == {"b3"}
@@ -210,7 +211,7 @@ HOSTILE = [
     '"; DROP TABLE segments; --',
     "budget' OR '1'='1",
     'budget" OR "1"="1',
-    "\"\"\"''' \"",
+    '"""\'\'\' "',
     "NEAR(budget review, 2)",
     "text:budget",
     "{text}: budget",

@@ -89,7 +89,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("prune", parents=[common], help="delete sessions older than an age")
     p.add_argument(
-        "--older-than", type=parse_age, required=True, metavar="AGE",
+        "--older-than",
+        type=parse_age,
+        required=True,
+        metavar="AGE",
         help="age of the sessions to delete: 90d, 12h, 2w, 30m",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -129,8 +132,12 @@ def cmd_search(args: argparse.Namespace, cfg: Config) -> int:
         store.close()
     out = sys.stdout
     if args.json:
-        json.dump({"query": args.query, "hits": [hit_json(h) for h in hits]}, out,
-                  ensure_ascii=False, indent=2)
+        json.dump(
+            {"query": args.query, "hits": [hit_json(h) for h in hits]},
+            out,
+            ensure_ascii=False,
+            indent=2,
+        )
         out.write("\n")
         return 0 if hits else 1
     if not hits:
@@ -161,7 +168,9 @@ def confirm(question: str, *, yes: bool, stdin: TextIO | None = None) -> bool:
         return True
     stdin = stdin or sys.stdin
     if not stdin.isatty():
-        raise CaptiondError(f"{question}: not confirmed (run with --yes to confirm without a prompt)")
+        raise CaptiondError(
+            f"{question}: not confirmed (run with --yes to confirm without a prompt)"
+        )
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     answer = stdin.readline().strip().lower()
@@ -171,7 +180,7 @@ def confirm(question: str, *, yes: bool, stdin: TextIO | None = None) -> bool:
 def _describe(row: SessionRow) -> str:
     started = row.started_at
     if started.tzinfo is None:
-        started = started.replace(tzinfo=dt.timezone.utc)
+        started = started.replace(tzinfo=dt.UTC)
     when = started.astimezone().strftime("%Y-%m-%d %H:%M")
     return f"session {row.id} ({row.title or row.source}, {when})"
 
@@ -223,7 +232,7 @@ def sessions_older_than(store: Store, age: dt.timedelta, now: dt.datetime) -> li
     from sqlalchemy import select
     from sqlalchemy.orm import Session as OrmSession
 
-    cutoff = (now - age).astimezone(dt.timezone.utc)
+    cutoff = (now - age).astimezone(dt.UTC)
     with OrmSession(store.engine) as s:
         rows = list(
             s.scalars(
@@ -240,7 +249,7 @@ def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg)
     try:
         store.mark_interrupted()
-        rows = sessions_older_than(store, args.older_than, dt.datetime.now(dt.timezone.utc))
+        rows = sessions_older_than(store, args.older_than, dt.datetime.now(dt.UTC))
         if not rows:
             print("no sessions to prune")
             return 0

@@ -30,8 +30,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     String,
-    bindparam,
     and_,
+    bindparam,
     column,
     func,
     literal_column,
@@ -88,8 +88,8 @@ class Term:
 
     @property
     def words(self) -> list[str]:
-        """The words this term matches, case-folded as the indexes fold them."""
-        return [w.casefold() for w in words_of(self.text)]
+        """The words this term matches, lowercased as the indexes lowercase them."""
+        return [w.lower() for w in words_of(self.text)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def parse_query(source: str) -> Query:
             end = source.find('"', i + 1)
             if end == -1:
                 raise SearchSyntaxError(
-                    f'a closing quote is missing after {source[i:i + 30]!r}: '
+                    f"a closing quote is missing after {source[i : i + 30]!r}: "
                     'write "exact phrase" with a quote at both ends'
                 )
             body = source[i + 1 : end]
@@ -206,7 +206,9 @@ def _build(tokens: list[Any], source: str) -> Query:
         pending_or = False
         previous_positive = True
     if pending_or:
-        raise SearchSyntaxError("OR needs a word or phrase on both sides (write: budget OR finance)")
+        raise SearchSyntaxError(
+            "OR needs a word or phrase on both sides (write: budget OR finance)"
+        )
 
     def keep(term: Term) -> bool:
         words = term.words
@@ -231,8 +233,7 @@ def _build(tokens: list[Any], source: str) -> Query:
     count = sum(len(g) for g in kept_groups) + len(kept_excluded)
     if count > MAX_QUERY_TERMS:
         raise SearchSyntaxError(
-            f"the search has {count} terms; at most {MAX_QUERY_TERMS} "
-            "(use a phrase or fewer words)"
+            f"the search has {count} terms; at most {MAX_QUERY_TERMS} (use a phrase or fewer words)"
         )
     return Query(kept_groups, kept_excluded, source)
 
@@ -265,20 +266,21 @@ def pg_tsquery(query: Query) -> ColumnElement[Any]:
     """The tsquery as a SQL expression; every piece of user text is a bound parameter.
 
     Plain words and phrases go through the same ``regexp_replace`` and ``phraseto_tsquery``
-    as the indexed text, so they split into the same words. A prefix is written in tsquery syntax from our
-    word split; those words hold only letters, digits and marks, so no operator can appear.
+    as the indexed text, so they split into the same words. A prefix is written in tsquery
+    syntax from our word split; those words hold only letters and digits, so no operator or
+    quote can appear in it.
     """
-    config = literal_column(f"'{PG_TS_CONFIG}'::regconfig")
+    config: ColumnElement[Any] = literal_column(f"'{PG_TS_CONFIG}'::regconfig")
 
     def term_sql(term: Term) -> ColumnElement[Any]:
         if term.prefix:
-            words = [f"'{w}'" for w in term.words]
-            words[-1] += ":*"
-            return func.to_tsquery(config, bindparam(None, " <-> ".join(words), String()))
-        words = func.regexp_replace(
+            quoted = [f"'{w}'" for w in term.words]
+            quoted[-1] += ":*"
+            return func.to_tsquery(config, bindparam(None, " <-> ".join(quoted), String()))
+        spaced = func.regexp_replace(
             bindparam(None, term.text, String()), literal_column(f"'{PG_NON_WORD}'"), " ", "g"
         )
-        return func.phraseto_tsquery(config, words)
+        return func.phraseto_tsquery(config, spaced)
 
     def group(terms: tuple[Term, ...]) -> ColumnElement[Any]:
         return functools.reduce(func.tsquery_or, (term_sql(t) for t in terms))
@@ -321,7 +323,7 @@ def snippet(line: str, query: Query) -> tuple[str, list[tuple[int, int]]]:
         j = i
         while j < n and _is_word_char(line[j]):
             j += 1
-        word = line[i:j].casefold()
+        word = line[i:j].lower()
         if word in exact or word.startswith(prefixes):
             spans.append((i, j))
         i = j
@@ -403,7 +405,7 @@ def _utc(value: dt.datetime | dt.date) -> dt.datetime:
         value = dt.datetime.combine(value, dt.time(), tzinfo=None)
     if value.tzinfo is None:
         value = value.astimezone()  # a naive time is local time
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 def _until(value: dt.datetime | dt.date) -> dt.datetime:
@@ -443,7 +445,7 @@ def _statement(
         )
         score: Any = candidates.c.score
     else:
-        tsv = literal_column("segments.text_tsv")
+        tsv: ColumnElement[Any] = literal_column("segments.text_tsv")
         candidates = (
             select(seg.id.label("id"))
             .select_from(joined)
@@ -522,7 +524,7 @@ def search(
             )
         )
     if speaker:
-        conditions.append(func.lower(seg.speaker) == speaker.casefold())
+        conditions.append(func.lower(seg.speaker) == speaker.lower())
 
     dialect = store.engine.dialect.name
     if dialect not in ("sqlite", "postgresql"):
@@ -560,7 +562,7 @@ def search(
         excerpt, spans = snippet(r.text, parsed)
         started = r.started_at
         if started.tzinfo is None:  # SQLite keeps UTC without an offset
-            started = started.replace(tzinfo=dt.timezone.utc)
+            started = started.replace(tzinfo=dt.UTC)
         hits.append(
             SearchHit(
                 segment_id=r.id,

@@ -107,7 +107,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     dialect = _dialect()
-    statements = _SQLITE_DOWN if dialect == "sqlite" else _PG_DOWN if dialect == "postgresql" else ()
+    statements = (
+        _SQLITE_DOWN if dialect == "sqlite" else _PG_DOWN if dialect == "postgresql" else ()
+    )
     for sql in statements:
         op.execute(sql)
 
