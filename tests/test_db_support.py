@@ -40,6 +40,7 @@ def _run_probe(ci: str | None) -> subprocess.CompletedProcess[str]:
             "no:cacheprovider",
             f"{PROBE}[postgresql]",
         ],
+        check=False,
         cwd=ROOT,
         env=env,
         capture_output=True,
