@@ -204,8 +204,15 @@ def db_size(store: Store, path: Path | None) -> str:
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     else:
         with store.engine.connect() as conn:
-            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
-    return f"{size / 1e6:,.0f} MB"
+            # The tables (with their indexes and TOAST) of the schema in use.
+            size = conn.execute(
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+                )
+            ).scalar_one()
+    return f"{int(size) / 1e6:,.0f} MB"
 
 
 def pct(values: list[float], q: float) -> float:

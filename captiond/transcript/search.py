@@ -534,8 +534,13 @@ def search(
     try:
         with store.engine.begin() as conn:
             if dialect == "postgresql":
+                # Custom plans: psycopg prepares a statement run often, and a generic plan
+                # cannot tell a rare word (use the GIN index) from a common one.
                 conn.execute(
-                    text("SELECT set_config('statement_timeout', :ms, true)"),
+                    text(
+                        "SELECT set_config('statement_timeout', :ms, true), "
+                        "set_config('plan_cache_mode', 'force_custom_plan', true)"
+                    ),
                     {"ms": str(PG_STATEMENT_TIMEOUT_MS)},
                 )
             if scope:
