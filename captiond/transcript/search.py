@@ -498,7 +498,7 @@ def search(
 
     Filters: ``session`` (id or ``last``); ``since``/``until``: when the session started
     (a date for ``until`` includes that day; naive times are local); ``lang``: lines in that
-    language (a translation track, or an original line spoken in it); ``speaker`` (any case).
+    language (a translation track, or an original line spoken in it); ``speaker`` (exact, or in any case; SQLite folds ASCII letters only).
     Raises :class:`SearchSyntaxError` for a query it cannot read, :class:`SessionNotFound`
     for an unknown session, :class:`StoreError` when the database fails.
     """
@@ -524,7 +524,8 @@ def search(
             )
         )
     if speaker:
-        conditions.append(func.lower(seg.speaker) == speaker.lower())
+        # SQLite's lower() folds ASCII only: the exact spelling always matches too.
+        conditions.append(or_(seg.speaker == speaker, func.lower(seg.speaker) == speaker.lower()))
 
     dialect = store.engine.dialect.name
     if dialect not in ("sqlite", "postgresql"):

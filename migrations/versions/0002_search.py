@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from captiond.errors import StoreError
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -98,7 +100,7 @@ def upgrade() -> None:
     elif dialect == "postgresql":
         statements = _PG_UP
     else:
-        raise RuntimeError(
+        raise StoreError(
             f"full-text search is not available on {dialect} (use sqlite or postgresql)"
         )
     for sql in statements:
@@ -117,7 +119,7 @@ def downgrade() -> None:
 def _require_fts5() -> None:
     rows = op.get_bind().exec_driver_sql("PRAGMA compile_options").fetchall()
     if not any(str(r[0]).upper() == "ENABLE_FTS5" for r in rows):
-        raise RuntimeError(
+        raise StoreError(
             "this SQLite library was built without FTS5, which captiond's search needs "
             "(use a Python whose sqlite3 has FTS5, as Debian's and python.org's do)"
         )
