@@ -498,7 +498,8 @@ def search(
 
     Filters: ``session`` (id or ``last``); ``since``/``until``: when the session started
     (a date for ``until`` includes that day; naive times are local); ``lang``: lines in that
-    language (a translation track, or an original line spoken in it); ``speaker`` (exact, or in any case; SQLite folds ASCII letters only).
+    language (a translation track, or an original line spoken in it); ``speaker``: exact, or
+    in any case (SQLite folds ASCII letters only).
     Raises :class:`SearchSyntaxError` for a query it cannot read, :class:`SessionNotFound`
     for an unknown session, :class:`StoreError` when the database fails.
     """
