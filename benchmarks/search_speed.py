@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import itertools
 import os
+import platform
 import random
 import tempfile
 import time
@@ -302,7 +303,7 @@ def main() -> None:
         f"{pct(all_times, 0.99):>8.1f} {max(all_times):>8.1f}"
     )
     print(
-        f"\ncpu: {os.cpu_count()} cores; python {'.'.join(map(str, __import__('sys').version_info[:3]))}"
+        f"\ncpu: {os.cpu_count()} cores; python {platform.python_version()}"
     )
     store.close()
     if tmp is not None and not args.keep:

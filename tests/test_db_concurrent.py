@@ -1,4 +1,4 @@
-"""Two daemons (separate processes) write one database at once; ids never clash; search sees both."""
+"""Two daemons (processes) write one database at once: ids never clash, search sees both."""
 
 from __future__ import annotations
 

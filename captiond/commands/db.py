@@ -1,4 +1,4 @@
-"""Commands that search and tidy the transcript database: ``search``, ``rename``, ``delete``, ``prune``.
+"""Commands that search and tidy the transcript database: search, rename, delete, prune.
 
 ``sessions`` and ``show`` live in :mod:`captiond.commands.browse`. Destructive commands ask
 for confirmation on a terminal and refuse without ``--yes`` when nobody can answer.

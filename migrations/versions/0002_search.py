@@ -4,7 +4,8 @@ SQLite: an FTS5 table ``segments_fts`` with external content (``segments``), kep
 by three triggers, so the text is stored once. PostgreSQL: a generated ``tsvector`` column
 ``segments.text_tsv`` with a GIN index. Both use the same tokenisation rules as far as the
 engines allow: case-folded words split at every non-word character, no stemming, no stop words
-(``unicode61``; ``simple`` after replacing non-word characters by spaces), so a query means the same on both (see ``captiond/transcript/search.py``).
+(``unicode61``; ``simple`` after replacing non-word characters by spaces), so a query
+means the same on both (see ``captiond/transcript/search.py``).
 
 These objects are not in the SQLAlchemy models on purpose (they are engine-specific); the
 model/migration comparison test ignores exactly them (``FTS_OBJECTS`` below).
