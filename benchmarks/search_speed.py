@@ -192,6 +192,8 @@ def build(store: Store, hours: int) -> tuple[int, float]:
         if is_sqlite:
             cur.execute("INSERT INTO segments_fts(segments_fts) VALUES ('optimize')")
             raw.commit()
+            # Fold the write-ahead log into the file, so the size below is the steady state.
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
             cur.execute("ANALYZE")
             raw.commit()
@@ -201,6 +203,7 @@ def build(store: Store, hours: int) -> tuple[int, float]:
 
 
 def db_size(store: Store, path: Path | None) -> str:
+    """The SQLite file with its WAL, or the tables and indexes of the PostgreSQL schema."""
     if path is not None:
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     else:
