@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect
 
@@ -60,6 +60,7 @@ def test_lowercase_or_and_operators_of_the_engines_are_words() -> None:
         ("budget OR", "both sides"),
         ("budget OR OR finance", "both sides"),
         ("budget OR -draft", "excluded term cannot be part of OR"),
+        ("-draft OR budget", "excluded term cannot be part of OR"),
         ("-draft -old", "not only -excluded"),
         ("", "nothing to search for"),
         ("  ?! ... ()  ", "nothing to search for"),
@@ -87,6 +88,29 @@ def test_any_text_parses_or_fails_cleanly_and_fts5_accepts_it(text: str) -> None
     conn.execute("INSERT INTO f VALUES ('some text')")
     conn.execute("SELECT rowid FROM f WHERE f MATCH ?", (fts5_match(q),)).fetchall()
     conn.close()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(st.text(max_size=60))
+def test_any_text_runs_on_postgresql(pg_store: Store, text: str) -> None:
+    """For any input: a SearchSyntaxError, or a tsquery real PostgreSQL runs without error."""
+    try:
+        q = parse_query(text)
+    except SearchSyntaxError:
+        return
+    search(pg_store, q)
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    # Made once per test, shared by its hypothesis examples (they only read).
+    store = Store.open(pg_url)
+    yield store
+    store.close()
 
 
 def test_snippet_cuts_long_lines_around_the_first_match() -> None:

@@ -181,10 +181,14 @@ def _build(tokens: list[Any], source: str) -> Query:
     groups: list[list[Term]] = []
     excluded: list[Term] = []
     pending_or = False
-    previous_positive = False
+    previous: str | None = None  # "positive" or "excluded": the term before
     for tok in tokens:
         if tok is _OR:
-            if not previous_positive or pending_or:
+            if previous == "excluded":
+                raise SearchSyntaxError(
+                    "an excluded term cannot be part of OR (write: budget OR finance -draft)"
+                )
+            if previous is None or pending_or:
                 raise SearchSyntaxError(
                     "OR needs a word or phrase on both sides (write: budget OR finance)"
                 )
@@ -197,14 +201,14 @@ def _build(tokens: list[Any], source: str) -> Query:
                     "an excluded term cannot be part of OR (write: budget OR finance -draft)"
                 )
             excluded.append(term)
-            previous_positive = False
+            previous = "excluded"
             continue
         if pending_or:
             groups[-1].append(term)
         else:
             groups.append([term])
         pending_or = False
-        previous_positive = True
+        previous = "positive"
     if pending_or:
         raise SearchSyntaxError(
             "OR needs a word or phrase on both sides (write: budget OR finance)"
