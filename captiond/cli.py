@@ -23,6 +23,7 @@ from captiond.errors import CaptiondError
 COMMAND_MODULES = (
     "captiond.commands.run",
     "captiond.commands.browse",
+    "captiond.commands.export",
 )
 
 log = logging.getLogger("captiond")

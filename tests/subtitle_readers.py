@@ -145,3 +145,23 @@ def read_chromium(path: Path) -> list[ParsedCue]:
     # The browser keeps times as float seconds; round to the millisecond written.
     return [(round(a * 1000), round(b * 1000), html.unescape(t)) for a, b, t in json.loads(
         json.dumps(raw))]
+
+
+def verify_file(path: Path, *, browser: bool = True) -> list[ParsedCue]:
+    """Read ``path`` with every independent reader and check they agree; returns the cues.
+
+    pysubs2 and srt (SRT) or webvtt-py (VTT) must give identical cues; ffmpeg must convert the
+    file (to the other format) keeping count and times; Chromium must load a VTT through
+    <track> with the same cues.
+    """
+    fmt = path.suffix.lstrip(".")
+    first = read_pysubs2(path)
+    second = read_srt(path) if fmt == "srt" else read_webvtt(path)
+    assert first == second, f"pysubs2 and {'srt' if fmt == 'srt' else 'webvtt-py'} disagree"
+    other = "vtt" if fmt == "srt" else "srt"
+    converted = ffmpeg_convert(path, path.with_name(f"{path.stem}.ffmpeg.{other}"))
+    back = read_pysubs2(converted)
+    assert [(a, b) for a, b, _ in back] == [(a, b) for a, b, _ in first], "ffmpeg changed times"
+    if fmt == "vtt" and browser:
+        assert read_chromium(path) == first, "Chromium's cue list differs"
+    return first
