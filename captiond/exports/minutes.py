@@ -138,6 +138,7 @@ def outline(rows: Sequence[Any], anchors: Sequence[str], findings: Sequence[Find
         return []
     length = _section_ms(max(duration_ms, rows[-1].audio_end_ms))
     sections: dict[int, dict[str, Any]] = {}
+    names = {r.speaker.lower() for r in rows if r.speaker}
     for row, anchor in zip(rows, anchors):
         k = row.audio_start_ms // length
         sec = sections.setdefault(k, {"start_ms": k * length, "end_ms": (k + 1) * length,
@@ -147,8 +148,10 @@ def outline(rows: Sequence[Any], anchors: Sequence[str], findings: Sequence[Find
         sec["texts"].append(row.text)
         if row.speaker and row.speaker not in sec["speakers"]:
             sec["speakers"].append(row.speaker)
-        sec["words"].update(w.lower() for w in _WORD.findall(row.text)
-                            if w.lower() not in _STOPWORDS)
+        sec["words"].update(
+            w for w in (x.lower() for x in _WORD.findall(row.text))
+            # contractions and the speakers' names say nothing about the topic
+            if w not in _STOPWORDS and w not in names and "'" not in w and "’" not in w)
     # distinctive words: frequent here, rare in other sections
     spread: Counter[str] = Counter()
     for sec in sections.values():
