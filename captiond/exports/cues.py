@@ -60,8 +60,9 @@ _LINE_BREAK_WEIGHT = 10.0
 _BALANCE_WEIGHT = 0.1
 _TOP_HEAVY_COST = 0.5
 
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
-_CLAUSE_END = re.compile(r"[,;:–—][\"'”’)\]]*$")
+_SENTENCE_END_CHARS = frozenset(".!?…")
+_CLAUSE_END_CHARS = frozenset(",;:–—")
+_CLOSERS = "\"'”’)]"
 #: A break before these reads naturally.
 _CONJUNCTIONS = frozenset(
     "and but or nor so yet because although though while whereas which who whom whose "
@@ -284,9 +285,10 @@ def _times_from_words(
 
 def break_cost(before: str, after: str) -> float:
     """How bad a break between two words reads (0: after a sentence)."""
-    if _SENTENCE_END.search(before):
+    end = before.rstrip(_CLOSERS)[-1:]
+    if end in _SENTENCE_END_CHARS:
         return 0.0
-    if _CLAUSE_END.search(before):
+    if end in _CLAUSE_END_CHARS:
         return 0.3
     if after.lower().strip(_TRAILING_PUNCT) in _CONJUNCTIONS:
         return 0.5
@@ -318,19 +320,25 @@ def break_lines(tokens: Sequence[str], limits: CueLimits) -> tuple[str, ...]:
     """The text of a chunk broken into at most ``max_lines`` lines at the most natural points,
     preferring a balanced or bottom-heavy shape. A chunk that cannot fit (one very long word)
     stays on as few lines as the words allow."""
-    text = " ".join(tokens)
-    if len(text) <= limits.max_line_chars or len(tokens) == 1:
-        return (text,)
     n = len(tokens)
+    prefix = [0]
+    for t in tokens:
+        prefix.append(prefix[-1] + len(t))
+
+    def width(a: int, b: int) -> int:  # tokens a..b-1 joined by spaces
+        return prefix[b] - prefix[a] + (b - a - 1)
+
+    if n == 1 or width(0, n) <= limits.max_line_chars:
+        return (" ".join(tokens),)
+    costs = [0.0] + [break_cost(tokens[c - 1], tokens[c]) for c in range(1, n)]
     best: tuple[float, tuple[int, ...]] | None = None
     for breaks in range(1, limits.max_lines):
         for cut in combinations(range(1, n), breaks):
             edges = (0, *cut, n)
-            parts = [" ".join(tokens[a:b]) for a, b in zip(edges, edges[1:])]
-            if any(len(p) > limits.max_line_chars for p in parts):
+            lengths = [width(a, b) for a, b in zip(edges, edges[1:])]
+            if max(lengths) > limits.max_line_chars:
                 continue
-            cost = sum(break_cost(tokens[c - 1], tokens[c]) for c in cut) * _LINE_BREAK_WEIGHT
-            lengths = [len(p) for p in parts]
+            cost = sum(costs[c] for c in cut) * _LINE_BREAK_WEIGHT
             mean = sum(lengths) / len(lengths)
             cost += _BALANCE_WEIGHT * sum(abs(x - mean) for x in lengths)
             if lengths[0] > lengths[-1]:
@@ -386,6 +394,7 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
         best = [inf] * (n + 1)
         back = [0] * (n + 1)
         best[0] = 0.0
+        costs = [0.0] + [break_cost(tokens[c - 1], tokens[c]) for c in range(1, n)] + [0.0]
         for j in range(n):
             if best[j] == inf:
                 continue
@@ -396,9 +405,7 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
                 chars += lengths[i - 1] + 1
                 if i > j + 1 and times[i - 1][1] - t0 > max_span:
                     break
-                cost = base + _CUE_COST
-                if i < n:
-                    cost += break_cost(tokens[i - 1], tokens[i])
+                cost = base + _CUE_COST + costs[i]
                 if chars < _SHORT_CUE_CHARS and not (j == 0 and i == n):
                     cost += _SHORT_CUE_COST
                 if cost < best[i]:
