@@ -25,21 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from captiond.events import Line, LineStatus, Word  # noqa: E402
-from captiond.exports.cues import CueLimits, build_cues, check  # noqa: E402
-from captiond.exports.document import load_session, to_json  # noqa: E402
-from captiond.exports.files import atomic_write  # noqa: E402
-from captiond.exports.minutes import environment, render_minutes  # noqa: E402
-from captiond.exports.subtitles import iter_srt, iter_vtt  # noqa: E402
-from captiond.transcript.store import Store  # noqa: E402
+from captiond.events import Line, LineStatus, Word
+from captiond.exports.cues import CueLimits, build_cues, check
+from captiond.exports.document import load_session, to_json
+from captiond.exports.files import atomic_write
+from captiond.exports.minutes import environment, render_minutes
+from captiond.exports.subtitles import iter_srt, iter_vtt
+from captiond.transcript.store import Store
 
-VOCAB = (
-    "the a we our team release budget customer export feature database migration test "
-    "should could will need think know plan week quarter numbers review design option "
-    "because and but so then when which really probably maybe important question answer "
-    "documentation deadline vendor contract pricing tier latency memory server client "
-    "dashboard metrics onboarding hiring roadmap priority backlog sprint estimate"
-).split()
+VOCAB = ["the", "a", "we", "our", "team", "release", "budget", "customer", "export", "feature", "database", "migration", "test", "should", "could", "will", "need", "think", "know", "plan", "week", "quarter", "numbers", "review", "design", "option", "because", "and", "but", "so", "then", "when", "which", "really", "probably", "maybe", "important", "question", "answer", "documentation", "deadline", "vendor", "contract", "pricing", "tier", "latency", "memory", "server", "client", "dashboard", "metrics", "onboarding", "hiring", "roadmap", "priority", "backlog", "sprint", "estimate"]
 PHRASES = (
     "Alice will update the documentation by Friday.",
     "We decided to go with the managed database.",

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pysubs2
 import srt
@@ -51,7 +52,7 @@ def read_pysubs2(path: Path) -> list[ParsedCue]:
 def read_srt(path: Path) -> list[ParsedCue]:
     out = []
     for s in srt.parse(path.read_text(encoding="utf-8")):
-        ms = lambda td: round(td.total_seconds() * 1000)  # noqa: E731
+        ms = lambda td: round(td.total_seconds() * 1000)
         out.append((ms(s.start), ms(s.end), s.content))
     return out
 
@@ -80,7 +81,7 @@ def ffmpeg_convert(src: Path, dst: Path) -> Path:
     assert exe, "ffmpeg is not installed (apt-get install ffmpeg; see .ci/apt-packages)"
     proc = subprocess.run(
         [exe, "-nostdin", "-loglevel", "error", "-y", "-i", str(src), str(dst)],
-        capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S,
+        capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False,
     )
     assert proc.returncode == 0, f"ffmpeg failed on {src.name}: {proc.stderr}"
     return dst
@@ -102,10 +103,10 @@ def serve(directory: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+    extensions_map: ClassVar[dict[str, str]] = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".vtt": "text/vtt; charset=utf-8"}
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

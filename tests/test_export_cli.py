@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
@@ -99,14 +98,19 @@ def test_vtt_to_stdout_while_running(db, tmp_path, capsys):
 
 
 def test_translation_tracks(db, tmp_path, capsys):
-    """--lang de exports the German track; --lang all writes one file per language."""
+    """--lang de exports the German track; --lang all writes one file per language; --lang en
+    (the spoken language) is the original."""
     url, _ = db
     de = tmp_path / "de.vtt"
     assert run(url, "last", "--lang", "de", "-o", str(de)) == 0
-    assert [t for _, _, t in verify_file(de, browser=False)][0].startswith("Alice aktualisiert")
+    first_text = verify_file(de, browser=False)[0][2]
+    assert first_text.startswith("Alice aktualisiert")
     both = tmp_path / "all.srt"
     assert run(url, "last", "--lang", "all", "-o", str(both)) == 0
     assert verify_file(both) and verify_file(tmp_path / "all.de.srt")
+    en = tmp_path / "en.srt"  # the spoken language names the original track
+    assert run(url, "last", "--lang", "en", "-o", str(en)) == 0
+    assert en.read_text(encoding="utf-8") == both.read_text(encoding="utf-8")
     assert run(url, "last", "--lang", "fr") == 1
     assert "no 'fr' track (it has: original, de" in capsys.readouterr().err
 

@@ -93,8 +93,7 @@ def test_reading_speed_is_kept_when_timing_allows(lines):
 
 def test_long_utterance_splits_at_word_times():
     """With word timings, each cue starts when its first word was spoken."""
-    tokens = ("we looked at the numbers for the third quarter and they are better than "
-              "expected, so the board agreed to fund the second phase of the project").split()
+    tokens = ["we", "looked", "at", "the", "numbers", "for", "the", "third", "quarter", "and", "they", "are", "better", "than", "expected,", "so", "the", "board", "agreed", "to", "fund", "the", "second", "phase", "of", "the", "project"]
     words = tuple(TimedWord(t, 10_000 + i * 500, 10_000 + i * 500 + 400)
                   for i, t in enumerate(tokens))
     line = SourceLine(10_000, 10_000 + len(tokens) * 500, " ".join(tokens), words=words)
@@ -115,13 +114,10 @@ def test_without_word_times_split_is_proportional():
 
 def test_breaks_at_natural_points():
     """Lines break after punctuation or before a conjunction, not after an article."""
-    assert break_lines("Thanks everyone for coming today, I know it is early in the morning"
-                       .split(), LIMITS) == ("Thanks everyone for coming today,",
+    assert break_lines(["Thanks", "everyone", "for", "coming", "today,", "I", "know", "it", "is", "early", "in", "the", "morning"], LIMITS) == ("Thanks everyone for coming today,",
                                              "I know it is early in the morning")
-    assert break_lines("We should probably move the big database migration to the next sprint"
-                       .split(), LIMITS)[1].split()[0] != "sprint"
-    lines = break_lines("I reviewed the proposal yesterday evening and the budget looks fine"
-                        .split(), LIMITS)
+    assert break_lines(["We", "should", "probably", "move", "the", "big", "database", "migration", "to", "the", "next", "sprint"], LIMITS)[1].split()[0] != "sprint"
+    lines = break_lines(["I", "reviewed", "the", "proposal", "yesterday", "evening", "and", "the", "budget", "looks", "fine"], LIMITS)
     assert lines == ("I reviewed the proposal yesterday evening", "and the budget looks fine")
     for a, b in [break_lines(("x" * 20 + " the documentation team leads " + "y" * 20).split(),
                              LIMITS)]:

@@ -94,6 +94,8 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
         print(f"captiond: session {doc.id} has no final lines yet", file=sys.stderr)
 
     if subtitles:
+        if lang not in doc.tracks and lang == doc.language:
+            lang = ORIGINAL  # --lang en for an English session: the original track
         tracks = list(doc.tracks) if lang == "all" else [lang]
         for track in tracks:
             cues = build_cues(doc.source_lines(track), limits)
@@ -119,8 +121,7 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
 def _minutes(doc: SessionExport, cfg: Config, template: str | None) -> str:
     import jinja2
 
-    from captiond.exports.minutes import TEMPLATE, environment, render_minutes, \
-        user_templates_dir
+    from captiond.exports.minutes import TEMPLATE, environment, render_minutes, user_templates_dir
 
     env = environment(user_templates_dir(cfg["export.templates_dir"]))
     name = template or TEMPLATE

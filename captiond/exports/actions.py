@@ -34,6 +34,11 @@ Kind = Literal["decision", "action"]
 MAX_SENTENCE_CHARS = 600
 
 
+def _words(text: str) -> frozenset[str]:
+    """A set of words written as one string (easier to read and edit than a list)."""
+    return frozenset(text.split())
+
+
 @dataclass(frozen=True, slots=True)
 class Utterance:
     """One transcript line as the extractor sees it."""
@@ -67,14 +72,14 @@ _FILLER = re.compile(
     r"maybe|hopefully)\b[,.!]?\s+)+",
     re.IGNORECASE,
 )
-_NOT_NAMES = frozenset(
-    "i we you they he she it this that these those the a an there here someone somebody "
+_NOT_NAMES = _words(
+"i we you they he she it this that these those the a an there here someone somebody "
     "everyone everybody nobody anyone anybody who what when where why how which maybe also "
     "then so and but or if okay ok yes no yeah well right great good thanks thank please let "
     "let's lets our my your their his her its one all both each none next last first action "
     "todo decision agreed item follow hey hi hello guys folks team time nice glad happy hard "
     "easy back up welcome sorry just now today tomorrow monday tuesday wednesday thursday "
-    "friday saturday sunday something nothing everything anything people".split()
+    "friday saturday sunday something nothing everything anything people"
 )
 _NAME = r"[A-Z][a-zA-Z'’\-]+(?:\s+[A-Z][a-zA-Z\-]+)?"
 _OWNER = rf"(?P<owner>{_NAME}(?:(?:,\s*|\s+and\s+){_NAME})*)"
@@ -140,20 +145,19 @@ _ACTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 #: Verbs after "I'll"/"Alice will" that describe a state or a manner of speaking, not a task.
-_NOT_TASKS = frozenset(
-    "be know see understand like love hate want agree remember mind notice hear feel seem "
+_NOT_TASKS = _words(
+"be know see understand like love hate want agree remember mind notice hear feel seem "
     "say admit tell guess think bet suppose assume imagine wonder pass leave stop start "
     "show share explain recap summarize summarise introduce interrupt jump repeat keep "
-    "just also probably never not always still need".split()
+    "just also probably never not always still need"
 )
 _BE_TASK = re.compile(r"^be\s+(?:\w+ing\b|responsible|in charge|on point|the owner|owning)",
                       re.IGNORECASE)
 _VAGUE_TASKS = frozenset(
-    "do that|do it|do this|take it|take that|take this|handle it|handle that|do so|"
-    "help|try|sure|do my best".split("|")
+    ["do that", "do it", "do this", "take it", "take that", "take this", "handle it", "handle that", "do so", "help", "try", "sure", "do my best"]
 )
-_DETERMINERS = frozenset("the a an our my your their this that these those its".split())
-_STATEMENT_VERBS_FOR_CAN = frozenset("see hear tell imagine understand say confirm that".split())
+_DETERMINERS = _words("the a an our my your their this that these those its")
+_STATEMENT_VERBS_FOR_CAN = _words("see hear tell imagine understand say confirm that")
 
 _DECISION = re.compile(
     r"\b(?:we(?:'ve|’ve| have)?\s+(?:all\s+)?(?:decided|agreed|concluded|settled on|resolved|voted)"
@@ -247,9 +251,8 @@ def _task_ok(task: str, rule: str) -> bool:
         return False
     if task.lower().strip(" .!,") in _VAGUE_TASKS:
         return False  # "Sure, I can do that": agreement to an item already found
-    if rule == "named_to" and first in _DETERMINERS:
-        return False  # "Back to the agenda"
-    return True
+    # "Back to the agenda" is not Back's task
+    return not (rule == "named_to" and first in _DETERMINERS)
 
 
 def _match_action(clause: str, speaker: str | None) -> tuple[str | None, str, bool] | None:
@@ -296,7 +299,7 @@ def extract(utterances: Iterable[Utterance]) -> list[Finding]:
             decision = None if question else _DECISION.search(sentence)
             if decision and not _NEGATED_DECISION.search(sentence):
                 text = _decision_text(sentence, decision.start())
-                key = ("decision", None, text.lower())
+                key: tuple[str, str | None, str] = ("decision", None, text.lower())
                 if key not in seen:
                     seen.add(key)
                     out.append(Finding("decision", text, u.start_ms, u.index, speaker=u.speaker,

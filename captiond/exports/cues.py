@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import Any
+
+
+def _words(text: str) -> frozenset[str]:
+    """A set of words written as one string (easier to read and edit than a list)."""
+    return frozenset(text.split())
 
 #: Netflix/BBC defaults. Two frames at 24 fps are 83 ms.
 MAX_LINE_CHARS = 42
@@ -64,17 +68,17 @@ _SENTENCE_END_CHARS = frozenset(".!?…")
 _CLAUSE_END_CHARS = frozenset(",;:–—")
 _CLOSERS = "\"'”’)]"
 #: A break before these reads naturally.
-_CONJUNCTIONS = frozenset(
-    "and but or nor so yet because although though while whereas which who whom whose "
-    "that when where if unless until since then however after before".split()
+_CONJUNCTIONS = _words(
+"and but or nor so yet because although though while whereas which who whom whose "
+    "that when where if unless until since then however after before"
 )
 #: A break after these separates words that belong together (article and noun, preposition
 #: and object, subject pronoun and verb).
-_BINDING = frozenset(
-    "a an the this that these those my your his her its our their some any no every each "
+_BINDING = _words(
+"a an the this that these those my your his her its our their some any no every each "
     "of to in on at by for with from into onto about over under than as "
     "i we you he she they it i'm we're you're i'll we'll you'll i've we've not very "
-    "mr mrs ms dr".split()
+    "mr mrs ms dr"
 )
 _TRAILING_PUNCT = "\"'”’)],.;:!?…"
 
@@ -335,7 +339,7 @@ def break_lines(tokens: Sequence[str], limits: CueLimits) -> tuple[str, ...]:
     for breaks in range(1, limits.max_lines):
         for cut in combinations(range(1, n), breaks):
             edges = (0, *cut, n)
-            lengths = [width(a, b) for a, b in zip(edges, edges[1:])]
+            lengths = [width(a, b) for a, b in pairwise(edges)]
             if max(lengths) > limits.max_line_chars:
                 continue
             cost = sum(costs[c] for c in cut) * _LINE_BREAK_WEIGHT
@@ -358,7 +362,7 @@ def break_lines(tokens: Sequence[str], limits: CueLimits) -> tuple[str, ...]:
         out.append(" ".join(current))
         return tuple(out)
     edges = (0, *best[1], n)
-    return tuple(" ".join(tokens[a:b]) for a, b in zip(edges, edges[1:]))
+    return tuple(" ".join(tokens[a:b]) for a, b in pairwise(edges))
 
 
 def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chunk]:
@@ -416,7 +420,7 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
             cuts.append(back[cuts[-1]])
         cuts.reverse()
     chunks = []
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in pairwise(cuts):
         chunks.append(
             Chunk(
                 start_ms=times[a][0],

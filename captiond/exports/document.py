@@ -104,7 +104,7 @@ class SessionExport:
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def load_session(store: Store, ref: str | int, *, lang: str = "all") -> SessionExport:
@@ -115,12 +115,11 @@ def load_session(store: Store, ref: str | int, *, lang: str = "all") -> SessionE
     tracks: dict[str, list[Any]] = {ORIGINAL: []}
     for r in rows:
         tracks.setdefault(r.track or ORIGINAL, []).append(r)
-    if lang not in ("all", ORIGINAL):
-        if lang not in tracks and lang != (row.language or ""):
-            have = ", ".join(["original", *sorted(t for t in tracks if t != ORIGINAL)])
-            raise ExportError(
-                f"session {row.id} has no '{lang}' track (it has: {have}; use --lang all)"
-            )
+    if lang not in ("all", ORIGINAL) and lang not in tracks and lang != (row.language or ""):
+        have = ", ".join(["original", *sorted(t for t in tracks if t != ORIGINAL)])
+        raise ExportError(
+            f"session {row.id} has no '{lang}' track (it has: {have}; use --lang all)"
+        )
     ordered = {ORIGINAL: tracks.pop(ORIGINAL)}
     for name in sorted(tracks):
         if lang in ("all", name):

@@ -34,8 +34,14 @@ from typing import Any
 
 from captiond.errors import CaptiondError
 from captiond.events import ORIGINAL, LineStatus, UpdateKind
-from captiond.exports.cues import Chunk, CueLimits, SourceLine, order_chunks, segment_line, \
-    time_chunks
+from captiond.exports.cues import (
+    Chunk,
+    CueLimits,
+    SourceLine,
+    order_chunks,
+    segment_line,
+    time_chunks,
+)
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 from captiond.feed import Feed, Subscription

@@ -30,6 +30,11 @@ from captiond.exports.actions import Finding
 from captiond.exports.document import SessionExport
 from captiond.resources import templates_dir
 
+
+def _words(text: str) -> frozenset[str]:
+    """A set of words written as one string (easier to read and edit than a list)."""
+    return frozenset(text.split())
+
 TEMPLATE = "minutes.md.j2"
 #: Outline sections: about this many for a session of any length, each a round length.
 OUTLINE_SECTIONS = 8
@@ -39,7 +44,7 @@ GIST_MAX_CHARS = 140
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&!{}])")
 _WORD = re.compile(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’\-]{3,}")
-_STOPWORDS = frozenset(
+_STOPWORDS = _words(
     """about above after again against also although always another anyone anything around
     because been before being below between both cannot could didn't does doesn't doing done
     don't down during each else even every everyone everything fine first from further going
@@ -51,7 +56,7 @@ _STOPWORDS = frozenset(
     want wanted was wasn't we'll we're we've well were weren't what what's when where which
     while will with won't would yeah year years yes you'll you're your yours actually alright
     thing guess pretty probably whatever anyway able back come came coming right people said
-    quite these week yeah okay yeah going want gets getting""".split()
+    quite these week yeah okay yeah going want gets getting"""
 )
 
 
