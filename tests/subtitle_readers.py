@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import html
 import http.server
-import json
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pysubs2
 import srt
@@ -128,27 +127,61 @@ _READ_CUES = """async () => {
 }"""
 
 
-def read_chromium(path: Path) -> list[ParsedCue]:
-    """The cue list headless Chromium builds from ``path`` through a ``<track>`` element."""
-    from playwright.sync_api import sync_playwright
+class ChromiumReader:
+    """One headless Chromium and one local HTTP server, reused for many files::
 
-    page_path = path.parent / f"{path.stem}.track.html"
-    page_path.write_text(_PAGE.format(src=path.name), encoding="utf-8")
-    with serve(path.parent) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with ChromiumReader(folder) as reader:
+            cues = reader.read(folder / "x.vtt")
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stack: Any = None
+        self._browser: Any = None
+        self._base = ""
+
+    def __enter__(self) -> ChromiumReader:
+        from contextlib import ExitStack
+
+        from playwright.sync_api import sync_playwright
+
+        self._stack = ExitStack()
         try:
-            page = browser.new_page()
+            self._base = self._stack.enter_context(serve(self.folder))
+            pw = self._stack.enter_context(sync_playwright())
+            self._browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            self._stack.callback(self._browser.close)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def read(self, path: Path) -> list[ParsedCue]:
+        """The cue list Chromium builds from ``path`` (inside the folder) through <track>."""
+        rel = path.relative_to(self.folder)
+        page_path = path.parent / f"{path.stem}.track.html"
+        page_path.write_text(_PAGE.format(src=path.name), encoding="utf-8")
+        page = self._browser.new_page()
+        try:
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            page.goto(f"{base}/{page_path.name}")
+            page.goto(f"{self._base}/{rel.parent.as_posix()}/{page_path.name}")
             raw = page.evaluate(_READ_CUES)
         finally:
-            browser.close()
-    # The browser keeps times as float seconds; round to the millisecond written.
-    return [(round(a * 1000), round(b * 1000), html.unescape(t)) for a, b, t in json.loads(
-        json.dumps(raw))]
+            page.close()
+        # The browser keeps times as float seconds; round to the millisecond written.
+        return [(round(a * 1000), round(b * 1000), html.unescape(t)) for a, b, t in raw]
 
 
-def verify_file(path: Path, *, browser: bool = True) -> list[ParsedCue]:
+def read_chromium(path: Path) -> list[ParsedCue]:
+    """The cue list headless Chromium builds from ``path`` through a ``<track>`` element."""
+    with ChromiumReader(path.parent) as reader:
+        return reader.read(path)
+
+
+def verify_file(path: Path, *, browser: bool | ChromiumReader = True) -> list[ParsedCue]:
     """Read ``path`` with every independent reader and check they agree; returns the cues.
 
     pysubs2 and srt (SRT) or webvtt-py (VTT) must give identical cues; ffmpeg must convert the
@@ -164,5 +197,6 @@ def verify_file(path: Path, *, browser: bool = True) -> list[ParsedCue]:
     back = read_pysubs2(converted)
     assert [(a, b) for a, b, _ in back] == [(a, b) for a, b, _ in first], "ffmpeg changed times"
     if fmt == "vtt" and browser:
-        assert read_chromium(path) == first, "Chromium's cue list differs"
+        seen = browser.read(path) if isinstance(browser, ChromiumReader) else read_chromium(path)
+        assert seen == first, "Chromium's cue list differs"
     return first

@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from subtitle_readers import (
+    ChromiumReader,
     expected,
     ffmpeg_convert,
     read_chromium,
     read_pysubs2,
     read_srt,
     read_webvtt,
+    verify_file,
 )
 
 from captiond.exports.cues import SourceLine, TimedWord, build_cues, check
@@ -109,3 +113,33 @@ def test_vtt_escapes_markup():
     assert vtt.count("-->") == 1
     srt_out = render(cue_list, "srt")
     assert "a ‹b› & c --› d" in srt_out
+
+
+_speech_text = st.lists(
+    st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,;:!?'\"-&<>()"
+                         "éüñßçø€£—…’“”«»") + ["日本", "Ελ", "привет", " --> ", "&amp;"]),
+    min_size=1, max_size=120,
+).map("".join).filter(lambda t: t.strip())
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    with ChromiumReader(folder) as reader:
+        yield reader
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 36_000_000), st.integers(0, 9_000), _speech_text),
+                min_size=1, max_size=12))
+def test_random_text_survives_every_reader(browser, lines):
+    """Random speech-like text (markup characters, Unicode, arrows) written as SRT and WebVTT
+    is read back identically by pysubs2, srt/webvtt-py, ffmpeg and Chromium."""
+    cue_list = build_cues([SourceLine(s, s + d, t) for s, d, t in lines])
+    folder = browser.folder / f"case-{len(list(browser.folder.iterdir()))}"
+    folder.mkdir()
+    for fmt in ("srt", "vtt"):
+        path = folder / f"random.{fmt}"
+        path.write_text(render(cue_list, fmt), encoding="utf-8")  # type: ignore[arg-type]
+        assert verify_file(path, browser=browser) == expected(cue_list, fmt)
