@@ -41,25 +41,32 @@ PHRASES = (
     "I'll send the notes tomorrow morning.",
 )
 SPEAKERS = ("Alice", "Bob", "Carol")
-WORDS_PER_S = 2.0
+WORDS_PER_S = 2.5
 WRITE_BATCH = 500
 
 
 def synthetic_lines(count: int, hours: float, seed: int = 5) -> list[Line]:
+    """``count`` utterances spread over ``hours``: speech at WORDS_PER_S with pauses between."""
     rng = random.Random(seed)
-    spacing = hours * 3_600_000 / count
-    lines = []
-    for i in range(count):
-        start = int(i * spacing + rng.uniform(0, spacing * 0.2))
+    drafts = []
+    cursor = 0.0
+    for _ in range(count):
         if rng.random() < 0.03:
             text = rng.choice(PHRASES)
         else:
-            n = max(1, int(rng.lognormvariate(1.7, 0.6)))
+            n = max(1, min(60, int(rng.lognormvariate(1.5, 0.7))))
             tokens = [rng.choice(VOCAB) for _ in range(n)]
             tokens[0] = tokens[0].capitalize()
             text = " ".join(tokens) + rng.choice(".,?.")[:1]
+        speech_ms = len(text.split()) / WORDS_PER_S * 1000
+        drafts.append((cursor, speech_ms, text))
+        cursor += speech_ms + rng.uniform(200, 1_500)
+    scale = hours * 3_600_000 / cursor  # stretch or squeeze onto the session length
+    lines = []
+    for i, (at, speech_ms, text) in enumerate(drafts):
+        start = int(at * scale)
+        end = start + int(speech_ms * scale)
         n_words = len(text.split())
-        end = start + int(n_words / WORDS_PER_S * 1000) + 200
         words: tuple[Word, ...] = ()
         if i % 2 == 0:  # half with word timings, as the local engine stores them
             step = (end - start) // n_words

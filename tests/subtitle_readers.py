@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pysubs2
 import srt
@@ -140,7 +140,7 @@ class ChromiumReader:
         self._browser: Any = None
         self._base = ""
 
-    def __enter__(self) -> ChromiumReader:
+    def __enter__(self) -> Self:
         from contextlib import ExitStack
 
         from playwright.sync_api import sync_playwright

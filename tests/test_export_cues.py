@@ -127,7 +127,7 @@ def test_breaks_at_natural_points():
 def test_short_cue_is_extended_for_reading():
     """A quick line stays up long enough to read at 17 characters/second when there is room."""
     text = "That is a really interesting point about the budget."
-    cues = build_cues([SourceLine(1_000, 1_800, text), SourceLine(20_000, 21_000, "Next.")])
+    cues = build_cues([SourceLine(1_000, 1_800, text), SourceLine(20_000, 20_300, "Next.")])
     assert cues[0].duration_ms >= len(text) * 1000 / 17
     assert cues[1].duration_ms == LIMITS.min_duration_ms
 

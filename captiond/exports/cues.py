@@ -375,6 +375,18 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
     tokens = line.text.split()
     if not tokens:
         return []
+    text = " ".join(tokens)
+    if len(text) <= limits.max_line_chars:
+        # The common case, kept cheap: a short line is one cue on one line.
+        start = max(0, line.start_ms)
+        end = max(start, line.end_ms)
+        spoken = [w for w in line.words if w.text.strip()]
+        if spoken and "".join("".join(w.text.split()) for w in spoken) == "".join(tokens):
+            first = min(max(spoken[0].start_ms, start), end)
+            end = min(max(spoken[-1].end_ms, first), end)
+            start = first
+        if end - start <= limits.max_duration_ms:
+            return [Chunk(start, end, (text,), line.speaker)]
     times = _token_times(line, tokens)
     lengths = [len(t) for t in tokens]
     n = len(tokens)
