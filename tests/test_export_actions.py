@@ -66,6 +66,13 @@ def test_scripted_meeting_yields_expected_items():
          None),
         ("Kim is responsible for the onboarding checklist.", "Kim",
          "the onboarding checklist", None),
+        ("So the next step is for Maria to send the contract to legal.", "Maria",
+         "send the contract to legal", None),
+        ("Tom, you'll handle the deployment, right?", "Tom", "handle the deployment", None),
+        ("I'll take the action to update the wiki by Monday.", "Speaker", "update the wiki",
+         "by Monday"),
+        ("Okay, uh, Priya, could you, um, double-check the numbers before Thursday's meeting?",
+         "Priya", "double-check the numbers", "before Thursday's meeting"),
     ],
 )
 def test_action_phrasings(text: str, owner: str | None, task: str, due: str | None):

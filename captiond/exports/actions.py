@@ -123,8 +123,16 @@ _ACTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         rf"(?:\s+(?i:for)\s+{_OWNER})?\s*[:,\-–—]\s*{_TASK}")),
     # "Dave, can you book ...", "Can you book ..., Dave?"
     ("request", re.compile(
-        rf"^(?:{_OWNER},\s*)?(?i:can|could|would|will) (?i:you|one of you)(?i: please)?\s+"
+        rf"^(?:{_OWNER},\s*)?(?i:can|could|would|will) (?i:you|one of you)(?i:,? please)?,?\s+"
         rf"(?P<task>.+?)(?:,\s*(?P<owner2>{_NAME}))?\s*\??$")),
+    # "Tom, you'll handle the deployment, right?"
+    ("you_will", re.compile(
+        rf"^{_OWNER},\s*you(?:'ll|’ll| will|'re going to|’re going to| are going to)\s+"
+        rf"(?P<task>.+?)(?:,\s*(?i:right|ok|okay|yes))?\s*\??$")),
+    # "The next step is for Maria to send ...", "Next steps: ..."
+    ("next_step", re.compile(
+        rf"^(?i:(?:the |our |one )?next steps? (?:is|are|will be))\s+(?:(?i:for)\s+{_OWNER}\s+"
+        rf"to\s+|to\s+)(?P<task>.+)")),
     # "Bob, please send ..."
     ("please", re.compile(rf"^(?:{_OWNER},\s*)?(?i:please)\s+{_TASK}")),
     # "I'll ...", "I will ...", "I'm going to ...", "I can take ...", "Let me check ..."
@@ -193,7 +201,9 @@ def sentences(text: str) -> list[str]:
 
 
 def _clean(sentence: str) -> str:
-    s = sentence.strip().strip("\"“”'").strip()
+    s = _HESITATION.sub("", sentence)
+    s = re.sub(r",\s*,", ",", s)
+    s = s.strip().strip("\"“”'").strip()
     for _ in range(3):  # "Okay, so, um, Alice will ..."
         s2 = _FILLER.sub("", s).lstrip(",. ")
         if s2 == s:
@@ -227,8 +237,17 @@ def _split_due(task: str) -> tuple[str, str | None]:
     return rest, due
 
 
+_TASK_LEAD = re.compile(
+    r"^(?:take (?:the|an|that|this) action(?: item)? to|make sure (?:to|that|we)|go ahead and)\s+",
+    re.IGNORECASE)
+#: Hesitations anywhere in a sentence ("could you, um, check ...").
+_HESITATION = re.compile(r"(?<![\w'’])(?:um+|uh+|erm+|uhm+|hmm+)(?![\w'’])[,.]?\s*",
+                         re.IGNORECASE)
+
+
 def _tidy(task: str) -> str:
     task = task.strip().rstrip(".!?;,:").strip()
+    task = _TASK_LEAD.sub("", task)
     task = re.sub(r",?\s+(?:please|right|okay|ok|yeah|then|too|as well)$", "", task,
                   flags=re.IGNORECASE)
     task = re.sub(r"^(?:to|and)\s+", "", task, flags=re.IGNORECASE)
