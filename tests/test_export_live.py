@@ -11,7 +11,7 @@ from subtitle_readers import verify_file
 
 from captiond import config
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
-from captiond.exports.live import LiveSubtitles, live_paths
+from captiond.exports.live import LiveSubtitles, live_from_config, live_paths
 from captiond.feed import MAX_PENDING_KEYS, Feed
 from captiond.transcript.store import Store
 
@@ -195,6 +195,10 @@ def test_paths_and_settings(tmp_path: Path):
                             "CAPTIOND_EXPORT_LIVE_FORMATS": "vtt"})
     assert cfg["export.live"] is True
     assert live_paths(cfg, 7) == [tmp_path / "session-7.vtt"]
+    live = live_from_config(cfg.replace(export__max_cps=12), None, 7, feed=Feed())
+    assert live is not None and live.paths == [tmp_path / "session-7.vtt"]
+    assert live.limits.max_cps == 12
+    assert live_from_config(config.parse(env={}), None, 7, feed=Feed()) is None
     with pytest.raises(config.ConfigError, match="srt and/or vtt"):
         config.parse(env={"CAPTIOND_EXPORT_LIVE_FORMATS": "ass"})
     with pytest.raises(ValueError, match=r"\.srt or \.vtt"):

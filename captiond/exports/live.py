@@ -12,10 +12,9 @@ If the writer falls so far behind that the feed cuts it off, it re-reads the sto
 
 The daemon owns it::
 
-    live = LiveSubtitles(store, session_id, live_paths(cfg, session_id), feed=feed,
-                         limits=CueLimits.from_settings(cfg),
-                         interval_s=cfg["export.live_interval_s"])
-    tg.create_task(live.run())
+    live = live_from_config(cfg, store, session_id, feed=feed, title=title)  # None if off
+    if live is not None:
+        tg.create_task(live.run())
     ...
     live.close()          # idempotent; run() writes what is pending and returns
 
@@ -69,6 +68,22 @@ def live_paths(cfg: Mapping[str, Any], session_id: int) -> list[Path]:
         base = cfg.data_dir() / "subtitles"  # type: ignore[attr-defined]
     formats = [f.strip() for f in str(cfg["export.live_formats"]).split(",") if f.strip()]
     return [base / f"session-{session_id}.{fmt}" for fmt in formats]
+
+
+def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int, *, feed: Feed,
+                     title: str = "") -> LiveSubtitles | None:
+    """The writer the settings ask for (``export.live``), or None when it is off."""
+    if not cfg["export.live"]:
+        return None
+    return LiveSubtitles(
+        source,
+        session_id,
+        live_paths(cfg, session_id),
+        feed=feed,
+        limits=CueLimits.from_settings(cfg),
+        interval_s=float(cfg["export.live_interval_s"]),
+        title=title,
+    )
 
 
 class LiveSubtitles:
