@@ -53,6 +53,10 @@ CHAIN_GAP_MS = 500
 #: A cue shown this much later than its speech (because another speaker's cue was still up)
 #: is reported by :func:`check`.
 MAX_DELAY_MS = 1_000
+#: Speech of one chunk may last this much longer than a cue may be shown: the cue then ends
+#: (at ``max_duration_ms``) a little before its last word is spoken, which reads better than
+#: an extra cue cut at an awkward place.
+SPAN_SLACK_MS = 1_000
 #: Tolerance when comparing a reading speed with the limit (times are whole milliseconds).
 CPS_EPSILON = 0.05
 
@@ -79,6 +83,11 @@ _BINDING = _words(
     "of to in on at by for with from into onto about over under than as "
     "i we you he she they it i'm we're you're i'll we'll you'll i've we've not very "
     "mr mrs ms dr"
+)
+#: A break before these starts a new phrase (preposition, article): better than most.
+_PHRASE_STARTS = _words(
+    "a an the this these those my your his her our their of to in on at by for with from into "
+    "about over under after before during without within between through"
 )
 _TRAILING_PUNCT = "\"'”’)],.;:!?…"
 
@@ -300,6 +309,8 @@ def break_cost(before: str, after: str) -> float:
         return 3.0
     if before[:1].isupper() and after[:1].isupper():
         return 2.0  # likely a name: "Ada / Lovelace"
+    if after.lower() in _PHRASE_STARTS:
+        return 0.7
     return 1.0
 
 
@@ -369,8 +380,8 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
     """Split one transcript line into chunks that each fit a cue.
 
     Every chunk fits ``max_lines`` lines of ``max_line_chars`` and was spoken within
-    ``max_duration_ms``, unless it is a single word too long for that. Among the splits that
-    fit, the one with the fewest cues and the most natural break points wins.
+    ``max_duration_ms`` (+ :data:`SPAN_SLACK_MS`), unless it is a single word too long for
+    that. Among the splits that fit, the one with the fewest cues and the most natural break points wins.
     """
     tokens = line.text.split()
     if not tokens:
@@ -385,7 +396,7 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
             first = min(max(spoken[0].start_ms, start), end)
             end = min(max(spoken[-1].end_ms, first), end)
             start = first
-        if end - start <= limits.max_duration_ms:
+        if end - start <= limits.max_duration_ms + SPAN_SLACK_MS:
             return [Chunk(start, end, (text,), line.speaker)]
     times = _token_times(line, tokens)
     lengths = [len(t) for t in tokens]
@@ -401,7 +412,7 @@ def segment_line(line: SourceLine, limits: CueLimits = CueLimits()) -> list[Chun
                 break
             k = one[k]
         reach[j] = max(k, j + 1)
-    max_span = limits.max_duration_ms
+    max_span = limits.max_duration_ms + SPAN_SLACK_MS
 
     if reach[0] >= n and times[-1][1] - times[0][0] <= max_span:
         cuts = [0, n]  # the usual case: the whole line is one cue
