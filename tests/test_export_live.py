@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from subtitle_readers import verify_file
 
 from captiond import config
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
-from captiond.exports.live import LiveSubtitles, live_from_config, live_paths
+from captiond.exports.live import LiveSubtitles, live_from_config, live_paths, live_service
 from captiond.feed import MAX_PENDING_KEYS, Feed
 from captiond.transcript.store import Store
 
@@ -203,3 +204,38 @@ def test_paths_and_settings(tmp_path: Path):
         config.parse(env={"CAPTIOND_EXPORT_LIVE_FORMATS": "ass"})
     with pytest.raises(ValueError, match=r"\.srt or \.vtt"):
         LiveSubtitles(None, 1, [tmp_path / "x.txt"], feed=Feed())
+
+
+def test_follows_the_session_the_daemon_starts(store, tmp_path: Path):
+    """As a daemon service (started before the session exists) the writer picks up the
+    session announced on the feed and names its files after it."""
+    cfg = config.parse(env={"CAPTIOND_EXPORT_DIR": str(tmp_path), "CAPTIOND_EXPORT_LIVE": "true",
+                            "CAPTIOND_EXPORT_LIVE_INTERVAL_S": "0.2"})
+    daemon = SimpleNamespace(cfg=cfg, store=store, feed=Feed(), title="Standup")
+    made = live_service(daemon)
+    assert made is not None
+    start, close = made
+
+    async def scenario() -> int:
+        await start()
+        await asyncio.sleep(0)  # the writer subscribes
+        sid = store.begin_session(source="mic", engine="local")
+        daemon.feed.publish({"type": "session", "event": "started", "session": sid,
+                             "title": "Standup"})
+        publish(daemon.feed, sid, line(1, "Yesterday I finished the export."))
+        vtt = tmp_path / f"session-{sid}.vtt"
+        await until(lambda: vtt.exists() and "finished the export" in vtt.read_text(
+            encoding="utf-8"), "session file")
+        publish(daemon.feed, sid, line(2, "Today the minutes template."))
+        await close()  # writes what is pending before it returns
+        return sid
+
+    sid = asyncio.run(scenario())
+    for fmt in ("srt", "vtt"):
+        cues = verify_file(tmp_path / f"session-{sid}.{fmt}", browser=False)
+        assert [t for _, _, t in cues] == ["Yesterday I finished the export.",
+                                           "Today the minutes template."]
+    assert (tmp_path / f"session-{sid}.vtt").read_text(encoding="utf-8").startswith(
+        "WEBVTT - Standup")
+    assert live_service(SimpleNamespace(cfg=config.parse(env={}), store=store, feed=Feed(),
+                                        title=None)) is None

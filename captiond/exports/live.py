@@ -10,9 +10,12 @@ then follows the feed. The feed carries no word timings, so lines that arrive th
 split proportionally; ``captiond export`` after the meeting uses the stored word timings.
 If the writer falls so far behind that the feed cuts it off, it re-reads the store and goes on.
 
-The daemon owns it::
+Given no session id, it follows the session the feed announces (``{"type": "session",
+"event": "started"}``), and file names may hold ``{session}``: that is how the daemon runs it,
+since its services start before the session exists. The daemon adds :func:`live_service` to
+``captiond.daemon.SERVICES``; by hand::
 
-    live = live_from_config(cfg, store, session_id, feed=feed, title=title)  # None if off
+    live = live_from_config(cfg, store, None, feed=feed, title=title)  # None if off
     if live is not None:
         tg.create_task(live.run())
     ...
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +62,24 @@ LineKey = tuple[str, str]  # (channel, item_id)
 LinesSource = Callable[[int], Iterable[Any]]
 
 
-def live_paths(cfg: Mapping[str, Any], session_id: int) -> list[Path]:
-    """``<export.dir>/session-<id>.<fmt>`` for each of ``export.live_formats``."""
+#: Stands for the session id in live file names until the session is known.
+SESSION_PLACEHOLDER = "{session}"
+
+
+def live_paths(cfg: Mapping[str, Any], session_id: int | None) -> list[Path]:
+    """``<export.dir>/session-<id>.<fmt>`` for each of ``export.live_formats`` (with
+    :data:`SESSION_PLACEHOLDER` for the id when ``session_id`` is None)."""
     folder = cfg["export.dir"]
     if folder:
         base = Path(folder).expanduser()
     else:
         base = cfg.data_dir() / "subtitles"  # type: ignore[attr-defined]
     formats = [f.strip() for f in str(cfg["export.live_formats"]).split(",") if f.strip()]
-    return [base / f"session-{session_id}.{fmt}" for fmt in formats]
+    sid = SESSION_PLACEHOLDER if session_id is None else str(session_id)
+    return [base / f"session-{sid}.{fmt}" for fmt in formats]
 
 
-def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int, *, feed: Feed,
+def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int | None, *, feed: Feed,
                      title: str = "") -> LiveSubtitles | None:
     """The writer the settings ask for (``export.live``), or None when it is off."""
     if not cfg["export.live"]:
@@ -86,17 +95,43 @@ def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int, *, fe
     )
 
 
+def live_service(daemon: Any) -> tuple[Callable[[], Awaitable[None]],
+                                       Callable[[], Awaitable[None]]] | None:
+    """A ``captiond.daemon.SERVICES`` factory: ``(start, close)`` when ``export.live`` is on.
+
+    Uses ``daemon.cfg``, ``daemon.store``, ``daemon.feed`` and ``daemon.title``; follows the
+    session the daemon starts. ``close`` stops the writer and waits for its last write.
+    """
+    live = live_from_config(daemon.cfg, daemon.store, None, feed=daemon.feed,
+                            title=getattr(daemon, "title", None) or "")
+    if live is None:
+        return None
+    task: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(live.run(), name="live-subtitles")
+
+    async def close() -> None:
+        live.close()
+        if task is not None:
+            await asyncio.wait_for(task, CLOSE_WRITE_TIMEOUT_S)
+
+    return start, close
+
+
 class LiveSubtitles:
-    """Rewrites subtitle files of ``session_id`` from feed messages. See the module docstring.
+    """Rewrites the subtitle files of a session from feed messages. See the module docstring.
 
     ``source`` is a :class:`~captiond.transcript.store.Store` (its final lines seed the files),
-    a callable ``session_id -> lines`` with the same attributes, or None.
+    a callable ``session_id -> lines`` with the same attributes, or None. ``session_id`` None:
+    follow the session the feed announces; ``{session}`` in ``paths`` becomes its id.
     """
 
     def __init__(
         self,
         source: Any,
-        session_id: int,
+        session_id: int | None,
         paths: Sequence[Path | str],
         *,
         feed: Feed,
@@ -108,8 +143,9 @@ class LiveSubtitles:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.session_id = session_id
-        self.paths = [Path(p) for p in paths]
-        for p in self.paths:
+        self._follow = session_id is None
+        self._templates = [str(p) for p in paths]
+        for p in map(Path, self._templates):
             if p.suffix not in (".srt", ".vtt"):
                 raise ValueError(f"live subtitle file {p} must end in .srt or .vtt")
         self.feed = feed
@@ -124,16 +160,25 @@ class LiveSubtitles:
         self._closing = asyncio.Event()
         self._closed = False
         self._dirty = False
+        self._need_seed = False
         self._last_write = float("-inf")
         #: Rewrites done (all files each time), and the last write error, for status pages.
         self.writes = 0
         self.last_error: str | None = None
         self.resubscribed = 0
 
+    @property
+    def paths(self) -> list[Path]:
+        """The files for the current session (none until the session is known)."""
+        if self.session_id is None:
+            return []
+        sid = str(self.session_id)
+        return [Path(t.replace(SESSION_PLACEHOLDER, sid)) for t in self._templates]
+
     # -- the state (synchronous, on the loop) --------------------------------------------
 
     def _lines_from_source(self) -> list[Any]:
-        if self._source is None:
+        if self._source is None or self.session_id is None:
             return []
         if hasattr(self._source, "lines"):
             return list(self._source.lines(self.session_id, track=self.track))
@@ -164,7 +209,11 @@ class LiveSubtitles:
 
     def apply(self, message: Mapping[str, Any]) -> None:
         """Take one feed message (see :mod:`captiond.feed`); others' sessions are ignored."""
-        if message.get("type") != "line":
+        if message.get("type") == "session":
+            if message.get("event") == "started" and self._follow:
+                self._adopt(message.get("session"))
+            return
+        if message.get("type") != "line" or self.session_id is None:
             return
         if message.get("session") not in (None, self.session_id):
             return
@@ -190,6 +239,19 @@ class LiveSubtitles:
             channel=key[0],
         ))
 
+    def _adopt(self, session: Any) -> None:
+        """Follow a newly started session (after writing the last one's pending lines)."""
+        if not isinstance(session, int) or session == self.session_id:
+            return
+        if self.session_id is not None and self._dirty:
+            self._write_now()  # rare: a second session in the same daemon
+        log.info("live_subtitles.session id=%s", session)
+        self.session_id = session
+        self._lines.clear()
+        self._chunks.clear()
+        self._dirty = True
+        self._need_seed = self._source is not None
+
     def _drain(self) -> None:
         if self._sub is None:
             return
@@ -201,21 +263,23 @@ class LiveSubtitles:
 
     # -- the files -------------------------------------------------------------------------
 
-    def _write_files(self, chunks: list[Chunk]) -> None:
+    def _write_files(self, chunks: list[Chunk], paths: list[Path]) -> None:
         """Time the chunks and write every file (runs in a worker thread)."""
         cues = time_chunks(order_chunks(chunks), self.limits)
-        for path in self.paths:
+        for path in paths:
             if path.suffix == ".srt":
                 atomic_write(path, iter_srt(cues))
             else:
                 atomic_write(path, iter_vtt(cues, header=self.title))
 
     async def _write(self) -> None:
+        if self.session_id is None:
+            return  # nothing to write to yet
         chunks = self._snapshot()
         self._dirty = False
         self._last_write = time.monotonic()
         try:
-            await asyncio.to_thread(self._write_files, chunks)
+            await asyncio.to_thread(self._write_files, chunks, self.paths)
         except CaptiondError as exc:
             self._dirty = True  # try again at the next interval
             if self.last_error != str(exc):
@@ -227,7 +291,7 @@ class LiveSubtitles:
 
     def _write_now(self) -> None:
         try:
-            self._write_files(self._snapshot())
+            self._write_files(self._snapshot(), self.paths)
             self._dirty = False
             self.writes += 1
         except CaptiondError as exc:
@@ -242,11 +306,17 @@ class LiveSubtitles:
         if self._closed:
             return
         self._sub = self.feed.subscribe("live-subtitles")
+        if self._follow:  # a session that started before we subscribed
+            for message in self.feed.snapshot():
+                if message.get("type") == "session":
+                    self.apply(message)
         log.info("live_subtitles.start session=%s files=%s", self.session_id,
-                 ",".join(str(p) for p in self.paths))
+                 ",".join(self._templates))
         try:
-            self._seed(await asyncio.to_thread(self._lines_from_source))
-            await self._write()  # the files exist from the start, even if still empty
+            if self.session_id is not None:
+                self._need_seed = False
+                self._seed(await asyncio.to_thread(self._lines_from_source))
+                await self._write()  # the files exist from the start, even if still empty
             while not self._closed:
                 try:
                     message = await self._sub.get()
@@ -257,6 +327,9 @@ class LiveSubtitles:
                     break
                 self.apply(message)
                 self._drain()
+                if self._need_seed:
+                    self._need_seed = False
+                    self._seed(await asyncio.to_thread(self._lines_from_source))
                 wait = self._last_write + self.interval_s - time.monotonic()
                 if wait > 0:
                     try:
