@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "captiond.commands.browse",
     "captiond.commands.db",
     "captiond.commands.configcmd",
+    "captiond.commands.export",
 )
 
 log = logging.getLogger("captiond")

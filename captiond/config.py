@@ -250,6 +250,109 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+# -- export: subtitles and minutes (issue 5) ---------------------------------------------
+_EXPORT_FORMATS = ("srt", "vtt")
+
+
+def _subtitle_formats(value: str) -> str | None:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or any(p not in _EXPORT_FORMATS for p in parts):
+        return "must list srt and/or vtt separated by commas, e.g. 'srt,vtt'"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "export.live",
+        bool,
+        False,
+        "Keep .srt/.vtt files of the running session updated in export.dir.",
+    ),
+    Setting(
+        "export.dir",
+        str,
+        "",
+        "Folder of the live subtitle files; empty: the data directory's subtitles/ folder.",
+    ),
+    Setting(
+        "export.live_formats",
+        str,
+        "srt,vtt",
+        "Live subtitle formats, comma separated (srt, vtt).",
+        check=_subtitle_formats,
+    ),
+    Setting(
+        "export.live_interval_s",
+        float,
+        2.0,
+        "Live subtitle files are rewritten at most this often (seconds).",
+        minimum=0.2,
+        maximum=60.0,
+        live=True,
+    ),
+    Setting(
+        "export.max_cps",
+        float,
+        17.0,
+        "Subtitle reading speed limit in characters per second (Netflix adult: 17; BBC ~15).",
+        minimum=5.0,
+        maximum=40.0,
+        live=True,
+    ),
+    Setting(
+        "export.max_line_chars",
+        int,
+        42,
+        "Characters per subtitle line.",
+        minimum=20,
+        maximum=80,
+        live=True,
+    ),
+    Setting(
+        "export.max_lines",
+        int,
+        2,
+        "Lines per subtitle cue.",
+        minimum=1,
+        maximum=3,
+        live=True,
+    ),
+    Setting(
+        "export.min_duration_ms",
+        int,
+        833,
+        "Shortest subtitle cue (5/6 s = 20 frames at 24 fps).",
+        minimum=100,
+        maximum=5000,
+        live=True,
+    ),
+    Setting(
+        "export.max_duration_ms",
+        int,
+        7000,
+        "Longest subtitle cue.",
+        minimum=1000,
+        maximum=20000,
+        live=True,
+    ),
+    Setting(
+        "export.min_gap_ms",
+        int,
+        83,
+        "Least time between two subtitle cues (2 frames at 24 fps = 83 ms).",
+        minimum=0,
+        maximum=1000,
+        live=True,
+    ),
+    Setting(
+        "export.templates_dir",
+        str,
+        "",
+        "Your templates (e.g. minutes.md.j2), tried before the shipped ones; "
+        "empty: ~/.config/captiond/templates.",
+    ),
+)
+
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 
 
