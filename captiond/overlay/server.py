@@ -211,7 +211,9 @@ class OverlayServer:
                 f"overlay cannot listen on {self._host}:{self._cfg['overlay.port']}: "
                 f"{exc.strerror or exc} (stop the program using it, or set overlay.port)"
             ) from exc
-        self._tasks.append(asyncio.create_task(self._track_ages(), name="overlay-ages"))
+        # Subscribed here, not in the task, so lines published right after start() are seen.
+        ages = self._feed.subscribe("overlay:ages")
+        self._tasks.append(asyncio.create_task(self._track_ages(ages), name="overlay-ages"))
         if self._pages.user_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_templates(), name="overlay-watch"))
         log.info(
@@ -517,9 +519,8 @@ class OverlayServer:
             out.append(message)
         return out
 
-    async def _track_ages(self) -> None:
+    async def _track_ages(self, sub: Subscription) -> None:
         """Remember when each line last changed, so late joiners do not re-show stale lines."""
-        sub = self._feed.subscribe("overlay:ages")
         loop = asyncio.get_running_loop()
         try:
             async for message in sub:
