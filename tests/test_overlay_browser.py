@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
-
-from captiond.events import UpdateKind
-from captiond.feed import Feed
-from captiond.overlay.server import OverlayServer
 from overlay_helpers import (
     ARTIFACTS,
     CHROMIUM,
@@ -23,6 +19,11 @@ from overlay_helpers import (
     shown_text,
     wait_for_text,
 )
+from playwright.async_api import Browser, async_playwright
+
+from captiond.events import UpdateKind
+from captiond.feed import Feed
+from captiond.overlay.server import OverlayServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -111,8 +112,7 @@ async def test_stable_mode_shows_only_text_that_will_not_change(browser: Browser
 async def test_wraps_at_word_boundaries_and_keeps_last_rows(browser: Browser) -> None:
     """Long text wraps into rows of at most max_chars at spaces; only the last max_lines show."""
     feed = Feed()
-    words = ("one two three four five six seven eight nine ten eleven twelve thirteen "
-             "fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
     async with overlay_feeding(browser, feed, query="max_lines=2&max_chars=20") as (_, page):
         publish_line(feed, "a", " ".join(words), seq=0)
         await page.wait_for_function(

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -70,8 +71,13 @@ INPUT_QUEUE_FRAMES = 4
 INPUT_MESSAGES_MAX = 100
 #: Bytes buffered for a viewer's socket before a send waits for it to drain.
 WRITE_LIMIT_BYTES = 64 * 1024
-#: A send that cannot complete in this long means the viewer stalled: it is dropped.
-SEND_STALL_S = 5.0
+#: Kernel send buffer per viewer socket (bytes; Linux doubles it). Autotuning would let each
+#: stalled viewer pin megabytes of kernel memory; captions need a few kB per second.
+SOCKET_SNDBUF_BYTES = 128 * 1024
+#: A viewer whose socket has not drained below WRITE_LIMIT_BYTES for this long is dropped.
+SEND_STALL_S = 10.0
+#: How often the stall watchdog looks at every viewer's write buffer.
+STALL_CHECK_S = 1.0
 #: Keepalive: a viewer that does not answer a ping within PING_TIMEOUT_S is dropped.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
@@ -171,7 +177,7 @@ class OverlayServer:
         self._viewers: dict[ServerConnection, Subscription] = {}
         self._admitted: set[ServerConnection] = set()
         self._seen: OrderedDict[tuple[Any, ...], float] = OrderedDict()
-        self._encoded: OrderedDict[int, tuple[dict[str, Any], str]] = OrderedDict()
+        self._encoded: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -214,6 +220,7 @@ class OverlayServer:
         # Subscribed here, not in the task, so lines published right after start() are seen.
         ages = self._feed.subscribe("overlay:ages")
         self._tasks.append(asyncio.create_task(self._track_ages(ages), name="overlay-ages"))
+        self._tasks.append(asyncio.create_task(self._watch_stalls(), name="overlay-stalls"))
         if self._pages.user_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_templates(), name="overlay-watch"))
         log.info(
@@ -229,6 +236,11 @@ class OverlayServer:
         self._closed = True
         self._stop.set()
         if self._server is not None:
+            # Viewers that stopped reading cannot take a close frame: drop them now rather
+            # than wait out the closing handshake.
+            for ws in list(self._viewers):
+                if ws.transport.get_write_buffer_size() >= WRITE_LIMIT_BYTES:
+                    ws.transport.abort()
             self._server.close()  # viewers get 1001; handlers end when their reader sees it
             try:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_WAIT_S)
@@ -269,6 +281,10 @@ class OverlayServer:
 
     def viewers(self) -> int:
         return len(self._viewers)
+
+    def backlogs(self) -> list[int]:
+        """Lines waiting for each connected viewer (0 for viewers that keep up)."""
+        return [sub.pending() for sub in self._viewers.values()]
 
     # -- token --------------------------------------------------------------------------------
 
@@ -371,6 +387,9 @@ class OverlayServer:
             return _text(503, f"too many viewers (at most {self._max_viewers}; "
                               "raise overlay.max_viewers)\n")
         self._admitted.add(connection)
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF_BYTES)
         return None
 
     def _static(self, name: str) -> Response:
@@ -412,7 +431,7 @@ class OverlayServer:
         assert self._pages is not None
         try:
             html = self._pages.render(name, **context)
-        except Exception as exc:  # a user template's mistake must not kill the server
+        except Exception as exc:  # noqa: BLE001 - a user template's mistake must not kill the server
             log.error("overlay.render_error template=%s error=%r", name, str(exc))
             return _text(500, f"the {name} template failed to render (see the captiond log)\n")
         return _response(200, html.encode(), "text/html; charset=utf-8",
@@ -462,11 +481,8 @@ class OverlayServer:
                     break
                 await self._send(ws, message)
             if sub.overflowed:
-                log.warning("overlay.viewer_dropped reason=behind pending_max_reached")
+                log.warning("overlay.viewer_dropped reason=behind")
                 await ws.close(CLOSE_TOO_SLOW, "too far behind; reconnect")
-        except TimeoutError:
-            log.warning("overlay.viewer_dropped reason=stalled send_s=%.1f", SEND_STALL_S)
-            ws.transport.abort()
         except ConnectionClosed:
             pass
         finally:
@@ -480,8 +496,34 @@ class OverlayServer:
                 pass
 
     async def _send(self, ws: ServerConnection, message: dict[str, Any]) -> None:
-        async with asyncio.timeout(SEND_STALL_S):
-            await ws.send(self._encode(message))
+        # No per-send timeout: one timer per send and viewer costs more than the send itself
+        # at 200 viewers. _watch_stalls() drops viewers whose socket stopped draining.
+        await ws.send(self._encode(message), text=True)
+
+    async def _watch_stalls(self) -> None:
+        """Drop viewers whose write buffer stayed full for SEND_STALL_S (a frozen client)."""
+        loop = asyncio.get_running_loop()
+        full_since: dict[ServerConnection, float] = {}
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            now = loop.time()
+            for ws, sub in list(self._viewers.items()):
+                transport = ws.transport
+                if sub.overflowed:
+                    # The feed cut it off, but its handler may sit in a send that never drains.
+                    log.warning("overlay.viewer_dropped reason=behind")
+                    transport.abort()
+                    continue
+                if transport.is_closing() or transport.get_write_buffer_size() < WRITE_LIMIT_BYTES:
+                    full_since.pop(ws, None)
+                    continue
+                since = full_since.setdefault(ws, now)
+                if now - since >= SEND_STALL_S:
+                    log.warning("overlay.viewer_dropped reason=stalled stalled_s=%.0f", now - since)
+                    full_since.pop(ws, None)
+                    transport.abort()
+            for ws in [w for w in full_since if w not in self._viewers]:
+                del full_since[ws]
 
     async def _read_input(self, ws: ServerConnection, sub: Subscription) -> None:
         """Drain what a viewer sends (so pings are answered); close chatty viewers."""
@@ -497,12 +539,13 @@ class OverlayServer:
         finally:
             sub.close()  # wakes the sender, which ends the handler
 
-    def _encode(self, message: dict[str, Any]) -> str:
-        # Messages are shared by every viewer's subscription: encode each dict once.
+    def _encode(self, message: dict[str, Any]) -> bytes:
+        # Messages are shared by every viewer's subscription: encode each dict once, to UTF-8
+        # bytes sent as text frames (send(str) would encode again per viewer).
         entry = self._encoded.get(id(message))
         if entry is not None and entry[0] is message:
             return entry[1]
-        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
         self._encoded[id(message)] = (message, text)
         if len(self._encoded) > ENCODE_CACHE_ENTRIES:
             self._encoded.popitem(last=False)
