@@ -106,7 +106,7 @@ def _line(item: int, seq: int, text: str, final: bool) -> dict[str, object]:
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def scenario(readers: int, stalled: int, seconds: float) -> dict[str, object]:
