@@ -270,3 +270,35 @@ async def test_template_override_applies_live(browser: Browser, tmp_path: Path) 
         await page.wait_for_selector("meta[name=theme][content=second]", state="attached",
                                      timeout=PAGE_WAIT_MS)
         await wait_for_text(page, "Still captioning.")
+
+
+@pytest.mark.slow
+async def test_real_pipeline_feeds_the_overlay(
+    browser: Browser, fleurs_en: list[Path], db_url: str
+) -> None:
+    """The local engine on a FLEURS clip feeds the overlay; the page shows the stored finals."""
+    from captiond import config
+    from captiond.audio.sources import FileSource
+    from captiond.engines.factory import build_engine
+    from captiond.pipeline import Session, Stream
+    from captiond.transcript.store import Store
+
+    cfg = config.parse("", env={}, overrides={"overlay.port": "0", "overlay.linger_s": "600"})
+    store = await asyncio.to_thread(Store.open, db_url)
+    feed = Feed()
+    try:
+        query = "max_lines=20"
+        async with overlay_feeding(browser, feed, cfg, query=query) as (_, page):
+            clip = fleurs_en[0]
+            engine = await asyncio.to_thread(build_engine, cfg, realtime=False)
+            session = Session(store, [Stream(FileSource(clip, realtime=False), engine)], feed=feed,
+                              realtime=False)
+            session_id = await session.run()
+            rows = await asyncio.to_thread(store.lines, session_id)
+            finals = " ".join(" ".join(r.text.split()) for r in rows if r.text)
+            assert len(finals.split()) >= 10, finals  # the clip is a few sentences of speech
+            await wait_for_text(page, finals)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "overlay-fleurs.png"), omit_background=True)
+    finally:
+        await asyncio.to_thread(store.close)
