@@ -340,3 +340,31 @@ async def test_api_handler_errors_do_not_leak() -> None:
         assert status == 403
     finally:
         await server.close()
+
+
+async def test_daemon_service_serves_the_daemon_feed_and_public_status() -> None:
+    """The daemon service starts on the daemon's feed; batch runs do not start it."""
+    from captiond.daemon import Daemon
+    from captiond.overlay.service import overlay_service
+
+    cfg = overlay_config()
+    assert overlay_service(Daemon(cfg, realtime=False)) is None
+    assert overlay_service(Daemon(cfg.replace(overlay__enabled=False))) is None
+    daemon = Daemon(cfg)
+    made = overlay_service(daemon)
+    assert made is not None
+    start, close = made
+    await start()
+    try:
+        server = daemon.overlay  # type: ignore[attr-defined]
+        status, _, body = await http_get(server, "/status")
+        assert status == 200
+        assert json.loads(body) == {"state": "starting", "engine": None, "session": None,
+                                    "uptime_s": None, "audio_s": None, "finals": None,
+                                    "lag_s": None, "viewers": 0, "max_viewers": 100}
+        publish_line(daemon.feed, "a", "from the daemon feed", seq=0)
+        async with connect(ws_url(server)) as ws:
+            await ws.recv()
+            assert json.loads(await ws.recv())["text"] == "from the daemon feed"
+    finally:
+        await close()

@@ -84,8 +84,9 @@ PING_TIMEOUT_S = 20.0
 #: Time allowed for a WebSocket opening handshake and for a closing handshake.
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
-#: How long close() waits for viewer handlers after closing the server.
-SHUTDOWN_WAIT_S = 5.0
+#: How long close() waits for viewer handlers after closing the server (the daemon allows
+#: each service 5 s to close).
+SHUTDOWN_WAIT_S = 3.0
 #: Most query parameters parsed from a URL.
 QUERY_FIELDS_MAX = 40
 #: An API handler that takes longer than this gets a 504.
@@ -106,7 +107,7 @@ CLOSE_POLICY = 1008
 
 #: Status fields shown on pages and /status (the daemon's status may hold more; it stays in).
 STATUS_KEYS: tuple[str, ...] = (
-    "state", "engine", "session", "title", "language", "lag_ms", "uptime_s", "lines",
+    "state", "engine", "session", "title", "uptime_s", "audio_s", "finals", "lag_s",
 )
 
 WS_PATH = "/ws"
@@ -456,7 +457,11 @@ class OverlayServer:
         except Exception:
             log.exception("overlay.status_error")
             daemon = {}
-        out = {k: daemon[k] for k in STATUS_KEYS if k in daemon}
+        out: dict[str, Any] = {}
+        for key in STATUS_KEYS:
+            # Plain values only: nested structures could carry anything (paths, settings).
+            if key in daemon and (daemon[key] is None or isinstance(daemon[key], (str, int, float))):
+                out[key] = daemon[key]
         out["viewers"] = len(self._viewers)
         out["max_viewers"] = self._max_viewers
         return out
