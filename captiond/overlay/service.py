@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 def daemon_status(daemon: Daemon) -> dict[str, Any]:
     """The public part of the daemon's status (numbers and names, never sources or paths)."""
     stats = daemon.stats()
-    engines = stats.get("engines") or []
-    names = [str(e.get("name", "")) for e in engines if isinstance(e, dict) and e.get("name")]
     session = daemon.session
+    names = sorted({s.engine.name for s in session.streams}) if session is not None else []
     return {
         "state": "captioning" if session is not None and session.session_id else "starting",
         "engine": ",".join(names) or None,
