@@ -10,11 +10,13 @@ One ``websockets`` server answers everything on one port. Plain HTTP requests ar
     /ws               the live feed (WebSocket): hello, the snapshot, then every update
     PREFIX...         routes the daemon mounts (``http_handlers``, e.g. the JSON API on /api/)
 
-Fan-out never blocks the pipeline: the pipeline's :meth:`Feed.publish` only offers a message to
-each viewer's :class:`~captiond.feed.Subscription` (bounded, coalesced by line); one task per
-viewer sends. A viewer that stops reading is cut off by the feed (too many pending lines), by
-:data:`SEND_STALL_S`, or by the keepalive ping, whichever comes first; the others never wait
-for it. Viewers have nothing to say: their messages are read, size-limited and dropped.
+Fan-out never blocks the pipeline: :meth:`Feed.publish` only offers each message to one
+subscription of this server, and one task fans it out. Viewers that are caught up get it
+written straight into their socket; a viewer that is behind gets it in its own bounded queue,
+coalesced per line, which its handler drains. A viewer that stops reading is dropped when its
+queue holds :data:`~captiond.feed.MAX_PENDING_KEYS` lines or its socket has not drained for
+:data:`SEND_STALL_S`; the others never wait for it. Viewers have nothing to say: their messages
+are read, size-limited and dropped.
 
 Feed messages, as JSON text frames (the line/session/status schema is :mod:`captiond.feed`'s)::
 
@@ -36,13 +38,14 @@ import socket
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import watchfiles
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -140,6 +143,16 @@ class OverlayError(CaptiondError):
     """The overlay server cannot start (port taken, bad template directory, ...)."""
 
 
+@dataclass(eq=False)
+class _Viewer:
+    """One connected viewer: its socket, its backlog, and whether its handler is sending."""
+
+    ws: ServerConnection
+    queue: Subscription
+    #: True while the handler sends (the snapshot, or a backlog): the fan-out must queue.
+    busy: bool = True
+
+
 def _line_key(message: dict[str, Any]) -> tuple[Any, ...]:
     return (message.get("track"), message.get("channel"), message.get("item_id"))
 
@@ -175,7 +188,7 @@ class OverlayServer:
         self._server: Server | None = None
         self._pages: Pages | None = None
         self._token: str | None = None
-        self._viewers: dict[ServerConnection, Subscription] = {}
+        self._viewers: dict[ServerConnection, _Viewer] = {}
         self._admitted: set[ServerConnection] = set()
         self._seen: OrderedDict[tuple[Any, ...], float] = OrderedDict()
         self._encoded: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()
@@ -219,8 +232,8 @@ class OverlayServer:
                 f"{exc.strerror or exc} (stop the program using it, or set overlay.port)"
             ) from exc
         # Subscribed here, not in the task, so lines published right after start() are seen.
-        ages = self._feed.subscribe("overlay:ages")
-        self._tasks.append(asyncio.create_task(self._track_ages(ages), name="overlay-ages"))
+        fanout = self._feed.subscribe("overlay:fanout")
+        self._tasks.append(asyncio.create_task(self._fan_out(fanout), name="overlay-fanout"))
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="overlay-stalls"))
         if self._pages.user_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_templates(), name="overlay-watch"))
@@ -249,8 +262,8 @@ class OverlayServer:
                 log.warning("overlay.close_timeout viewers=%d", len(self._viewers))
                 for connection in list(self._viewers):
                     connection.transport.abort()
-        for sub in list(self._viewers.values()):
-            sub.close()
+        for viewer in list(self._viewers.values()):
+            viewer.queue.close()
         for task in self._tasks:
             task.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -285,7 +298,7 @@ class OverlayServer:
 
     def backlogs(self) -> list[int]:
         """Lines waiting for each connected viewer (0 for viewers that keep up)."""
-        return [sub.pending() for sub in self._viewers.values()]
+        return [viewer.queue.pending() for viewer in self._viewers.values()]
 
     # -- token --------------------------------------------------------------------------------
 
@@ -467,31 +480,40 @@ class OverlayServer:
         return out
 
     # -- the feed ----------------------------------------------------------------------------
+    #
+    # One fan-out task reads the feed once and writes each message straight into the socket of
+    # every viewer that is caught up (websockets' broadcast: no task switch per viewer). A
+    # viewer that is busy (sending its snapshot), has a backlog, or whose socket buffer is full
+    # gets the message in its own bounded queue instead (a Subscription: coalesced per line),
+    # which its handler drains in order; once drained it is caught up again.
 
     async def _serve_viewer(self, ws: ServerConnection) -> None:
-        # Subscribe and snapshot in one synchronous step: nothing published can fall between.
-        sub = self._feed.subscribe(f"overlay:{ws.id}")
+        viewer = _Viewer(ws, Subscription(self._feed, f"overlay:{ws.id}"))
+        # Register and snapshot in one synchronous step: every later message reaches it.
         snapshot = self._snapshot()
-        self._viewers[ws] = sub
-        reader = asyncio.create_task(self._read_input(ws, sub), name="overlay-viewer-input")
+        self._viewers[ws] = viewer
+        reader = asyncio.create_task(self._read_input(viewer), name="overlay-viewer-input")
         log.debug("overlay.viewer_joined viewers=%d", len(self._viewers))
         try:
             await self._send(ws, _HELLO)
             for message in snapshot:
                 await self._send(ws, message)
             while True:
+                if viewer.queue.pending() == 0:
+                    viewer.busy = False  # caught up: the fan-out may write directly
                 try:
-                    message = await sub.get()
+                    message = await viewer.queue.get()
                 except EOFError:
                     break
+                viewer.busy = True
                 await self._send(ws, message)
-            if sub.overflowed:
+            if viewer.queue.overflowed:
                 log.warning("overlay.viewer_dropped reason=behind")
                 await ws.close(CLOSE_TOO_SLOW, "too far behind; reconnect")
         except ConnectionClosed:
             pass
         finally:
-            sub.close()
+            viewer.queue.close()
             self._viewers.pop(ws, None)
             self._admitted.discard(ws)
             reader.cancel()
@@ -505,6 +527,44 @@ class OverlayServer:
         # at 200 viewers. _watch_stalls() drops viewers whose socket stopped draining.
         await ws.send(self._encode(message), text=True)
 
+    async def _fan_out(self, sub: Subscription) -> None:
+        """Deliver every feed message to every viewer; remember when lines last changed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await sub.get()
+            except EOFError:
+                if self._closed:
+                    return
+                # Only if this loop was starved for MAX_PENDING_KEYS lines: viewers may have
+                # missed updates, so they reconnect and start again from a snapshot.
+                log.error("overlay.fanout_overflow viewers=%d", len(self._viewers))
+                for viewer in list(self._viewers.values()):
+                    viewer.queue.close()
+                sub = self._feed.subscribe("overlay:fanout")
+                continue
+            kind = message.get("type")
+            if kind == "line":
+                key = _line_key(message)
+                self._seen[key] = loop.time()
+                self._seen.move_to_end(key)
+                if len(self._seen) > AGE_KEYS_MAX:
+                    self._seen.popitem(last=False)
+            elif kind == "session" and message.get("event") == "started":
+                self._seen.clear()
+            direct: list[ServerConnection] = []
+            for ws, viewer in self._viewers.items():
+                if (
+                    not viewer.busy
+                    and viewer.queue.pending() == 0
+                    and ws.transport.get_write_buffer_size() < WRITE_LIMIT_BYTES
+                ):
+                    direct.append(ws)
+                else:
+                    viewer.queue.offer(message)
+            if direct:
+                broadcast(direct, self._encode(message), text=True)
+
     async def _watch_stalls(self) -> None:
         """Drop viewers whose write buffer stayed full for SEND_STALL_S (a frozen client)."""
         loop = asyncio.get_running_loop()
@@ -512,10 +572,10 @@ class OverlayServer:
         while True:
             await asyncio.sleep(STALL_CHECK_S)
             now = loop.time()
-            for ws, sub in list(self._viewers.items()):
+            for ws, viewer in list(self._viewers.items()):
                 transport = ws.transport
-                if sub.overflowed:
-                    # The feed cut it off, but its handler may sit in a send that never drains.
+                if viewer.queue.overflowed:
+                    # Its queue was cut off, but its handler may sit in a send that never drains.
                     log.warning("overlay.viewer_dropped reason=behind")
                     transport.abort()
                     continue
@@ -530,23 +590,23 @@ class OverlayServer:
             for ws in [w for w in full_since if w not in self._viewers]:
                 del full_since[ws]
 
-    async def _read_input(self, ws: ServerConnection, sub: Subscription) -> None:
+    async def _read_input(self, viewer: _Viewer) -> None:
         """Drain what a viewer sends (so pings are answered); close chatty viewers."""
         received = 0
         try:
-            async for _ in ws:
+            async for _ in viewer.ws:
                 received += 1
                 if received > INPUT_MESSAGES_MAX:
-                    await ws.close(CLOSE_POLICY, "viewers do not send messages")
+                    await viewer.ws.close(CLOSE_POLICY, "viewers do not send messages")
                     break
         except ConnectionClosed:
             pass
         finally:
-            sub.close()  # wakes the sender, which ends the handler
+            viewer.queue.close()  # wakes the handler, which ends
 
     def _encode(self, message: dict[str, Any]) -> bytes:
-        # Messages are shared by every viewer's subscription: encode each dict once, to UTF-8
-        # bytes sent as text frames (send(str) would encode again per viewer).
+        # A message goes to many viewers: encode each dict once, to UTF-8 bytes sent as text
+        # frames (send(str) would encode again per viewer).
         entry = self._encoded.get(id(message))
         if entry is not None and entry[0] is message:
             return entry[1]
@@ -567,22 +627,6 @@ class OverlayServer:
             out.append(message)
         return out
 
-    async def _track_ages(self, sub: Subscription) -> None:
-        """Remember when each line last changed, so late joiners do not re-show stale lines."""
-        loop = asyncio.get_running_loop()
-        try:
-            async for message in sub:
-                if message.get("type") == "line":
-                    key = _line_key(message)
-                    self._seen[key] = loop.time()
-                    self._seen.move_to_end(key)
-                    if len(self._seen) > AGE_KEYS_MAX:
-                        self._seen.popitem(last=False)
-                elif message.get("type") == "session" and message.get("event") == "started":
-                    self._seen.clear()
-        finally:
-            sub.close()
-
     async def _watch_templates(self) -> None:
         """Apply template edits live: recompile, then tell open pages to reload."""
         assert self._pages is not None and self._pages.user_dir is not None
@@ -597,8 +641,8 @@ class OverlayServer:
                     continue  # reported by reload(); the pages keep the previous version
                 log.info("overlay.templates_reloaded files=%s viewers=%d",
                          ",".join(names), len(self._viewers))
-                for sub in list(self._viewers.values()):
-                    sub.offer(_RELOAD)
+                for viewer in list(self._viewers.values()):
+                    viewer.queue.offer(_RELOAD)
         except FileNotFoundError:
             log.error("overlay.templates_gone dir=%s (live template edits stopped)",
                       self._pages.user_dir)
