@@ -13,7 +13,7 @@
   var BACKOFF_MAX_MS = 10000;
   var MAX_LINES_KEPT = 200;       // lines remembered at most, whatever the feed sends
   var MAX_TEXT_CHARS = 4000;      // longest line text rendered
-  var ROLL_MS = 160;              // roll-up animation length (matches overlay.css)
+  var PARTIAL_STALE_MS = 30000;   // a partial not updated this long is dropped (engine gone)
 
   var opts = JSON.parse(document.getElementById("cap-options").textContent);
   var params = new URLSearchParams(window.location.search);
@@ -72,6 +72,7 @@
       stable: m.stable || 0,
       done: done,
       finalAt: finalAt,
+      updatedAt: now() - (m.age_ms || 0),
     });
     if (lines.size > MAX_LINES_KEPT) {
       var oldest = sortedLines()[0];
@@ -155,8 +156,8 @@
   function expire(t) {
     var next = null;
     lines.forEach(function (line, key) {
-      if (line.finalAt === null) return;
-      var until = line.finalAt + opts.linger_ms;
+      var until = line.finalAt === null ? line.updatedAt + PARTIAL_STALE_MS
+                                        : line.finalAt + opts.linger_ms;
       if (until <= t) {
         lines.delete(key);
       } else if (next === null || until < next) {

@@ -369,3 +369,20 @@ async def test_daemon_service_serves_the_daemon_feed_and_public_status() -> None
             assert json.loads(await ws.recv())["text"] == "from the daemon feed"
     finally:
         await close()
+
+
+async def test_reconfigure_restyles_pages_and_keeps_bind_settings() -> None:
+    """A reloaded config changes the style served and tells open pages to reload."""
+    cfg = overlay_config()
+    server = await started(cfg)
+    try:
+        async with connect(ws_url(server)) as ws:
+            await ws.recv()
+            server.reconfigure(cfg.replace(overlay__font_size=72, overlay__max_viewers=5))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "reload"}
+        status, _, body = await http_get(server, "/overlay")
+        assert status == 200 and b"--cap-font-size: 72px" in body
+        _, _, body = await http_get(server, "/status")
+        assert json.loads(body)["max_viewers"] == 100  # needs a restart; kept until then
+    finally:
+        await server.close()

@@ -273,6 +273,26 @@ class OverlayServer:
         self._tasks.clear()
         log.info("overlay.stopped")
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply a reloaded config: styling takes effect at once (open pages reload).
+
+        Host, port, token, viewer limit and template directory need a restart; a change to
+        them is logged and ignored until then.
+        """
+        style_names = {f"overlay.{key}" for key in style.STYLE_KEYS}
+        changed = cfg.changed(self._cfg)
+        needs_restart = sorted(n for n in changed if n.startswith("overlay.") and n not in style_names)
+        if needs_restart:
+            log.warning("overlay.restart_needed settings=%s", ",".join(needs_restart))
+            cfg = cfg.replace(**{n.replace(".", "__"): self._cfg[n] for n in needs_restart})
+        restyled = changed & style_names
+        self._cfg = cfg
+        if restyled:
+            log.info("overlay.restyled settings=%s viewers=%d", ",".join(sorted(restyled)),
+                     len(self._viewers))
+            for viewer in list(self._viewers.values()):
+                viewer.queue.offer(_RELOAD)
+
     @property
     def port(self) -> int:
         if self._server is None:
