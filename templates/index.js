@@ -16,7 +16,16 @@
     if (token) el.textContent = withToken(el.dataset.overlayUrl, el.dataset.query);
   });
   var preview = document.getElementById("preview");
-  if (preview) preview.src = withToken(preview.dataset.src, "");
+  if (preview) {
+    preview.src = withToken(preview.dataset.src, "");
+    var CANVAS_WIDTH_PX = 1920;
+    var fit = function () {
+      var scale = preview.parentElement.clientWidth / CANVAS_WIDTH_PX;
+      preview.style.transform = "scale(" + scale + ")";
+    };
+    fit();
+    window.addEventListener("resize", fit);
+  }
 
   function refresh() {
     fetch(withToken("/status", ""), { cache: "no-store" })
