@@ -84,8 +84,10 @@ async def test_stale_lines_are_not_reshown_to_late_joiners(browser: Browser) -> 
         try:
             await page.goto(server.url + "overlay")
             await page.wait_for_selector("#cap[data-connected='1']", timeout=PAGE_WAIT_MS)
-            await page.wait_for_function("document.querySelector('#cap').dataset.renders >= 1",
+            # hello + the snapshot's line have arrived; the render they queued has run.
+            await page.wait_for_function("window.captiond.stats.messages >= 2",
                                          timeout=PAGE_WAIT_MS)
+            await page.evaluate("new Promise(done => setTimeout(done, 300))")
             assert await shown_text(page) == ""
             publish_line(feed, "new", "Fresh words.", seq=1)
             await wait_for_text(page, "Fresh words.")
