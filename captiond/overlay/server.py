@@ -238,8 +238,8 @@ class OverlayServer:
         if self._pages.user_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_templates(), name="overlay-watch"))
         log.info(
-            "overlay.started url=%s token=%s max_viewers=%d templates=%s",
-            self.url, "required" if self._token else "off", self._max_viewers,
+            "overlay.started url=%s auth=%s max_viewers=%d templates=%s",
+            self.url, "token" if self._token else "loopback", self._max_viewers,
             "user" if self._pages.user_dir else "shipped",
         )
 
