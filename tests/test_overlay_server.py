@@ -227,6 +227,17 @@ async def test_close_is_idempotent_and_says_going_away() -> None:
     await again.close()
 
 
+async def test_closed_server_leaves_the_feed() -> None:
+    """After close() the feed has no subscriber left from the server."""
+    feed = Feed()
+    server = await started(feed=feed)
+    async with connect(ws_url(server)) as ws:
+        await ws.recv()
+        assert feed.subscribers() == 1
+    await server.close()
+    assert feed.subscribers() == 0
+
+
 async def test_viewer_limit() -> None:
     """Beyond overlay.max_viewers, new feed connections get 503; a freed slot is reusable."""
     server = await started(overlay_config(max_viewers=2))

@@ -194,6 +194,7 @@ class OverlayServer:
         self._encoded: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._fanout: Subscription | None = None
         self._closed = False
         #: True if start() generated a new token (it was shown once).
         self.token_generated = False
@@ -232,8 +233,8 @@ class OverlayServer:
                 f"{exc.strerror or exc} (stop the program using it, or set overlay.port)"
             ) from exc
         # Subscribed here, not in the task, so lines published right after start() are seen.
-        fanout = self._feed.subscribe("overlay:fanout")
-        self._tasks.append(asyncio.create_task(self._fan_out(fanout), name="overlay-fanout"))
+        self._fanout = self._feed.subscribe("overlay:fanout")
+        self._tasks.append(asyncio.create_task(self._fan_out(), name="overlay-fanout"))
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="overlay-stalls"))
         if self._pages.user_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_templates(), name="overlay-watch"))
@@ -264,6 +265,8 @@ class OverlayServer:
                     connection.transport.abort()
         for viewer in list(self._viewers.values()):
             viewer.queue.close()
+        if self._fanout is not None:
+            self._fanout.close()  # the feed stops offering to this server
         for task in self._tasks:
             task.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -547,12 +550,13 @@ class OverlayServer:
         # at 200 viewers. _watch_stalls() drops viewers whose socket stopped draining.
         await ws.send(self._encode(message), text=True)
 
-    async def _fan_out(self, sub: Subscription) -> None:
+    async def _fan_out(self) -> None:
         """Deliver every feed message to every viewer; remember when lines last changed."""
         loop = asyncio.get_running_loop()
         while True:
+            assert self._fanout is not None
             try:
-                message = await sub.get()
+                message = await self._fanout.get()
             except EOFError:
                 if self._closed:
                     return
@@ -561,7 +565,7 @@ class OverlayServer:
                 log.error("overlay.fanout_overflow viewers=%d", len(self._viewers))
                 for viewer in list(self._viewers.values()):
                     viewer.queue.close()
-                sub = self._feed.subscribe("overlay:fanout")
+                self._fanout = self._feed.subscribe("overlay:fanout")
                 continue
             kind = message.get("type")
             if kind == "line":
