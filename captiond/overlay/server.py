@@ -396,7 +396,7 @@ class OverlayServer:
             check_origin=path == WS_PATH or handler is not None,
         )
         if denied is not None:
-            log.info("overlay.refused path=%s status=%d", path, denied.status)
+            log.info("overlay.refused path=%r status=%d", path[:100], denied.status)
             return _text(denied.status, denied.message)
         if path == WS_PATH:
             return self._admit_viewer(connection, request)
