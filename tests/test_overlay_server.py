@@ -397,3 +397,68 @@ async def test_reconfigure_restyles_pages_and_keeps_bind_settings() -> None:
         assert json.loads(body)["max_viewers"] == 100  # needs a restart; kept until then
     finally:
         await server.close()
+
+
+def _read_frames(sock: socket.socket, until: Any, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Read server text frames (unmasked) from a raw socket until ``until(message)`` is true."""
+    sock.settimeout(timeout_s)
+    buffer = b""
+    out: list[dict[str, Any]] = []
+
+    def need(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            buffer += chunk
+        data, buffer = buffer[:n], buffer[n:]
+        return data
+
+    while True:
+        head = need(2)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(need(2), "big")
+        elif length == 127:
+            length = int.from_bytes(need(8), "big")
+        payload = need(length)
+        if head[0] & 0x0F == 1:  # text frame
+            out.append(json.loads(payload))
+            if until(out[-1]):
+                return out
+
+
+async def test_slow_viewer_gets_latest_state_in_order() -> None:
+    """A viewer that pauses reading later receives every line, coalesced to its latest text."""
+    feed = Feed()
+    server = await started(feed=feed)
+    sock = _stalled_viewer(server.port)
+    try:
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += await asyncio.to_thread(sock.recv, 1)
+        assert response.startswith(b"HTTP/1.1 101")
+        for _ in range(200):
+            if server.viewers() == 1:
+                break
+            await asyncio.sleep(0.01)
+        filler = "x" * 2000
+        for i in range(300):  # fills the socket buffers: the viewer is now behind
+            publish_line(feed, f"l{i}", f"{i} {filler}", seq=i)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+        assert max(server.backlogs()) > 0
+        for v in range(200):
+            publish_line(feed, "hot", f"version {v}", seq=1000, final=False)
+        messages = await asyncio.to_thread(
+            _read_frames, sock, lambda m: m.get("text") == "version 199"
+        )
+        lines = [m for m in messages if m.get("type") == "line"]
+        hot = [m["text"] for m in lines if m["item_id"] == "hot"]
+        assert hot[-1] == "version 199" and len(hot) < 200  # coalesced, latest last
+        # Every other line arrived once, in the order published.
+        assert [m["item_id"] for m in lines if m["item_id"] != "hot"] == [f"l{i}" for i in range(300)]
+    finally:
+        sock.close()
+        await server.close()
