@@ -53,6 +53,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from captiond.overlay.service import register as register_overlay
+
+    register_overlay()  # the caption overlay for OBS (overlay.enabled; skipped with --fast)
     daemon = Daemon(cfg, realtime=not args.fast, title=args.title)
     session_id = asyncio.run(daemon.run())
     print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
