@@ -302,6 +302,23 @@ def handle_api(
         return 500, {"error": "internal error (see the daemon's log)"}
 
 
+def api_handler(
+    store: Store, status: StatusSource | None = None
+) -> Callable[[str, Mapping[str, str]], Awaitable[ApiResponse]]:
+    """The API as an overlay-server route: ``async (path, query) -> (status, body)``.
+
+    Database work runs in a worker thread; ``status`` is called on the event loop. The
+    overlay server applies its token and Origin rules before calling it.
+    """
+
+    async def handler(path: str, query: Mapping[str, str]) -> ApiResponse:
+        if path.split("?", 1)[0].rstrip("/") == "/api/status":
+            return handle_api(store, path, query, status=status)
+        return await asyncio.to_thread(handle_api, store, path, query)
+
+    return handler
+
+
 # -- websockets adapter ----------------------------------------------------------------------
 
 

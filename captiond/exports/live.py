@@ -12,8 +12,8 @@ If the writer falls so far behind that the feed cuts it off, it re-reads the sto
 
 Given no session id, it follows the session the feed announces (``{"type": "session",
 "event": "started"}``), and file names may hold ``{session}``: that is how the daemon runs it,
-since its services start before the session exists. The daemon adds :func:`live_service` to
-``captiond.daemon.SERVICES``; by hand::
+since its services start before the session exists. :func:`live_service` is one of
+:func:`captiond.daemon.default_services`; by hand::
 
     live = live_from_config(cfg, store, None, feed=feed, title=title)  # None if off
     if live is not None:
@@ -97,7 +97,7 @@ def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int | None
 
 def live_service(daemon: Any) -> tuple[Callable[[], Awaitable[None]],
                                        Callable[[], Awaitable[None]]] | None:
-    """A ``captiond.daemon.SERVICES`` factory: ``(start, close)`` when ``export.live`` is on.
+    """A daemon service factory: ``(start, close)`` when ``export.live`` is on.
 
     Uses ``daemon.cfg``, ``daemon.store``, ``daemon.feed`` and ``daemon.title``; follows the
     session the daemon starts. ``close`` stops the writer and waits for its last write.

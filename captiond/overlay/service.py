@@ -1,8 +1,9 @@
 """The overlay as a daemon service: started with ``captiond run``, closed at shutdown.
 
-:func:`register` adds :func:`overlay_service` to :data:`captiond.daemon.SERVICES`. The service
-serves the daemon's own :class:`~captiond.feed.Feed`; batch runs (``transcribe``, ``run --fast``)
-do not start it, so they never compete for the port with a running daemon.
+:func:`overlay_service` is one of :func:`captiond.daemon.default_services`. It serves the
+daemon's own :class:`~captiond.feed.Feed` and the JSON API the daemon mounts; batch runs
+(``transcribe``, ``run --fast``) do not start it, so they never compete for the port with a
+running daemon.
 """
 
 from __future__ import annotations
@@ -42,11 +43,3 @@ def overlay_service(
     server = OverlayServer(daemon.cfg, daemon.feed, lambda: daemon_status(daemon), handlers)
     daemon.overlay = server  # type: ignore[attr-defined]  # for status lines and tests
     return server.start, server.close
-
-
-def register() -> None:
-    """Add the overlay to the daemon's services (idempotent)."""
-    from captiond.daemon import SERVICES
-
-    if overlay_service not in SERVICES:
-        SERVICES.append(overlay_service)
