@@ -38,5 +38,5 @@ def fleurs_en() -> list[Path]:
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'captiond.db'}"
 
-# Real SQLite and PostgreSQL fixtures for the transcript-database tests (issue 6).
+# Real SQLite and PostgreSQL fixtures for the transcript-database tests.
 pytest_plugins = ["db_support"]
