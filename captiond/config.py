@@ -140,6 +140,14 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("int8", "int8_float32", "float32"),
     ),
     Setting(
+        "local.beam_size",
+        int,
+        5,
+        "Beam width for final text (partials are greedy).",
+        minimum=1,
+        maximum=10,
+    ),
+    Setting(
         "local.partial_interval_s",
         float,
         0.5,

@@ -1,0 +1,148 @@
+"""Utterance segmentation: speech probabilities in, cut decisions out.  [pure: no I/O, no clock]
+
+Every engine decides turns with this one policy: the local engine decodes the utterances it
+cuts, the OpenAI engine commits the service's audio buffer at them (gpt-realtime-whisper has
+no server VAD). Positions are sample indices on the session stream at :attr:`Params.rate`.
+
+- Speech starts at a window whose probability reaches ``threshold``; the utterance begins
+  ``pad_ms`` earlier (never before the previous cut).
+- Hysteresis: a window counts as silence only below ``threshold - HYSTERESIS``.
+- A pause of ``min_silence_ms`` ends the utterance ``pad_ms`` after the last speech.
+- Continuous speech is cut before ``max_utterance_s``, at the quietest window of the last
+  :data:`FORCED_CUT_SEARCH_S` (the softest point between words), and a new utterance starts
+  there at once, so nothing is lost or duplicated.
+- Utterances with less than ``min_speech_ms`` of speech are flagged ``noise``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+WINDOW = 512
+HYSTERESIS = 0.15
+#: How far back a forced cut looks for the quietest point.
+FORCED_CUT_SEARCH_S = 3.0
+#: A forced cut leaves at least this much audio in the utterance it ends.
+FORCED_CUT_MIN_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    threshold: float = 0.5
+    min_silence_ms: int = 400
+    min_speech_ms: int = 200
+    max_utterance_s: float = 15.0
+    pad_ms: int = 200
+    rate: int = 16_000
+
+    def samples(self, ms: float) -> int:
+        return int(ms * self.rate / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnded:
+    start: int
+    end: int
+    speech: int  # samples judged speech inside
+    forced: bool = False  # cut during continuous speech (max length)
+    noise: bool = False  # too little speech: not worth transcribing
+
+    @property
+    def speech_ratio(self) -> float:
+        return self.speech / max(1, self.end - self.start)
+
+
+Decision = SpeechStarted | UtteranceEnded
+
+
+@dataclass(slots=True)
+class Segmenter:
+    params: Params = field(default_factory=Params)
+    speaking: bool = False
+    start: int = 0
+    last_speech_end: int = 0
+    speech: int = 0
+    floor: int = 0  # utterances never begin before the previous cut
+    position: int = 0  # end of the last window seen
+    _history: list[tuple[int, float]] = field(default_factory=list)  # (window start, prob)
+
+    def push(self, probabilities: Iterable[float], start: int) -> list[Decision]:
+        """Windows of :data:`WINDOW` samples, the first beginning at sample ``start``."""
+        out: list[Decision] = []
+        p = self.params
+        pos = start
+        for prob in probabilities:
+            prob = float(prob)
+            end = pos + WINDOW
+            self.position = end
+            if not self.speaking:
+                if prob >= p.threshold:
+                    self.speaking = True
+                    self.start = max(self.floor, pos - p.samples(p.pad_ms))
+                    self.last_speech_end = end
+                    self.speech = WINDOW
+                    self._history = [(pos, prob)]
+                    out.append(SpeechStarted(self.start))
+            else:
+                self._history.append((pos, prob))
+                if prob >= p.threshold - HYSTERESIS:
+                    self.last_speech_end = end
+                    self.speech += WINDOW
+                elif end - self.last_speech_end >= p.samples(p.min_silence_ms):
+                    out.append(self._end(min(self.last_speech_end + p.samples(p.pad_ms), end)))
+                if self.speaking and end - self.start >= int(p.max_utterance_s * p.rate):
+                    out.extend(self._forced_cut(end))
+            pos = end
+        return out
+
+    def finish(self) -> list[Decision]:
+        """End of stream (or a gap): close the open utterance."""
+        if not self.speaking:
+            return []
+        pad = self.params.samples(self.params.pad_ms)
+        return [self._end(min(self.last_speech_end + pad, self.position))]
+
+    def reset(self, position: int) -> None:
+        """Start over at ``position`` (after a gap in the stream)."""
+        self.speaking = False
+        self.floor = self.position = position
+        self._history = []
+
+    def _end(self, end: int, forced: bool = False) -> UtteranceEnded:
+        cut = UtteranceEnded(
+            start=self.start,
+            end=max(end, self.start + 1),
+            speech=self.speech,
+            forced=forced,
+            noise=self.speech < self.params.samples(self.params.min_speech_ms),
+        )
+        self.speaking = False
+        self.floor = cut.end
+        self._history = []
+        return cut
+
+    def _forced_cut(self, end: int) -> list[Decision]:
+        p = self.params
+        earliest = max(self.start + int(FORCED_CUT_MIN_S * p.rate), end - int(FORCED_CUT_SEARCH_S * p.rate))
+        candidates = [(prob, -pos, pos) for pos, prob in self._history if pos >= earliest]
+        if candidates:
+            _, _, quiet = min(candidates)
+            cut_at = quiet + WINDOW // 2
+        else:
+            cut_at = end
+        remaining = [(pos, prob) for pos, prob in self._history if pos >= cut_at - WINDOW // 2]
+        ended = self._end(cut_at, forced=True)
+        # Speech goes on: the next utterance starts exactly at the cut.
+        self.speaking = True
+        self.start = cut_at
+        self._history = remaining
+        speech_windows = [pos for pos, prob in remaining if prob >= p.threshold - HYSTERESIS]
+        self.speech = WINDOW * len(speech_windows)
+        self.last_speech_end = (max(speech_windows) + WINDOW) if speech_windows else cut_at
+        return [ended, SpeechStarted(cut_at)]

@@ -1,0 +1,381 @@
+"""Audio sources: microphone (sounddevice), file (PyAV/FFmpeg), raw PCM16 on stdin.
+
+A source yields :class:`~captiond.audio.block.AudioBlock` values (mono float32 at the
+source's own rate) on the session's stream clock. Capture never blocks on the pipeline: the
+sounddevice callback hands frames to the loop with ``call_soon_threadsafe`` into a bounded
+queue; what does not fit is counted and shows up as a gap in the stream clock.
+
+``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``file:PATH``,
+``stdin``. Other modules may add kinds (``system``) through :data:`SOURCE_KINDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from captiond.audio.block import AudioBlock, pcm16_to_float
+from captiond.errors import AudioError, DeviceLost
+
+log = logging.getLogger("captiond.audio")
+
+#: Blocks queued between the capture thread and the loop before new audio is dropped.
+CAPTURE_QUEUE_BLOCKS = 1_000
+#: Device reopen back-off after it vanished: first wait, and the longest.
+REOPEN_FIRST_S = 0.5
+REOPEN_MAX_S = 10.0
+#: File decoding reads ahead at most this much audio of a paced file.
+FILE_READ_AHEAD_S = 2.0
+
+
+class Source(Protocol):
+    #: Shown in ``sessions`` and stored with the session.
+    description: str
+    #: Set by the source when it knows the recording ends (files).
+    duration_s: float | None
+
+    def blocks(self) -> AsyncIterator[AudioBlock]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+
+SOURCE_KINDS: dict[str, Callable[..., Source]] = {}
+
+
+def parse_source(text: str) -> SourceSpec:
+    kind, _, arg = text.strip().partition(":")
+    kind = kind.lower()
+    if kind not in ("mic", "file", "stdin", *SOURCE_KINDS):
+        kinds = ", ".join(["mic[:DEVICE]", "file:PATH", "stdin", *SOURCE_KINDS])
+        raise AudioError(f"unknown audio source '{text}' (use one of: {kinds})")
+    if kind == "file" and not arg:
+        raise AudioError("file source needs a path: --source file:PATH")
+    return SourceSpec(kind, arg)
+
+
+def open_source(
+    spec: SourceSpec | str,
+    *,
+    realtime: bool = True,
+    rate: int = 16_000,
+    channels: int = 1,
+    block_ms: int = 32,
+) -> Source:
+    if isinstance(spec, str):
+        spec = parse_source(spec)
+    if spec.kind == "file":
+        return FileSource(Path(spec.arg), realtime=realtime, block_ms=block_ms)
+    if spec.kind == "stdin":
+        return StdinSource(rate=rate, channels=channels, block_ms=block_ms)
+    if spec.kind == "mic":
+        return MicSource(spec.arg or None, block_ms=block_ms)
+    return SOURCE_KINDS[spec.kind](spec.arg, block_ms=block_ms)
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+def probe_file(path: Path) -> tuple[int, float | None]:
+    """(sample rate, duration in seconds) of the first audio stream, or a clear AudioError."""
+    import av
+
+    if not path.exists():
+        raise AudioError(f"audio file {path} does not exist (check the path)")
+    if path.is_dir():
+        raise AudioError(f"{path} is a directory, not an audio file")
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio
+            if not streams:
+                raise AudioError(f"{path} has no audio stream (is it a video without sound?)")
+            stream = streams[0]
+            duration = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            return int(stream.rate or stream.codec_context.sample_rate), duration
+    except AudioError:
+        raise
+    except Exception as exc:  # av.error.* for undecodable input
+        raise AudioError(
+            f"cannot decode {path}: {exc} (is it an audio or video file FFmpeg can read?)"
+        ) from exc
+
+
+def decode_file_chunks(path: Path, rate: int) -> Any:
+    """Mono float32 chunks at the file's own rate (channels averaged, no rate change)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+    except Exception as exc:
+        raise AudioError(f"cannot decode {path}: {exc}") from exc
+
+
+class FileSource:
+    """A recording, paced in real time (as if it were live) or as fast as it is consumed."""
+
+    def __init__(self, path: Path, *, realtime: bool = True, block_ms: int = 32) -> None:
+        self.path = path
+        self.rate, self.duration_s = probe_file(path)
+        self.realtime = realtime
+        self.block = max(1, self.rate * block_ms // 1000)
+        self.description = f"file:{path}"
+        self._closed = False
+        self.position = 0
+
+    async def blocks(self) -> AsyncIterator[AudioBlock]:
+        loop = asyncio.get_running_loop()
+        chunks = decode_file_chunks(self.path, self.rate)
+        pending = np.zeros(0, dtype=np.float32)
+        t0 = loop.time()
+        done = False
+        while not self._closed:
+            while len(pending) < self.block and not done:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    done = True
+                else:
+                    pending = np.concatenate([pending, chunk])
+            if not len(pending):
+                return
+            take = pending[: self.block]
+            pending = pending[self.block :]
+            block = AudioBlock(take, self.rate, self.position)
+            self.position = block.end
+            if self.realtime:
+                delay = t0 + block.end / self.rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            yield block
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+# -- stdin -------------------------------------------------------------------------------
+
+
+class StdinSource:
+    """Raw interleaved PCM16 little-endian on standard input, at ``rate``."""
+
+    def __init__(self, *, rate: int, channels: int = 1, block_ms: int = 32) -> None:
+        self.rate = rate
+        self.channels = channels
+        self.bytes_per_block = max(1, rate * block_ms // 1000) * 2 * channels
+        self.description = f"stdin:{rate}Hz"
+        self.duration_s = None
+        self.position = 0
+        self._closed = False
+
+    async def blocks(self) -> AsyncIterator[AudioBlock]:
+        stream = sys.stdin.buffer
+        leftover = b""
+        frame = 2 * self.channels
+        while not self._closed:
+            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)  # type: ignore[attr-defined]
+            if not data:
+                return
+            data = leftover + data
+            usable = len(data) - len(data) % frame
+            leftover = data[usable:]
+            if not usable:
+                continue
+            samples = pcm16_to_float(data[:usable], self.channels)
+            block = AudioBlock(samples, self.rate, self.position)
+            self.position = block.end
+            yield block
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+# -- microphone --------------------------------------------------------------------------
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except OSError as exc:
+        raise AudioError(
+            "the PortAudio library is missing, so no microphone can be opened "
+            "(install it: apt-get install libportaudio2)"
+        ) from exc
+    return sounddevice
+
+
+def input_devices() -> list[dict[str, Any]]:
+    """Input devices PortAudio sees: index, name, channels, default rate, default flag."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        default_in = sd.default.device[0]
+    except Exception as exc:  # PortAudioError
+        raise AudioError(f"cannot list audio devices: {exc}") from exc
+    out = []
+    for index, dev in enumerate(devices):
+        if dev["max_input_channels"] > 0:
+            out.append(
+                {
+                    "index": index,
+                    "name": dev["name"],
+                    "channels": dev["max_input_channels"],
+                    "rate": int(dev["default_samplerate"]),
+                    "default": index == default_in,
+                }
+            )
+    return out
+
+
+def find_input_device(wanted: str | None) -> dict[str, Any]:
+    devices = input_devices()
+    if not devices:
+        raise AudioError(
+            "no audio input device found (plug in a microphone, or check that PulseAudio/"
+            "PipeWire is running; `captiond devices` lists what is there)"
+        )
+    if wanted is None or wanted == "":
+        for dev in devices:
+            if dev["default"]:
+                return dev
+        return devices[0]
+    if wanted.isdigit():
+        for dev in devices:
+            if dev["index"] == int(wanted):
+                return dev
+    else:
+        matches = [d for d in devices if wanted.lower() in d["name"].lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = "; ".join(f"{d['index']}: {d['name']}" for d in matches)
+            raise AudioError(f"'{wanted}' matches several input devices ({names}); use its number")
+    names = "; ".join(f"{d['index']}: {d['name']}" for d in devices)
+    raise AudioError(f"no input device '{wanted}' (available: {names})")
+
+
+class MicSource:
+    """A capture device. If it vanishes, capture is reopened with back-off and the time it
+    was away becomes a gap in the stream clock (blocks resume at the right place)."""
+
+    def __init__(self, device: str | None, *, block_ms: int = 32) -> None:
+        self.wanted = device
+        dev = find_input_device(device)
+        self.device = dev
+        self.rate = dev["rate"]
+        self.block = max(1, self.rate * block_ms // 1000)
+        self.description = f"mic:{dev['name']}"
+        self.duration_s = None
+        self.position = 0
+        self.dropped_blocks = 0
+        self.reopens = 0
+        self._closed = False
+        self._stream: Any = None
+        self._lost = 0
+
+    def _open(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        sd = _sounddevice()
+
+        def put(item: Any) -> None:
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # The loop fell behind: the lost audio becomes a gap on the stream clock.
+                self.dropped_blocks += 1
+                if isinstance(item, tuple):
+                    self._lost += len(item[1])
+
+        def callback(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
+            # PortAudio's thread: copy and hand over, nothing else.
+            loop.call_soon_threadsafe(put, (time.monotonic(), indata.mean(axis=1).copy()))
+
+        def finished() -> None:
+            if not self._closed:
+                loop.call_soon_threadsafe(put, DeviceLost(f"input device {self.device['name']} stopped"))
+
+        dev = find_input_device(self.wanted)
+        self.device = dev
+        try:
+            self._stream = sd.InputStream(
+                device=dev["index"],
+                channels=min(2, dev["channels"]),
+                samplerate=self.rate,
+                blocksize=self.block,
+                dtype="float32",
+                callback=callback,
+                finished_callback=finished,
+            )
+            self._stream.start()
+        except Exception as exc:
+            raise DeviceLost(f"cannot open input device {dev['name']}: {exc}") from exc
+
+    async def blocks(self) -> AsyncIterator[AudioBlock]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(CAPTURE_QUEUE_BLOCKS)
+        self._open(loop, queue)
+        started = time.monotonic()
+        backoff = REOPEN_FIRST_S
+        while not self._closed:
+            item = await queue.get()
+            if isinstance(item, DeviceLost):
+                log.warning("audio.device_lost device=%r", self.device["name"])
+                await self._close_stream()
+                while not self._closed:
+                    await asyncio.sleep(backoff)
+                    try:
+                        self._open(loop, queue)
+                        self.reopens += 1
+                        log.info("audio.device_back device=%r", self.device["name"])
+                        backoff = REOPEN_FIRST_S
+                        break
+                    except (DeviceLost, AudioError) as exc:
+                        log.warning("audio.reopen_failed error=%r retry_s=%.1f", str(exc), backoff)
+                        backoff = min(backoff * 2, REOPEN_MAX_S)
+                # The stream clock follows the wall clock across the outage.
+                self.position = max(self.position, int((time.monotonic() - started) * self.rate))
+                continue
+            _when, samples = item
+            self.position += self._lost
+            self._lost = 0
+            block = AudioBlock(samples, self.rate, self.position)
+            self.position = block.end
+            yield block
+
+    async def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                await asyncio.to_thread(stream.close)
+            except Exception:  # noqa: BLE001 - a vanished device may fail to close
+                pass
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._close_stream()
+
+

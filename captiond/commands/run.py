@@ -1,0 +1,150 @@
+"""``captiond run`` (the daemon), ``captiond transcribe FILE`` and ``captiond devices``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from captiond.cli import add_setting_flags
+from captiond.config import Config
+from captiond.daemon import Daemon, format_clock
+from captiond.events import LineStatus, LineUpdate
+
+ENGINE_FLAGS = {
+    "--engine": "engine.name",
+    "--language": "engine.language",
+    "--model": "local.model",
+    "--threads": "local.threads",
+}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="caption live audio (the daemon)",
+        description="Capture audio, caption it live and store every line.",
+    )
+    add_setting_flags(
+        p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels"}
+    )
+    add_setting_flags(p, ENGINE_FLAGS)
+    p.add_argument("--fast", action="store_true", help="file sources: as fast as the engine allows")
+    p.add_argument("--title", help="session title")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "transcribe",
+        parents=[common],
+        help="transcribe a recording as fast as possible",
+        description="Run the captioning pipeline on a recording, print and store the transcript.",
+    )
+    p.add_argument("file", help="audio or video file (anything FFmpeg decodes)")
+    p.add_argument("--title", help="session title (default: the file name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--timestamps", action="store_true", help="print [HH:MM:SS] before each line")
+    add_setting_flags(p, ENGINE_FLAGS)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("devices", parents=[common], help="list audio input devices")
+    p.set_defaults(func=cmd_devices)
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    daemon = Daemon(cfg, realtime=not args.fast, title=args.title)
+    session_id = asyncio.run(daemon.run())
+    print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
+    return 0
+
+
+class _Progress:
+    """A progress bar on stderr driven by how much audio has been captured."""
+
+    def __init__(self, total_s: float | None, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=round(total_s, 1) if total_s else None,
+                unit="s",
+                unit_scale=False,
+                desc="transcribing",
+                file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio "
+                "[{elapsed}<{remaining}]"
+                if total_s
+                else None,
+            )
+
+    def update(self, position_s: float) -> None:
+        if self.bar is not None:
+            self.bar.n = min(position_s, self.bar.total or position_s)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
+    cfg = cfg.replace(audio__source=f"file:{args.file}")
+    finals: list[LineUpdate] = []
+
+    def collect(update: LineUpdate) -> None:
+        if update.line.status is LineStatus.FINAL:
+            finals.append(update)
+
+    daemon = Daemon(cfg, realtime=False, title=args.title or args.file, view=collect)
+
+    async def main() -> int:
+        task = asyncio.create_task(daemon.run())
+        progress: _Progress | None = None
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.2)
+                session = daemon.session
+                if session is None:
+                    continue
+                if progress is None:
+                    progress = _Progress(
+                        session.streams[0].source.duration_s,
+                        enabled=not args.no_progress and sys.stderr.isatty(),
+                    )
+                progress.update(session.streams[0].captured_s)
+        finally:
+            if progress is not None:
+                progress.close()
+        return task.result()
+
+    session_id = asyncio.run(main())
+    assert daemon.store is not None
+    # The stored transcript is the truth: ordered, with late corrections applied.
+    from captiond.transcript.store import Store
+
+    store = Store(cfg.database_url())
+    try:
+        for row in store.lines(session_id):
+            if row.text:
+                prefix = f"[{format_clock(row.audio_start_ms)}] " if args.timestamps else ""
+                print(prefix + row.text)
+    finally:
+        store.close()
+    print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace, cfg: Config) -> int:
+    from captiond.audio.sources import input_devices
+
+    devices = input_devices()
+    if not devices:
+        print("no audio input devices found")
+        return 0
+    print("input devices (use --source mic:NUMBER or mic:NAME):")
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f" {mark} {d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)")
+    return 0

@@ -1,0 +1,166 @@
+"""The daemon: owns the store, the session, the services around it, signals and shutdown.
+
+Start order: config -> store (migrated; sessions a dead daemon left ``running`` become
+``interrupted``) -> sources and engines -> services (terminal view, and whatever else is
+configured) -> capture. Shutdown order (first SIGINT/SIGTERM): stop capture, finish the
+utterance in flight, wait (bounded) for the last results, flush the store, close services.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from captiond.audio.sources import open_source, parse_source
+from captiond.config import Config
+from captiond.engines.factory import build_engine
+from captiond.events import LineStatus, LineUpdate, UpdateKind
+from captiond.feed import Feed
+from captiond.pipeline import Session, Stream
+from captiond.transcript.store import Store, redact_url
+
+log = logging.getLogger("captiond.daemon")
+
+#: Seconds a service gets to close at shutdown.
+SERVICE_CLOSE_TIMEOUT_S = 5.0
+
+
+def format_clock(ms: int) -> str:
+    s = max(0, ms) // 1000
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class TerminalView:
+    """Finals as lines on ``out``; on a terminal, the partial being spoken on one live line."""
+
+    def __init__(self, out: TextIO, *, live: bool | None = None) -> None:
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self._partial_shown = False
+
+    def __call__(self, update: LineUpdate) -> None:
+        line = update.line
+        if line.track != "original":
+            return
+        who = f"{line.speaker}: " if line.speaker else ""
+        if line.status is LineStatus.FINAL and update.kind is not UpdateKind.REMOVED:
+            if line.text:
+                self._clear()
+                self.out.write(f"[{format_clock(line.audio_start_ms)}] {who}{line.text}\n")
+                self.out.flush()
+        elif update.kind is UpdateKind.REMOVED:
+            self._clear()
+        elif self.live and line.status is LineStatus.PARTIAL and line.text:
+            width = 100
+            with contextlib.suppress(OSError):
+                width = os.get_terminal_size(self.out.fileno()).columns - 1
+            text = f"… {who}{line.text}"
+            if len(text) > width:
+                text = "…" + text[-(width - 1) :]
+            self.out.write("\r\033[K" + text)
+            self.out.flush()
+            self._partial_shown = True
+
+    def _clear(self) -> None:
+        if self._partial_shown:
+            self.out.write("\r\033[K")
+            self._partial_shown = False
+
+
+#: Services other modules add: ``factory(daemon) -> (start, close)`` awaitables.
+ServiceFactory = Callable[["Daemon"], tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]] | None]
+SERVICES: list[ServiceFactory] = []
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        realtime: bool = True,
+        title: str | None = None,
+        out: TextIO | None = None,
+        view: Callable[[LineUpdate], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.realtime = realtime
+        self.title = title
+        self.out = out if out is not None else sys.stdout
+        self.view = view if view is not None else TerminalView(self.out)
+        self.feed = Feed()
+        self.store: Store | None = None
+        self.session: Session | None = None
+        self._signals = 0
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def build_streams(self) -> list[Stream]:
+        spec = parse_source(self.cfg["audio.source"])
+        source = open_source(
+            spec,
+            realtime=self.realtime,
+            rate=self.cfg["audio.rate"],
+            channels=self.cfg["audio.channels"],
+            block_ms=self.cfg["audio.block_ms"],
+        )
+        engine = build_engine(self.cfg, realtime=self.realtime)
+        return [Stream(source, engine)]
+
+    def stats(self) -> dict[str, Any]:
+        return self.session.stats() if self.session else {}
+
+    async def run(self) -> int:
+        """Run one session to its end; returns its id."""
+        url = self.cfg.database_url()
+        self.store = await asyncio.to_thread(Store.open, url)
+        log.info("store.opened url=%s", redact_url(url))
+        stale = await asyncio.to_thread(self.store.mark_interrupted)
+        if stale:
+            log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
+        streams = await asyncio.to_thread(self.build_streams)
+        self.session = Session(
+            self.store,
+            streams,
+            feed=self.feed,
+            realtime=self.realtime,
+            queue_s=self.cfg["audio.queue_s"],
+            title=self.title,
+            language=self.cfg["engine.language"] or None,
+            on_update=self.view,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            for factory in SERVICES:
+                made = factory(self)
+                if made is None:
+                    continue
+                start, close = made
+                await start()
+                self._closers.append(close)
+            return await self.session.run()
+        finally:
+            for close in reversed(self._closers):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close(), SERVICE_CLOSE_TIMEOUT_S)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            await asyncio.to_thread(self.store.close)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1 and self.session is not None:
+            log.info("daemon.stopping signal=%s", signal.Signals(sig).name)
+            self.session.stop()
+            return
+        log.warning("daemon.forced_exit signal=%s", signal.Signals(sig).name)
+        os._exit(130)

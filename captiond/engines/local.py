@@ -1,0 +1,293 @@
+"""The embedded engine: silero VAD + streaming Whisper on the CPU, no network.
+
+While someone speaks, the growing utterance is re-decoded every ``partial_interval_s`` (only
+when the decoder is idle, so a slow machine shows fewer partials instead of falling behind);
+at a pause (or at the maximum utterance length) the utterance is cut and decoded once more
+for the final text with word timings. Audio that the VAD calls silence is never decoded, so
+Whisper cannot invent text for it.
+
+Events: an item opens (``ItemCommitted`` with start = end) when speech starts, widens as
+partials arrive, and gets its final extent, then ``ItemCompleted``. An utterance that turns
+out to be noise or a phantom phrase completes with empty text, which removes its partial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from captiond.audio.block import AudioBlock
+from captiond.audio.segmenter import Params, Segmenter, SpeechStarted, UtteranceEnded
+from captiond.audio.vad import StreamingVad
+from captiond.engines.base import Emit
+from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend
+from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
+
+log = logging.getLogger("captiond.engine.local")
+
+#: Finals being decoded at once before the engine stops reading audio (fast mode back-pressure).
+MAX_PENDING_FINALS = 3
+#: How long the engine waits for the last decodes at the end of the stream.
+DRAIN_TIMEOUT_S = 60.0
+#: Audio kept before the open utterance (for the pre-speech pad).
+KEEP_BEFORE_S = 1.0
+
+
+def stable_prefix(previous: str, current: str) -> int:
+    """Characters of ``current`` that two consecutive decodes agree on, to a word boundary."""
+    a, b = previous.split(), current.split()
+    agreed = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        agreed += 1
+    if agreed == 0:
+        return 0
+    if agreed == len(b):
+        return len(current)
+    # Position just past the agreed words in ``current``.
+    pos = 0
+    for word in b[:agreed]:
+        pos = current.index(word, pos) + len(word)
+    return pos
+
+
+class _Buffer:
+    """Audio of the stream from ``base`` on (16 kHz), trimmed from the front as it is used."""
+
+    def __init__(self) -> None:
+        self.base = 0
+        self._chunks: deque[np.ndarray] = deque()
+        self._size = 0
+        self._joined: np.ndarray | None = None
+
+    @property
+    def end(self) -> int:
+        return self.base + self._size
+
+    def append(self, block: AudioBlock) -> None:
+        if self._size == 0:
+            self.base = block.start
+        self._chunks.append(block.samples)
+        self._size += len(block.samples)
+        self._joined = None
+
+    def reset(self, position: int) -> None:
+        self._chunks.clear()
+        self._size = 0
+        self.base = position
+        self._joined = None
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        if self._joined is None:
+            self._joined = (
+                np.concatenate(list(self._chunks)) if self._chunks else np.zeros(0, np.float32)
+            )
+            self._chunks = deque([self._joined]) if len(self._joined) else deque()
+        lo = max(0, start - self.base)
+        hi = max(lo, min(self._size, end - self.base))
+        return self._joined[lo:hi].copy()
+
+    def trim_before(self, position: int) -> None:
+        drop = position - self.base
+        if drop <= 0:
+            return
+        joined = self.slice(self.base, self.end)
+        keep = joined[drop:]
+        self._chunks = deque([keep]) if len(keep) else deque()
+        self._size = len(keep)
+        self.base = position if len(keep) else self.base + drop
+        self._joined = keep if len(keep) else None
+
+
+class LocalEngine:
+    name = "local"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        backend: WhisperBackend,
+        params: Params | None = None,
+        *,
+        partial_interval_s: float = 0.5,
+        word_timestamps: bool = True,
+        partials: bool = True,
+        id_prefix: str = "loc",
+    ) -> None:
+        self.backend = backend
+        self.params = params or Params(rate=SAMPLE_RATE)
+        self.partial_interval_s = partial_interval_s
+        self.word_timestamps = word_timestamps
+        self.partials = partials and partial_interval_s > 0
+        self.id_prefix = id_prefix
+        self._count = 0
+        self._last_item: str | None = None
+        self._prev: dict[str, str | None] = {}  # open item -> its predecessor
+        self._open: str | None = None  # item of the utterance being spoken
+        self._open_start = 0
+        self._open_text = ""
+        self._last_partial_at = 0
+        self._partial_busy = False
+        self._finals: deque[asyncio.Future[Any]] = deque()
+        self._final_cut_at: dict[str, float] = {}
+        # Figures for status and benchmarks.
+        self.audio_s = 0.0
+        self.partials_emitted = 0
+        self.partials_skipped = 0
+        self.finals_emitted = 0
+        self.dropped = 0
+        self.last_final_lag_s = 0.0
+        self.decode_s = 0.0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "state": "running",
+            "audio_s": round(self.audio_s, 1),
+            "finals_pending": len(self._finals),
+            "lag_s": round(self.last_final_lag_s, 2),
+            "partials": self.partials_emitted,
+            "partials_skipped": self.partials_skipped,
+            "finals": self.finals_emitted,
+            "dropped_noise": self.dropped,
+            "cost_usd": 0.0,
+        }
+
+    def update_settings(self, params: Params, partial_interval_s: float, word_timestamps: bool) -> None:
+        """Live reload: takes effect from the next utterance."""
+        self.params = params
+        self.partial_interval_s = partial_interval_s
+        self.partials = partial_interval_s > 0
+        self.word_timestamps = word_timestamps
+
+    async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
+        loop = asyncio.get_running_loop()
+        vad = StreamingVad()
+        seg = Segmenter(self.params)
+        buf = _Buffer()
+        vad_next: int | None = None  # stream sample where the next VAD window starts
+        async for block in audio:
+            if block.rate != SAMPLE_RATE:
+                raise ValueError(f"local engine needs {SAMPLE_RATE} Hz audio, got {block.rate}")
+            self.audio_s += block.duration_s
+            if vad_next is None or block.start != buf.end:
+                if vad_next is not None:
+                    # A gap (device lost, overflow): close what was open, start over.
+                    self._decide(seg.finish(), buf, emit, loop)
+                    vad.reset()
+                seg.reset(block.start)
+                buf.reset(block.start)
+                vad_next = block.start
+            if seg.params != self.params:
+                seg.params = self.params
+            buf.append(block)
+            probs = vad(block.samples)
+            decisions = seg.push(probs, vad_next)
+            vad_next += len(probs) * 512
+            self._decide(decisions, buf, emit, loop)
+            if self._open is not None:
+                self._maybe_partial(buf, emit, loop)
+                buf.trim_before(self._open_start - SAMPLE_RATE // 10)
+            else:
+                buf.trim_before(buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE))
+            while len(self._finals) >= MAX_PENDING_FINALS:
+                await asyncio.wait({self._finals[0]})
+                self._finals.popleft()
+        self._decide(seg.finish(), buf, emit, loop)
+        if self._finals:
+            await asyncio.wait(set(self._finals), timeout=DRAIN_TIMEOUT_S)
+        self._finals.clear()
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _decide(
+        self, decisions: list[Any], buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        for d in decisions:
+            if isinstance(d, SpeechStarted):
+                self._count += 1
+                item = f"{self.id_prefix}-{self._count}"
+                self._open, self._open_start, self._open_text = item, d.start, ""
+                self._last_partial_at = d.start
+                ms = d.start * 1000 // SAMPLE_RATE
+                self._prev[item] = self._last_item
+                emit(ItemCommitted(item, self._last_item, ms, ms))
+                self._last_item = item
+            elif isinstance(d, UtteranceEnded):
+                item = self._open
+                self._open = None
+                if item is None:
+                    continue
+                start_ms = d.start * 1000 // SAMPLE_RATE
+                end_ms = d.end * 1000 // SAMPLE_RATE
+                emit(ItemCommitted(item, self._prev.pop(item, None), start_ms, end_ms))
+                if d.noise:
+                    self.dropped += 1
+                    emit(ItemCompleted(item, ""))
+                    continue
+                samples = buf.slice(d.start, d.end)
+                self._final_cut_at[item] = time.monotonic()
+                fut = loop.run_in_executor(
+                    self.backend.executor,
+                    lambda s=samples, o=start_ms, r=d.speech_ratio: self.backend.decode(
+                        s, offset_ms=o, word_timestamps=self.word_timestamps, speech_ratio=r
+                    ),
+                )
+                fut.add_done_callback(lambda f, i=item: self._final_done(i, f, emit))
+                self._finals.append(fut)
+
+    def _final_done(self, item: str, fut: asyncio.Future[Decoded], emit: Emit) -> None:
+        cut_at = self._final_cut_at.pop(item, time.monotonic())
+        self.last_final_lag_s = time.monotonic() - cut_at
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("engine.decode_failed item=%s error=%r", item, str(exc))
+            emit(ItemFailed(item, f"decode failed: {exc}"))
+            return
+        decoded = fut.result()
+        if decoded.dropped and decoded.dropped != "empty":
+            self.dropped += 1
+            log.debug("engine.dropped item=%s reason=%s", item, decoded.dropped)
+        self.finals_emitted += 1
+        emit(ItemCompleted(item, decoded.text, decoded.words, self.backend.language))
+
+    def _maybe_partial(self, buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.partials or self._open is None:
+            return
+        interval = int(self.partial_interval_s * SAMPLE_RATE)
+        if buf.end - self._last_partial_at < interval:
+            return
+        if self._partial_busy or self._finals:
+            self.partials_skipped += 1
+            return
+        item, start, end = self._open, self._open_start, buf.end
+        samples = buf.slice(start, end)
+        self._last_partial_at = end
+        self._partial_busy = True
+        fut = loop.run_in_executor(
+            self.backend.executor, lambda: self.backend.decode(samples, final=False)
+        )
+
+        def done(f: asyncio.Future[Decoded]) -> None:
+            self._partial_busy = False
+            if f.cancelled() or f.exception() is not None or self._open != item:
+                return  # the final is on its way; a late partial would only flicker
+            text = f.result().text
+            if not text:
+                return
+            stable = stable_prefix(self._open_text, text)
+            self._open_text = text
+            self.partials_emitted += 1
+            prev = self._prev.get(item)
+            emit(ItemCommitted(item, prev, start * 1000 // SAMPLE_RATE, end * 1000 // SAMPLE_RATE))
+            emit(ItemPartial(item, text, stable))
+
+        fut.add_done_callback(done)

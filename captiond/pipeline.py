@@ -1,0 +1,272 @@
+"""One captioning session: sources -> resampler -> engine -> reconciler -> store + feed.
+
+A session has one or more *streams* (one per channel: the microphone, the system audio). Each
+stream owns its source, resampler, engine and reconciler; all streams share the store writer
+and the feed. Tasks are owned by one :class:`asyncio.TaskGroup`; shutdown order lives in
+:meth:`Session.run`:
+
+1. the sources end (end of file) or are closed (:meth:`Session.stop`);
+2. each engine commits the utterance in flight and waits (bounded) for its last results;
+3. items whose predecessor never came are settled, the writer flushes, the session row is
+   closed as ``completed`` (a crash leaves it ``running``; the next start marks it
+   ``interrupted``).
+
+The capture side never waits for the engine in live mode: audio goes through a bounded queue
+(``audio.queue_s``) and what does not fit is recorded as a gap. In fast mode (files as fast as
+possible) the queue applies back-pressure instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from captiond.audio.block import AudioBlock
+from captiond.audio.resample import Resampler
+from captiond.audio.segmenter import Params
+from captiond.audio.sources import Source
+from captiond.config import Config
+from captiond.engines.base import Engine
+from captiond.events import LineStatus, LineUpdate, TranscriptEvent
+from captiond.feed import Feed
+from captiond.transcript.reconciler import Reconciler
+from captiond.transcript.store import Store, StoreWriter
+
+log = logging.getLogger("captiond.pipeline")
+
+#: How long shutdown waits for an engine to finish its last utterances.
+DRAIN_TIMEOUT_S = 30.0
+#: How long shutdown waits for the store to write the last lines.
+FLUSH_TIMEOUT_S = 10.0
+_END = object()
+
+
+def segmenter_params(cfg: Config, rate: int = 16_000) -> Params:
+    return Params(
+        threshold=cfg["vad.threshold"],
+        min_silence_ms=cfg["vad.min_silence_ms"],
+        min_speech_ms=cfg["vad.min_speech_ms"],
+        max_utterance_s=cfg["vad.max_utterance_s"],
+        pad_ms=cfg["vad.pad_ms"],
+        rate=rate,
+    )
+
+
+@dataclass
+class Stream:
+    """One channel of a session."""
+
+    source: Source
+    engine: Engine
+    channel: str = ""
+    speaker: str | None = None
+    reconciler: Reconciler = field(init=False)
+    captured_s: float = 0.0
+    gaps: int = 0
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(
+            channel=self.channel, speaker=self.speaker, engine=self.engine.name
+        )
+
+
+class Session:
+    """Runs streams into one stored session. Create, then ``await run()``; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        store: Store,
+        streams: list[Stream],
+        *,
+        feed: Feed | None = None,
+        realtime: bool = True,
+        queue_s: float = 30.0,
+        title: str | None = None,
+        language: str | None = None,
+        on_update: Callable[[LineUpdate], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.streams = streams
+        self.feed = feed or Feed()
+        self.realtime = realtime
+        self.queue_s = queue_s
+        self.title = title
+        self.language = language
+        self.on_update = on_update
+        self.session_id: int | None = None
+        self.writer: StoreWriter | None = None
+        self.started = time.monotonic()
+        self.finals = 0
+        self._stopping = asyncio.Event()
+        self._observers: list[Callable[[LineUpdate], None]] = []
+
+    # -- public ------------------------------------------------------------------------------
+
+    def add_observer(self, fn: Callable[[LineUpdate], None]) -> None:
+        self._observers.append(fn)
+
+    def stop(self) -> None:
+        """Ask the session to end: capture stops, the audio in flight is finished (idempotent)."""
+        self._stopping.set()
+
+    def stats(self) -> dict[str, Any]:
+        engines = [s.engine.stats() for s in self.streams]
+        return {
+            "session": self.session_id,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "audio_s": round(max((s.captured_s for s in self.streams), default=0.0), 1),
+            "finals": self.finals,
+            "engines": engines,
+            "lag_s": max((e.get("lag_s", 0.0) for e in engines), default=0.0),
+            "cost_usd": round(sum(e.get("cost_usd", 0.0) for e in engines), 4),
+            "viewers": self.feed.subscribers(),
+            "store_errors": self.writer.errors if self.writer else 0,
+        }
+
+    async def run(self) -> int:
+        """Capture until the sources end or :meth:`stop`; returns the session id."""
+        engines = ",".join(sorted({s.engine.name for s in self.streams}))
+        sources = " + ".join(s.source.description for s in self.streams)
+        self.session_id = await asyncio.to_thread(
+            self.store.begin_session,
+            source=sources,
+            engine=engines,
+            language=self.language,
+            title=self.title,
+            meta={"channels": [s.channel for s in self.streams if s.channel]} or None,
+        )
+        self.writer = StoreWriter(self.store, self.session_id)
+        self.feed.publish(
+            {"type": "session", "event": "started", "session": self.session_id, "title": self.title}
+        )
+        log.info("session.started id=%d source=%r engine=%s", self.session_id, sources, engines)
+        status = "completed"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for stream in self.streams:
+                    tg.create_task(self._run_stream(stream), name=f"stream-{stream.channel}")
+                tg.create_task(self._stop_watch(), name="stop-watch")
+        except BaseException:
+            status = "interrupted"
+            raise
+        finally:
+            await self._finish(status)
+        return self.session_id
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _stop_watch(self) -> None:
+        """Closes the sources when asked to stop, or returns once every stream has ended."""
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await stopper
+        finally:
+            stopper.cancel()
+        for stream in self.streams:
+            with contextlib.suppress(Exception):
+                await stream.source.close()
+
+    async def _run_stream(self, stream: Stream) -> None:
+        block_s = 0.032
+        capacity = max(8, int(self.queue_s / block_s))
+        queue: asyncio.Queue[Any] = asyncio.Queue(capacity)
+        resample = Resampler(stream.engine.sample_rate)
+        emit = self._emitter(stream)
+
+        async def capture() -> None:
+            lost_until: int | None = None
+            try:
+                async for block in stream.source.blocks():
+                    if self._stopping.is_set():
+                        break
+                    out = resample(block)
+                    stream.captured_s = block.end / block.rate
+                    if not len(out.samples):
+                        continue
+                    if self.realtime:
+                        try:
+                            queue.put_nowait(out)
+                        except asyncio.QueueFull:
+                            stream.gaps += 1
+                            if lost_until is None:
+                                log.warning("audio.overflow channel=%s", stream.channel)
+                            lost_until = out.end
+                            self._record_gap(stream, out.start_ms, out.end_ms, "engine behind")
+                    else:
+                        await queue.put(out)
+                tail = resample.flush()
+                if tail is not None and not self._stopping.is_set():
+                    await queue.put(tail)
+            finally:
+                await queue.put(_END)
+
+        async def blocks() -> AsyncIterator[AudioBlock]:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                yield item
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(capture(), name=f"capture-{stream.channel}")
+            await stream.engine.run(blocks(), emit)
+        for update in stream.reconciler.settle_orphans():
+            self._deliver(update)
+        stream.done = True
+        if all(s.done for s in self.streams):
+            # Every source ended on its own (end of file): let the stop watcher return.
+            self._stopping.set()
+
+    def _emitter(self, stream: Stream) -> Callable[[TranscriptEvent], None]:
+        def emit(event: TranscriptEvent) -> None:
+            for update in stream.reconciler.apply(event):
+                self._deliver(update)
+
+        return emit
+
+    def _deliver(self, update: LineUpdate) -> None:
+        update = LineUpdate(update.kind, update.line, self.session_id)
+        if update.line.status is LineStatus.FINAL and update.line.text:
+            self.finals += 1
+        assert self.writer is not None
+        self.writer.submit([update])
+        self.feed.publish_updates([update])
+        if self.on_update is not None:
+            self.on_update(update)
+        for fn in self._observers:
+            fn(update)
+
+    def _record_gap(self, stream: Stream, start_ms: int, end_ms: int, reason: str) -> None:
+        if self.writer is None or self.session_id is None:
+            return
+        sid = self.session_id
+        self.writer.call(
+            lambda store: store.add_gap(
+                sid, channel=stream.channel, start_ms=start_ms, end_ms=end_ms, reason=reason
+            )
+        )
+
+    async def _finish(self, status: str) -> None:
+        if self.writer is None or self.session_id is None:
+            return
+        writer = self.writer
+        audio_s = max((s.captured_s for s in self.streams), default=0.0)
+        cost = sum(s.engine.stats().get("cost_usd", 0.0) for s in self.streams)
+        engines = ",".join(sorted({s.engine.name for s in self.streams}))
+        sid = self.session_id
+        writer.call(
+            lambda store: store.end_session(
+                sid, status=status, audio_seconds=audio_s, cost_usd=cost, engine=engines
+            )
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(writer.flush()), FLUSH_TIMEOUT_S)
+        await asyncio.to_thread(writer.close, FLUSH_TIMEOUT_S)
+        self.feed.publish({"type": "session", "event": "ended", "session": sid, "status": status})
+        log.info("session.ended id=%d status=%s audio_s=%.1f finals=%d", sid, status, audio_s, self.finals)
