@@ -237,6 +237,7 @@ class TranscriptionProtocol:
             "commits": 0,
             "resent_items": 0,
             "cleared_short": 0,
+            "discarded_noise": 0,
             "completed": 0,
             "failed": 0,
             "timed_out": 0,
@@ -244,7 +245,7 @@ class TranscriptionProtocol:
             "samples_sent": 0,  # of those, appended on the wire (first time)
             "samples_resent": 0,  # appended again after a drop
             "samples_dropped": 0,  # over the buffer bound: recorded as a gap
-            "samples_cleared": 0,  # utterances shorter than MIN_COMMIT_MS
+            "samples_cleared": 0,  # noise, or utterances shorter than MIN_COMMIT_MS
         }
 
     # -- queries -------------------------------------------------------------------------
@@ -275,6 +276,11 @@ class TranscriptionProtocol:
 
     def buffered_seconds(self) -> float:
         return self._buffered / (SAMPLE_RATE * BYTES_PER_SAMPLE)
+
+    def is_ready(self, handle: int) -> bool:
+        """The connection answered session.update."""
+        conn = self._conns.get(handle)
+        return conn is not None and conn.ready
 
     def connections(self) -> list[int]:
         return [h for h, c in self._conns.items() if c.alive]
@@ -361,8 +367,9 @@ class TranscriptionProtocol:
             self._cur_counted += n
         return out
 
-    def commit(self, now: float) -> Output:
-        """The utterance in progress ends here (a pause, a forced cut or the end of input)."""
+    def commit(self, now: float, *, discard: bool = False) -> Output:
+        """The utterance in progress ends here (a pause, a forced cut or the end of input).
+        ``discard``: it was noise, not speech -- clear it instead of committing."""
         out = Output()
         if self._gap is not None:
             out.gaps.append(self._gap_report())
@@ -376,10 +383,10 @@ class TranscriptionProtocol:
         if active is not None:
             active.current_appended = False
         samples = len(pcm) // BYTES_PER_SAMPLE
-        if samples * 1000 < MIN_COMMIT_MS * SAMPLE_RATE:
-            # Too short to commit: clear it from the server's buffer and let it go.
+        if discard or samples * 1000 < MIN_COMMIT_MS * SAMPLE_RATE:
+            # Noise, or too short to commit: clear it from the server's buffer, let it go.
             self._buffered -= len(pcm)
-            self.counters["cleared_short"] += 1
+            self.counters["cleared_short" if not discard else "discarded_noise"] += 1
             self.counters["samples_cleared"] += samples
             if appended_here and active is not None:
                 out.send.append((active.handle, {"type": "input_audio_buffer.clear"}))
@@ -437,11 +444,11 @@ class TranscriptionProtocol:
         out.extend(self._close_drained())
         return out
 
-    def abandon(self, reason: str) -> tuple[Output, list[_Entry]]:
+    def abandon(self, reason: str | None) -> tuple[Output, list[_Entry]]:
         """Give up on everything not settled (end of run with the service unreachable, or a
-        switch to another engine): returns the events that settle the chain -- every
-        utterance placed and failed with ``reason`` -- and the entries, so a caller that can
-        transcribe them otherwise may still do so (by their ``item_id``)."""
+        switch to another engine). Every such utterance is placed in the chain and, with a
+        ``reason``, failed; with ``reason=None`` it is left open for a caller that transcribes
+        the returned entries otherwise (by their ``item_id``, audio in ``pcm``)."""
         out = Output()
         if self._cur_start is not None:
             out.extend(self.commit(0.0))
@@ -449,7 +456,15 @@ class TranscriptionProtocol:
             out.gaps.append(self._gap_report())
         entries = list(self._unsettled.values())
         for entry in entries:
-            out.extend(self._settle(entry, ItemFailed(entry.item_id, reason)))
+            if reason is not None:
+                out.extend(self._settle(entry, ItemFailed(entry.item_id, reason)))
+                continue
+            pcm = entry.pcm
+            if not entry.placed:
+                out.extend(self._place(entry))
+            self._unsettled.pop(entry.item_id, None)
+            self._buffered -= len(pcm)
+            entry.pcm = pcm  # handed over with the entry
         self._resend.clear()
         self._unsent.clear()
         for conn in self._conns.values():
