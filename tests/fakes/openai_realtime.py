@@ -223,7 +223,7 @@ class FakeRealtimeServer:
     async def __aenter__(self) -> FakeRealtimeServer:
         self._server = await serve(
             self._handler, "127.0.0.1", 0, process_request=self._process_request,
-            max_size=16 * 1024 * 1024,
+            max_size=16 * 1024 * 1024, close_timeout=1.0,
         )
         if self.faults.drop_every_s:
             self._spawn(self._drop_every(self.faults.drop_every_s))
@@ -251,6 +251,11 @@ class FakeRealtimeServer:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}{PATH}?intent=transcription"
+
+    def drop_all(self) -> None:
+        """Abort every open connection now (the client sees 1006)."""
+        for ws in list(self._open):
+            ws.transport.abort()
 
     def items(self) -> list[FakeItem]:
         return [item for s in self.sessions for item in s.items]
