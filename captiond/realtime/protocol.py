@@ -246,6 +246,7 @@ class TranscriptionProtocol:
             "samples_resent": 0,  # appended again after a drop
             "samples_dropped": 0,  # over the buffer bound: recorded as a gap
             "samples_cleared": 0,  # noise, or utterances shorter than MIN_COMMIT_MS
+            "samples_completed": 0,  # speech whose transcription arrived
         }
 
     # -- queries -------------------------------------------------------------------------
@@ -562,6 +563,7 @@ class TranscriptionProtocol:
                 return self._bad("missing_field", "transcript", event=kind)
             self._unbind(conn, entry)
             self.counters["completed"] += 1
+            self.counters["samples_completed"] += len(entry.pcm) // BYTES_PER_SAMPLE
             return self._settle(
                 entry, ItemCompleted(entry.item_id, transcript, language=self.settings.language)
             )
