@@ -5,13 +5,17 @@ cuts, the OpenAI engine commits the service's audio buffer at them (gpt-realtime
 no server VAD). Positions are sample indices on the session stream at :attr:`Params.rate`.
 
 - Speech starts at a window whose probability reaches ``threshold``; the utterance begins
-  ``pad_ms`` earlier (never before the previous cut).
+  ``pad_ms`` earlier (never before the previous cut) and ends ``tail_ms`` after the last
+  speech.
 - Hysteresis: a window counts as silence only below ``threshold - HYSTERESIS``.
-- A pause of ``min_silence_ms`` ends the utterance ``pad_ms`` after the last speech.
+- A pause of ``min_silence_ms`` ends the utterance.
 - Continuous speech is cut before ``max_utterance_s``, at the quietest window of the last
   :data:`FORCED_CUT_SEARCH_S` (the softest point between words), and a new utterance starts
   there at once, so nothing is lost or duplicated.
 - Utterances with less than ``min_speech_ms`` of speech are flagged ``noise``.
+- Once a pause has lasted ``max(tail_ms, min_silence_ms / 4)``, a :class:`Pause` announces the
+  cut that will happen if the pause goes on, with the same ``end``: an engine may start
+  its final decode then, so text is ready the moment the pause is long enough.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Params:
     min_speech_ms: int = 200
     max_utterance_s: float = 15.0
     pad_ms: int = 200
+    tail_ms: int = 100
     rate: int = 16_000
 
     def samples(self, ms: float) -> int:
@@ -58,7 +63,20 @@ class UtteranceEnded:
         return self.speech / max(1, self.end - self.start)
 
 
-Decision = SpeechStarted | UtteranceEnded
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A pause that will become ``UtteranceEnded(start, end)`` unless speech resumes."""
+
+    start: int
+    end: int
+    speech: int
+
+    @property
+    def speech_ratio(self) -> float:
+        return self.speech / max(1, self.end - self.start)
+
+
+Decision = SpeechStarted | UtteranceEnded | Pause
 
 
 @dataclass(slots=True)
@@ -70,6 +88,7 @@ class Segmenter:
     speech: int = 0
     floor: int = 0  # utterances never begin before the previous cut
     position: int = 0  # end of the last window seen
+    _pause_announced: bool = False
     _history: list[tuple[int, float]] = field(default_factory=list)  # (window start, prob)
 
     def push(self, probabilities: Iterable[float], start: int) -> list[Decision]:
@@ -94,19 +113,33 @@ class Segmenter:
                 if prob >= p.threshold - HYSTERESIS:
                     self.last_speech_end = end
                     self.speech += WINDOW
-                elif end - self.last_speech_end >= p.samples(p.min_silence_ms):
-                    out.append(self._end(min(self.last_speech_end + p.samples(p.pad_ms), end)))
+                    self._pause_announced = False
+                else:
+                    silence = end - self.last_speech_end
+                    cut = min(self.last_speech_end + p.samples(p.tail_ms), end)
+                    if silence >= p.samples(p.min_silence_ms):
+                        out.append(self._end(cut))
+                    elif not self._pause_announced and silence >= p.samples(
+                        max(p.tail_ms, p.min_silence_ms / 4)
+                    ):
+                        self._pause_announced = True
+                        out.append(Pause(self.start, cut, self.speech))
                 if self.speaking and end - self.start >= int(p.max_utterance_s * p.rate):
                     out.extend(self._forced_cut(end))
             pos = end
         return out
 
+    @property
+    def in_pause(self) -> bool:
+        """Speaking, but the last window was silence."""
+        return self.speaking and self.position > self.last_speech_end
+
     def finish(self) -> list[Decision]:
         """End of stream (or a gap): close the open utterance."""
         if not self.speaking:
             return []
-        pad = self.params.samples(self.params.pad_ms)
-        return [self._end(min(self.last_speech_end + pad, self.position))]
+        tail = self.params.samples(self.params.tail_ms)
+        return [self._end(min(self.last_speech_end + tail, self.position))]
 
     def reset(self, position: int) -> None:
         """Start over at ``position`` (after a gap in the stream)."""
@@ -125,6 +158,7 @@ class Segmenter:
         self.speaking = False
         self.floor = cut.end
         self._history = []
+        self._pause_announced = False
         return cut
 
     def _forced_cut(self, end: int) -> list[Decision]:

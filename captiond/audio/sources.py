@@ -148,12 +148,14 @@ class FileSource:
         self.description = f"file:{path}"
         self._closed = False
         self.position = 0
+        #: Monotonic time at which sample 0 "played" (paced mode): the stream's wall clock.
+        self.started_at: float | None = None
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
         loop = asyncio.get_running_loop()
         chunks = decode_file_chunks(self.path, self.rate)
         pending = np.zeros(0, dtype=np.float32)
-        t0 = loop.time()
+        t0 = self.started_at = loop.time()
         done = False
         while not self._closed:
             while len(pending) < self.block and not done:

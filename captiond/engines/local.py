@@ -6,8 +6,8 @@ at a pause (or at the maximum utterance length) the utterance is cut and decoded
 for the final text with word timings. Audio that the VAD calls silence is never decoded, so
 Whisper cannot invent text for it.
 
-Events: an item opens (``ItemCommitted`` with start = end) when speech starts, widens as
-partials arrive, and gets its final extent, then ``ItemCompleted``. An utterance that turns
+Events: an item opens (``ItemCommitted`` with start = end) when speech starts, partials
+replace its text, and at the cut it gets its final extent, then ``ItemCompleted``. An utterance that turns
 out to be noise or a phantom phrase completes with empty text, which removes its partial.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from captiond.audio.block import AudioBlock
-from captiond.audio.segmenter import Params, Segmenter, SpeechStarted, UtteranceEnded
+from captiond.audio.segmenter import Params, Pause, Segmenter, SpeechStarted, UtteranceEnded
 from captiond.audio.vad import StreamingVad
 from captiond.engines.base import Emit
 from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend
@@ -135,6 +135,10 @@ class LocalEngine:
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
+        # A final decode started at a pause: (item, start, end) -> its future.
+        self._speculative: tuple[str, int, int, asyncio.Future[Decoded]] | None = None
+        self.speculative_used = 0
+        self.speculative_wasted = 0
         self._final_cut_at: dict[str, float] = {}
         # Figures for status and benchmarks.
         self.audio_s = 0.0
@@ -156,6 +160,8 @@ class LocalEngine:
             "partials_skipped": self.partials_skipped,
             "finals": self.finals_emitted,
             "dropped_noise": self.dropped,
+            "speculative_used": self.speculative_used,
+            "speculative_wasted": self.speculative_wasted,
             "cost_usd": 0.0,
         }
 
@@ -191,8 +197,11 @@ class LocalEngine:
             decisions = seg.push(probs, vad_next)
             vad_next += len(probs) * 512
             self._decide(decisions, buf, emit, loop)
+            if self._speculative is not None and not seg.in_pause:
+                self._drop_speculative()
             if self._open is not None:
-                self._maybe_partial(buf, emit, loop)
+                if not seg.in_pause:  # trailing silence adds no words: no partial
+                    self._maybe_partial(buf, emit, loop)
                 buf.trim_before(self._open_start - SAMPLE_RATE // 10)
             else:
                 buf.trim_before(buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE))
@@ -219,6 +228,11 @@ class LocalEngine:
                 self._prev[item] = self._last_item
                 emit(ItemCommitted(item, self._last_item, ms, ms))
                 self._last_item = item
+            elif isinstance(d, Pause):
+                if self._open is not None:
+                    self._drop_speculative()
+                    fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
+                    self._speculative = (self._open, d.start, d.end, fut)
             elif isinstance(d, UtteranceEnded):
                 item = self._open
                 self._open = None
@@ -227,20 +241,42 @@ class LocalEngine:
                 start_ms = d.start * 1000 // SAMPLE_RATE
                 end_ms = d.end * 1000 // SAMPLE_RATE
                 emit(ItemCommitted(item, self._prev.pop(item, None), start_ms, end_ms))
-                if d.noise:
-                    self.dropped += 1
-                    emit(ItemCompleted(item, ""))
-                    continue
-                samples = buf.slice(d.start, d.end)
+                spec = self._speculative
+                self._speculative = None
+                if spec is not None and spec[:3] == (item, d.start, d.end) and not d.noise:
+                    fut = spec[3]
+                    self.speculative_used += 1
+                else:
+                    if spec is not None:
+                        self.speculative_wasted += 1
+                    if d.noise:
+                        self.dropped += 1
+                        emit(ItemCompleted(item, ""))
+                        continue
+                    fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
                 self._final_cut_at[item] = time.monotonic()
-                fut = loop.run_in_executor(
-                    self.backend.executor,
-                    lambda s=samples, o=start_ms, r=d.speech_ratio: self.backend.decode(
-                        s, offset_ms=o, word_timestamps=self.word_timestamps, speech_ratio=r
-                    ),
-                )
                 fut.add_done_callback(lambda f, i=item: self._final_done(i, f, emit))
                 self._finals.append(fut)
+
+    def _submit_final(
+        self, buf: _Buffer, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Decoded]:
+        samples = buf.slice(start, end)
+        offset_ms = start * 1000 // SAMPLE_RATE
+        words = self.word_timestamps
+        return loop.run_in_executor(
+            self.backend.executor,
+            lambda: self.backend.decode(
+                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio
+            ),
+        )
+
+    def _drop_speculative(self) -> None:
+        """Speech resumed after a pause: the early final decode is of no use."""
+        if self._speculative is not None:
+            self._speculative[3].cancel()  # not started yet: skipped; running: result ignored
+            self._speculative = None
+            self.speculative_wasted += 1
 
     def _final_done(self, item: str, fut: asyncio.Future[Decoded], emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
@@ -286,8 +322,6 @@ class LocalEngine:
             stable = stable_prefix(self._open_text, text)
             self._open_text = text
             self.partials_emitted += 1
-            prev = self._prev.get(item)
-            emit(ItemCommitted(item, prev, start * 1000 // SAMPLE_RATE, end * 1000 // SAMPLE_RATE))
             emit(ItemPartial(item, text, stable))
 
         fut.add_done_callback(done)

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class Decoded:
     avg_logprob: float = 0.0
     full_window: bool = False
     dropped: str | None = None  # why the text was judged not speech
+    seconds: float = 0.0  # wall time the decode took
     tokens: list[int] = field(default_factory=list)
 
 
@@ -218,6 +220,7 @@ class WhisperBackend:
         Finals use the full 30-second window (the input the model was trained on) and beam
         search: the most robust text. Partials use greedy search on the short window: a
         fraction of the CPU, and a partial is replaced moments later anyway."""
+        t_start = time.perf_counter()
         with self._lock:
             self.decodes += 1
             prompt = list(self.tokenizer.sot_sequence)
@@ -239,18 +242,22 @@ class WhisperBackend:
                 full_window=full,
                 tokens=tokens,
             )
-            out.dropped = self._judge(out, speech_ratio)
+            out.dropped = self._judge(out, speech_ratio, final)
             if out.dropped:
                 out.text = ""
+                out.seconds = time.perf_counter() - t_start
                 return out
             if word_timestamps and tokens:
                 out.words = self._words(tokens, encoded, len(audio), offset_ms)
+            out.seconds = time.perf_counter() - t_start
             return out
 
-    def _judge(self, d: Decoded, speech_ratio: float) -> str | None:
+    def _judge(self, d: Decoded, speech_ratio: float, final: bool = True) -> str | None:
+        """Why this text is not speech, or None. Partials (half a second of audio, where the
+        model is rarely sure) skip the no-speech test: the final decides."""
         if not d.text:
             return "empty"
-        if d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob < LOGPROB_THRESHOLD:
+        if final and d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob < LOGPROB_THRESHOLD:
             return "no_speech"
         plain = _plain(d.text)
         if not plain:
@@ -266,15 +273,23 @@ class WhisperBackend:
     ) -> tuple[Word, ...]:
         try:
             aligned = self.model.find_alignment(
-                self.tokenizer, [tokens], encoded, min(n_samples // 320, FULL_WINDOW_FRAMES // 2)
+                self.tokenizer, [tokens], encoded, min(n_samples // 160, FULL_WINDOW_FRAMES)
             )[0]
         except Exception as exc:  # noqa: BLE001 - timings are optional; text is not lost
             log.warning("whisper.align_failed error=%r", str(exc))
             return ()
         limit_ms = offset_ms + n_samples * 1000 // SAMPLE_RATE
-        words = []
+        words: list[Word] = []
         for w in aligned:
+            text = w["word"].strip()
+            if not text:
+                continue
+            if words and not any(ch.isalnum() for ch in text):
+                # Punctuation belongs to the word before it (and adds no time).
+                last = words[-1]
+                words[-1] = Word(last.text + text, last.start_ms, last.end_ms, last.probability)
+                continue
             start = min(limit_ms, offset_ms + int(round(w["start"] * 1000)))
             end = min(limit_ms, max(start, offset_ms + int(round(w["end"] * 1000))))
-            words.append(Word(w["word"].strip(), start, end, round(float(w["probability"]), 3)))
-        return tuple(w for w in words if w.text)
+            words.append(Word(text, start, end, round(float(w["probability"]), 3)))
+        return tuple(words)
