@@ -6,6 +6,7 @@ the same time (same wall clock, half the test time)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ async def test_faulty_realtime_run_matches_the_clean_run(tmp_path: Any) -> None:
         rows = sorted(run.rows, key=lambda r: r.seq)
         assert [r.seq for r in rows] == list(range(len(rows)))
         assert all(r.status == "final" for r in rows)
-        for before, after in zip(rows, rows[1:]):
+        for before, after in itertools.pairwise(rows):
             assert after.previous_item_id == before.item_id
             assert after.audio_start_ms >= before.audio_end_ms
         # Zero audio frames lost, counted: every captured sample reached the engine, every

@@ -9,6 +9,7 @@ same text (each item got exactly its own audio), same order, all final.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def assert_nothing_lost(run: Run) -> None:
     completed_at_server = sum(i.samples for i in run.server.items() if i.outcome == "completed")
     assert completed_at_server >= c["samples_completed"]
     assert round(run.engine.audio_s * 24_000) == run.handed_out == len(audio())
-    for before, after in zip(run.lines, run.lines[1:]):
+    for before, after in itertools.pairwise(run.lines):
         assert after.previous_item_id == before.item_id
         assert after.audio_start_ms >= before.audio_end_ms
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -148,7 +149,7 @@ def _auto(url: str, key: str, grace_s: float) -> AutoEngine:
 def _assert_one_chain(rows: list[Any]) -> None:
     by_seq = sorted(rows, key=lambda r: r.seq)
     assert [r.seq for r in by_seq] == list(range(len(by_seq)))
-    for before, after in zip(by_seq, by_seq[1:]):
+    for before, after in itertools.pairwise(by_seq):
         assert after.previous_item_id == before.item_id
     assert len({r.item_id for r in rows}) == len(rows)
 

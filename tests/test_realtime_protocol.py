@@ -224,7 +224,7 @@ def test_refused_commit_settles_and_later_commits_bind_right() -> None:
     h = connect(proto, server, rec)
     speak(proto, server, rec, 0, 200)
     out = proto.commit(0.0)
-    commit_id = [e for _, e in out.send if e["type"] == "input_audio_buffer.commit"][0]["event_id"]
+    commit_id = next(e for _, e in out.send if e["type"] == "input_audio_buffer.commit")["event_id"]
     apply(out, server, rec)
     server.outbox.clear()  # the service refused it: no committed
     deliver(proto, server, rec, h, {"type": "error", "error": {

@@ -20,7 +20,6 @@ first item is rewritten to the last item before it, so the chain stays continuou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable

@@ -429,12 +429,11 @@ class TranscriptionProtocol:
         for entry in list(self._unsettled.values()):
             if entry.deadline is not None and now >= entry.deadline:
                 conn = self._conns.get(entry.handle) if entry.handle is not None else None
-                if conn is not None:
-                    # It stays in conn.commits on purpose: a late committed still binds to
-                    # it, so the committed events after it bind to the right items.
-                    if entry.server_id is not None:
-                        conn.bound.pop(entry.server_id, None)
-                        conn.settled_ids.append(entry.server_id)
+                # It stays in conn.commits on purpose: a late committed still binds to it,
+                # so the committed events after it bind to the right items.
+                if conn is not None and entry.server_id is not None:
+                    conn.bound.pop(entry.server_id, None)
+                    conn.settled_ids.append(entry.server_id)
                 self.counters["timed_out"] += 1
                 log.warning(
                     "openai.item_timeout item=%s after_s=%.1f", entry.item_id, self.item_timeout_s

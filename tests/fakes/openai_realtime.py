@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pydantic
@@ -220,7 +220,7 @@ class FakeRealtimeServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeRealtimeServer:
+    async def __aenter__(self) -> Self:
         self._server = await serve(
             self._handler, "127.0.0.1", 0, process_request=self._process_request,
             max_size=16 * 1024 * 1024, close_timeout=1.0,
