@@ -567,7 +567,8 @@ class TranscriptionProtocol:
                 entry, ItemCompleted(entry.item_id, transcript, language=self.settings.language)
             )
         if kind.endswith(".failed"):
-            error = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+            raw_error = msg.get("error")
+            error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
             code = error.get("code") or error.get("type") or "transcription_failed"
             text = error.get("message") or ""
             log.warning("openai.item_failed item=%s code=%s message=%r",
