@@ -23,6 +23,9 @@ from captiond.errors import CaptiondError
 COMMAND_MODULES = (
     "captiond.commands.run",
     "captiond.commands.browse",
+    "captiond.commands.db",
+    "captiond.commands.configcmd",
+    "captiond.commands.export",
 )
 
 log = logging.getLogger("captiond")

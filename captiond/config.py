@@ -62,6 +62,37 @@ def _language(value: str) -> str | None:
     return None
 
 
+# -- checks for the overlay settings: values reach CSS, so they are held to safe forms.
+_COLOUR_RE = re.compile(
+    r"#?(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-zA-Z]{3,30}"
+)
+_FONT_FAMILY_RE = re.compile(r"[A-Za-z0-9 ,\-_'\"]{1,120}")
+
+
+def _colour(value: str) -> str | None:
+    if not _COLOUR_RE.fullmatch(value):
+        return "must be a colour such as #ffcc00, ffcc00 or white"
+    return None
+
+
+def _font_family(value: str) -> str | None:
+    if not _FONT_FAMILY_RE.fullmatch(value):
+        return "must be font names separated by commas (letters, digits, spaces, - and quotes)"
+    return None
+
+
+def _track(value: str) -> str | None:
+    if value not in ("original", "both") and not re.fullmatch(r"[a-z]{2,3}", value):
+        return "must be original, both, or a language code such as es"
+    return None
+
+
+def _token(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9_\-.~]{16,200}", value):
+        return "must be 16 to 200 URL-safe characters (letters, digits, - _ . ~)"
+    return None
+
+
 def _ws_url(value: str) -> str | None:
     if not re.match(r"^wss?://[^/\s]+", value):
         return "must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime?intent=transcription"
@@ -209,8 +240,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "vad.pad_ms",
         int,
-        200,
-        "Audio kept before speech starts and after it ends.",
+        400,
+        "Audio kept before speech starts (soft first syllables score low in the VAD).",
+        minimum=0,
+        maximum=1000,
+        live=True,
+    ),
+    Setting(
+        "vad.tail_ms",
+        int,
+        100,
+        "Audio kept after the last speech of an utterance.",
         minimum=0,
         maximum=1000,
         live=True,
@@ -303,6 +343,213 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Data directory; empty: $XDG_DATA_HOME/captiond (~/.local/share/captiond).",
     ),
+    # -- caption overlay ---------------------------------------------------------
+    # Style settings (font_* .. speakers) are also URL query parameters of /overlay; they are
+    # the only settings that reach a page (see captiond/overlay/style.py).
+    Setting(
+        "overlay.enabled",
+        bool,
+        True,
+        "Serve the caption overlay page and live feed while `captiond run` runs.",
+    ),
+    Setting(
+        "overlay.host",
+        str,
+        "127.0.0.1",
+        "Address the overlay server binds; anything but loopback requires a token.",
+    ),
+    Setting(
+        "overlay.port",
+        int,
+        8765,
+        "TCP port of the overlay server (0 picks a free port).",
+        minimum=0,
+        maximum=65535,
+    ),
+    Setting(
+        "overlay.token",
+        str,
+        "",
+        "Access token for /overlay, /ws and /api when bound beyond loopback; empty: generated "
+        "once and kept in the data directory.",
+        secret=True,
+        check=_token,
+    ),
+    Setting(
+        "overlay.max_viewers",
+        int,
+        100,
+        "Most overlay pages and feed clients connected at once.",
+        minimum=1,
+        maximum=2000,
+    ),
+    Setting(
+        "overlay.templates",
+        str,
+        "",
+        "Directory of your own overlay.html / index.html; {% extends \"default:overlay.html\" %} "
+        "reaches the shipped one. Edits apply live.",
+    ),
+    Setting(
+        "overlay.font_family",
+        str,
+        "sans-serif",
+        "Caption font family (CSS list, e.g. 'Roboto, sans-serif').",
+        check=_font_family,
+        live=True,
+    ),
+    Setting(
+        "overlay.font_size",
+        int,
+        36,
+        "Caption font size in CSS pixels.",
+        minimum=8,
+        maximum=400,
+        live=True,
+    ),
+    Setting(
+        "overlay.font_weight",
+        int,
+        600,
+        "Caption font weight (100..900).",
+        minimum=100,
+        maximum=900,
+        live=True,
+    ),
+    Setting(
+        "overlay.color",
+        str,
+        "#ffffff",
+        "Text colour: #rgb, #rrggbb, #rrggbbaa (the # may be left out in URLs) or a CSS name.",
+        check=_colour,
+        live=True,
+    ),
+    Setting(
+        "overlay.outline_color",
+        str,
+        "#000000",
+        "Colour of the text outline.",
+        check=_colour,
+        live=True,
+    ),
+    Setting(
+        "overlay.outline_px",
+        float,
+        2.0,
+        "Width of the text outline in CSS pixels (0: none).",
+        minimum=0.0,
+        maximum=20.0,
+        live=True,
+    ),
+    Setting(
+        "overlay.shadow_px",
+        float,
+        3.0,
+        "Blur radius of the drop shadow in CSS pixels (0: none).",
+        minimum=0.0,
+        maximum=50.0,
+        live=True,
+    ),
+    Setting(
+        "overlay.shadow_color",
+        str,
+        "#000000",
+        "Colour of the drop shadow.",
+        check=_colour,
+        live=True,
+    ),
+    Setting(
+        "overlay.background_color",
+        str,
+        "#000000",
+        "Colour of the box behind the captions.",
+        check=_colour,
+        live=True,
+    ),
+    Setting(
+        "overlay.background_opacity",
+        float,
+        0.5,
+        "Opacity of the box behind the captions (0: no box, 1: solid).",
+        minimum=0.0,
+        maximum=1.0,
+        live=True,
+    ),
+    Setting(
+        "overlay.align",
+        str,
+        "center",
+        "Horizontal alignment of the caption text.",
+        choices=("left", "center", "right"),
+        live=True,
+    ),
+    Setting(
+        "overlay.position",
+        str,
+        "bottom",
+        "Where the caption box sits in the frame.",
+        choices=("top", "middle", "bottom"),
+        live=True,
+    ),
+    Setting(
+        "overlay.margin_px",
+        int,
+        40,
+        "Distance of the caption box from the frame edge in CSS pixels.",
+        minimum=0,
+        maximum=2000,
+        live=True,
+    ),
+    Setting(
+        "overlay.max_lines",
+        int,
+        2,
+        "Most caption rows shown; older rows scroll off the top like broadcast captions.",
+        minimum=1,
+        maximum=20,
+        live=True,
+    ),
+    Setting(
+        "overlay.max_chars",
+        int,
+        42,
+        "Most characters per caption row; text wraps at word boundaries.",
+        minimum=10,
+        maximum=200,
+        live=True,
+    ),
+    Setting(
+        "overlay.linger_s",
+        float,
+        4.0,
+        "How long a finished line stays when nothing new is said.",
+        minimum=0.5,
+        maximum=600.0,
+        live=True,
+    ),
+    Setting(
+        "overlay.lang",
+        str,
+        "original",
+        "Track to show: original, a translation language code (es, de, ...), or both.",
+        check=_track,
+        live=True,
+    ),
+    Setting(
+        "overlay.speakers",
+        bool,
+        False,
+        "Prefix lines with the speaker's name when it changes.",
+        live=True,
+    ),
+    Setting(
+        "overlay.mode",
+        str,
+        "live",
+        "live: partial text as it is recognised; stable: only text that will not change.",
+        choices=("live", "stable"),
+        live=True,
+    ),
     # -- logging -------------------------------------------------------------------------
     Setting(
         "log.level",
@@ -318,6 +565,109 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "Log format on stderr.",
         choices=("text", "json"),
+    ),
+)
+
+# -- export: subtitles and minutes ---------------------------------------------
+_EXPORT_FORMATS = ("srt", "vtt")
+
+
+def _subtitle_formats(value: str) -> str | None:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or any(p not in _EXPORT_FORMATS for p in parts):
+        return "must list srt and/or vtt separated by commas, e.g. 'srt,vtt'"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "export.live",
+        bool,
+        False,
+        "Keep .srt/.vtt files of the running session updated in export.dir.",
+    ),
+    Setting(
+        "export.dir",
+        str,
+        "",
+        "Folder of the live subtitle files; empty: the data directory's subtitles/ folder.",
+    ),
+    Setting(
+        "export.live_formats",
+        str,
+        "srt,vtt",
+        "Live subtitle formats, comma separated (srt, vtt).",
+        check=_subtitle_formats,
+    ),
+    Setting(
+        "export.live_interval_s",
+        float,
+        2.0,
+        "Live subtitle files are rewritten at most this often (seconds).",
+        minimum=0.2,
+        maximum=60.0,
+        live=True,
+    ),
+    Setting(
+        "export.max_cps",
+        float,
+        17.0,
+        "Subtitle reading speed limit in characters per second (Netflix adult: 17; BBC ~15).",
+        minimum=5.0,
+        maximum=40.0,
+        live=True,
+    ),
+    Setting(
+        "export.max_line_chars",
+        int,
+        42,
+        "Characters per subtitle line.",
+        minimum=20,
+        maximum=80,
+        live=True,
+    ),
+    Setting(
+        "export.max_lines",
+        int,
+        2,
+        "Lines per subtitle cue.",
+        minimum=1,
+        maximum=3,
+        live=True,
+    ),
+    Setting(
+        "export.min_duration_ms",
+        int,
+        833,
+        "Shortest subtitle cue (5/6 s = 20 frames at 24 fps).",
+        minimum=100,
+        maximum=5000,
+        live=True,
+    ),
+    Setting(
+        "export.max_duration_ms",
+        int,
+        7000,
+        "Longest subtitle cue.",
+        minimum=1000,
+        maximum=20000,
+        live=True,
+    ),
+    Setting(
+        "export.min_gap_ms",
+        int,
+        83,
+        "Least time between two subtitle cues (2 frames at 24 fps = 83 ms).",
+        minimum=0,
+        maximum=1000,
+        live=True,
+    ),
+    Setting(
+        "export.templates_dir",
+        str,
+        "",
+        "Your templates (e.g. minutes.md.j2), tried before the shipped ones; "
+        "empty: ~/.config/captiond/templates.",
     ),
 )
 

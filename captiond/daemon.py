@@ -74,9 +74,19 @@ class TerminalView:
             self._partial_shown = False
 
 
-#: Services other modules add: ``factory(daemon) -> (start, close)`` awaitables.
-ServiceFactory = Callable[["Daemon"], tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]] | None]
-SERVICES: list[ServiceFactory] = []
+#: A service around the session: ``factory(daemon) -> (start, close)``, or None when the
+#: config does not want it. Factories run after the store is open, before capture starts.
+ServiceFactory = Callable[
+    ["Daemon"], tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]] | None
+]
+
+
+def default_services() -> list[ServiceFactory]:
+    """What ``captiond run`` starts around a session, in start order."""
+    from captiond.exports.live import live_service
+    from captiond.overlay.service import overlay_service
+
+    return [live_service, overlay_service]
 
 
 class Daemon:
@@ -88,6 +98,7 @@ class Daemon:
         title: str | None = None,
         out: TextIO | None = None,
         view: Callable[[LineUpdate], None] | None = None,
+        services: list[ServiceFactory] | None = None,
     ) -> None:
         self.cfg = cfg
         self.realtime = realtime
@@ -97,6 +108,9 @@ class Daemon:
         self.feed = Feed()
         self.store: Store | None = None
         self.session: Session | None = None
+        self.services = default_services() if services is None else services
+        #: Extra HTTP routes the overlay server mounts (the JSON API), set once the store is open.
+        self.http_handlers: dict[str, Any] = {}
         self._signals = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
@@ -120,6 +134,9 @@ class Daemon:
         url = self.cfg.database_url()
         self.store = await asyncio.to_thread(Store.open, url)
         log.info("store.opened url=%s", redact_url(url))
+        from captiond.api import api_handler
+
+        self.http_handlers = {"/api/": api_handler(self.store, self.stats)}
         stale = await asyncio.to_thread(self.store.mark_interrupted)
         if stale:
             log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
@@ -139,7 +156,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            for factory in SERVICES:
+            for factory in self.services:
                 made = factory(self)
                 if made is None:
                     continue

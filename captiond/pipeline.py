@@ -54,6 +54,7 @@ def segmenter_params(cfg: Config, rate: int = 16_000) -> Params:
         min_speech_ms=cfg["vad.min_speech_ms"],
         max_utterance_s=cfg["vad.max_utterance_s"],
         pad_ms=cfg["vad.pad_ms"],
+        tail_ms=cfg["vad.tail_ms"],
         rate=rate,
     )
 

@@ -42,3 +42,6 @@ def fleurs_en() -> list[Path]:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'captiond.db'}"
+
+# Real SQLite and PostgreSQL fixtures for the transcript-database tests.
+pytest_plugins = ["db_support"]

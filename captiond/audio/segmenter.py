@@ -4,9 +4,10 @@ Every engine decides turns with this one policy: the local engine decodes the ut
 cuts, the OpenAI engine commits the service's audio buffer at them (gpt-realtime-whisper has
 no server VAD). Positions are sample indices on the session stream at :attr:`Params.rate`.
 
-- Speech starts at a window whose probability reaches ``threshold``; the utterance begins
-  ``pad_ms`` earlier (never before the previous cut) and ends ``tail_ms`` after the last
-  speech.
+- Speech starts at a window whose probability reaches ``threshold``. Soft first syllables
+  ("the", "many") often score well below it, so the start walks back over the windows just
+  before that still look faintly like speech (>= :data:`ONSET_BACKTRACK_PROB`), then
+  ``pad_ms`` more (never before the previous cut). It ends ``tail_ms`` after the last speech.
 - Hysteresis: a window counts as silence only below ``threshold - HYSTERESIS``.
 - A pause of ``min_silence_ms`` ends the utterance.
 - Continuous speech is cut before ``max_utterance_s``, at the quietest window of the last
@@ -29,6 +30,10 @@ HYSTERESIS = 0.15
 FORCED_CUT_SEARCH_S = 3.0
 #: A forced cut leaves at least this much audio in the utterance it ends.
 FORCED_CUT_MIN_S = 1.0
+#: Soft onsets: the start walks back over windows at least this likely to be speech ...
+ONSET_BACKTRACK_PROB = 0.1
+#: ... for at most this long.
+ONSET_BACKTRACK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +42,7 @@ class Params:
     min_silence_ms: int = 400
     min_speech_ms: int = 200
     max_utterance_s: float = 15.0
-    pad_ms: int = 200
+    pad_ms: int = 400
     tail_ms: int = 100
     rate: int = 16_000
 
@@ -89,6 +94,7 @@ class Segmenter:
     floor: int = 0  # utterances never begin before the previous cut
     position: int = 0  # end of the last window seen
     _pause_announced: bool = False
+    _idle: list[float] = field(default_factory=list)  # recent probabilities while idle
     _history: list[tuple[int, float]] = field(default_factory=list)  # (window start, prob)
 
     def push(self, probabilities: Iterable[float], start: int) -> list[Decision]:
@@ -102,12 +108,23 @@ class Segmenter:
             self.position = end
             if not self.speaking:
                 if prob >= p.threshold:
+                    back = 0
+                    limit = int(ONSET_BACKTRACK_S * p.rate) // WINDOW
+                    while back < min(limit, len(self._idle)) and (
+                        self._idle[-1 - back] >= ONSET_BACKTRACK_PROB
+                    ):
+                        back += 1
+                    self._idle.clear()
                     self.speaking = True
-                    self.start = max(self.floor, pos - p.samples(p.pad_ms))
+                    self.start = max(self.floor, pos - back * WINDOW - p.samples(p.pad_ms))
                     self.last_speech_end = end
                     self.speech = WINDOW
                     self._history = [(pos, prob)]
                     out.append(SpeechStarted(self.start))
+                else:
+                    self._idle.append(prob)
+                    if len(self._idle) > 2 * int(ONSET_BACKTRACK_S * p.rate) // WINDOW:
+                        del self._idle[: len(self._idle) // 2]
             else:
                 self._history.append((pos, prob))
                 if prob >= p.threshold - HYSTERESIS:
@@ -143,6 +160,7 @@ class Segmenter:
 
     def reset(self, position: int) -> None:
         """Start over at ``position`` (after a gap in the stream)."""
+        self._idle.clear()
         self.speaking = False
         self.floor = self.position = position
         self._history = []

@@ -30,6 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_setting_flags(
         p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels"}
     )
+    add_setting_flags(p, {"--live": "export.live"})
     add_setting_flags(p, ENGINE_FLAGS)
     p.add_argument("--fast", action="store_true", help="file sources: as fast as the engine allows")
     p.add_argument("--title", help="session title")
@@ -97,7 +98,7 @@ def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
         if update.line.status is LineStatus.FINAL:
             finals.append(update)
 
-    daemon = Daemon(cfg, realtime=False, title=args.title or args.file, view=collect)
+    daemon = Daemon(cfg, realtime=False, title=args.title or args.file, view=collect, services=[])
 
     async def main() -> int:
         task = asyncio.create_task(daemon.run())

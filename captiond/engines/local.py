@@ -205,6 +205,8 @@ class LocalEngine:
                 buf.trim_before(self._open_start - SAMPLE_RATE // 10)
             else:
                 buf.trim_before(buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE))
+            while self._finals and self._finals[0].done():
+                self._finals.popleft()
             while len(self._finals) >= MAX_PENDING_FINALS:
                 await asyncio.wait({self._finals[0]})
                 self._finals.popleft()

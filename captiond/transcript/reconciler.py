@@ -12,7 +12,7 @@ Resolution rules, chosen so the outcome does not depend on arrival order:
 - the first placement of an item wins; later ``ItemCommitted`` events only widen its times
   (start = min, end = max);
 - a completion beats a failure; the first completion wins over later ones;
-- partial text is ignored once the item is final;
+- partial text is ignored once the item is final or failed; a failed item has no text;
 - an item whose predecessor never comes (a commit the service refused) waits until the owner
   calls :meth:`Reconciler.settle_orphans`, which appends the waiting items in time order.
 
@@ -67,7 +67,10 @@ class _Item:
 
     @property
     def text(self) -> str:
-        return self.final if self.final is not None else self.partial
+        # A failed item shows no text: its partials were never confirmed.
+        if self.final is not None:
+            return self.final
+        return "" if self.failed is not None else self.partial
 
 
 @dataclass(slots=True)
@@ -221,7 +224,7 @@ class Reconciler:
             audio_end_ms=item.audio_end_ms,
             text=item.text,
             status=item.status,
-            stable=len(item.final) if item.final is not None else item.stable,
+            stable=len(item.text) if item.status is not LineStatus.PARTIAL else item.stable,
             words=item.words,
             language=item.language,
             error=item.failed,

@@ -1,0 +1,32 @@
+"""``captiond config``: the settings in force and where each came from; ``--docs`` for the
+reference table the README carries."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from captiond import config
+from captiond.config import Config
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "config",
+        parents=[common],
+        help="show the settings in force (and check the config file)",
+    )
+    p.add_argument("--docs", action="store_true", help="print the settings reference (Markdown)")
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
+    if args.docs:
+        print(config.docs_table())
+        return 0
+    where = cfg.path or f"{config.default_path()} (absent: defaults)"
+    print(f"# config file: {where}")
+    for name, value in cfg.public().items():
+        shown = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
+        print(f"{name} = {shown}    # {cfg.origins[name]}")
+    return 0

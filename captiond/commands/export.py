@@ -1,0 +1,146 @@
+"""``captiond export SESSION --format srt|vtt|md|json``: subtitles, minutes or JSON of a session.
+
+Reads final lines only, so it also works while the session is still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from captiond.config import Config
+from captiond.events import ORIGINAL
+from captiond.exports.cues import CueLimits, build_cues, qc_report
+from captiond.exports.document import ExportError, SessionExport, load_session, to_json
+from captiond.exports.files import atomic_write
+from captiond.exports.subtitles import iter_srt, iter_vtt
+from captiond.transcript.store import Store
+
+FORMATS = ("srt", "vtt", "md", "json")
+SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
+
+_LIMIT_FLAGS = {
+    "--max-cps": "export.max_cps",
+    "--max-line-chars": "export.max_line_chars",
+    "--max-lines": "export.max_lines",
+    "--min-duration-ms": "export.min_duration_ms",
+    "--max-duration-ms": "export.max_duration_ms",
+    "--min-gap-ms": "export.min_gap_ms",
+    "--templates-dir": "export.templates_dir",
+}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    from captiond.cli import add_setting_flags
+
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="export a session as SRT/WebVTT subtitles, Markdown minutes or JSON",
+        description="Export a session (also one still running: its final lines so far).",
+    )
+    p.add_argument("session", help="session id or 'last'")
+    p.add_argument("-f", "--format", choices=FORMATS, default=None,
+                   help="output format (default: from the -o suffix, else srt)")
+    p.add_argument("--lang", default=None, metavar="LANG",
+                   help="track: original, a translation code (e.g. de) or all "
+                        "(default: original for subtitles, all for md/json)")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="write FILE (atomically) instead of stdout; with --lang all, "
+                        "subtitles of translation LANG go to FILE's name + .LANG")
+    p.add_argument("--qc", action="store_true",
+                   help="print a quality report of the subtitle cues on stderr")
+    p.add_argument("--template", default=None,
+                   help="minutes template name (default minutes.md.j2)")
+    add_setting_flags(p, _LIMIT_FLAGS)
+    p.set_defaults(func=cmd_export)
+
+
+def limits_from(cfg: Config) -> CueLimits:
+    try:
+        return CueLimits.from_settings(cfg)
+    except ValueError as exc:
+        raise ExportError(f"subtitle limits do not fit together: {exc} "
+                          "(check the export.* settings)") from None
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.output is not None and args.output.suffix.lower() in SUFFIXES:
+        return SUFFIXES[args.output.suffix.lower()]
+    return "srt"
+
+
+def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
+    fmt = _format(args)
+    subtitles = fmt in ("srt", "vtt")
+    lang = args.lang or (ORIGINAL if subtitles else "all")
+    if args.qc and not subtitles:
+        raise ExportError("--qc checks subtitle cues: use it with --format srt or vtt")
+    if subtitles and lang == "all" and args.output is None:
+        raise ExportError("--lang all writes one subtitle file per language: give -o FILE")
+    limits = limits_from(cfg)
+    store = Store.open(cfg.database_url())
+    try:
+        doc = load_session(store, args.session, lang=lang)
+    finally:
+        store.close()
+    if not doc.all_rows():
+        print(f"captiond: session {doc.id} has no final lines yet", file=sys.stderr)
+
+    if subtitles:
+        if lang not in doc.tracks and lang == doc.language:
+            lang = ORIGINAL  # --lang en for an English session: the original track
+        tracks = list(doc.tracks) if lang == "all" else [lang]
+        for track in tracks:
+            cues = build_cues(doc.source_lines(track), limits)
+            title = doc.title or f"captiond session {doc.id}"
+            chunks = iter_srt(cues) if fmt == "srt" else iter_vtt(
+                cues, header=title if track == ORIGINAL else f"{title} ({track})")
+            target = args.output
+            if target is not None and track != ORIGINAL and lang == "all":
+                target = target.with_name(f"{target.stem}.{track}{target.suffix or '.' + fmt}")
+            _emit(chunks, target)
+            if args.qc:
+                label = "" if len(tracks) == 1 else f"[{track}] "
+                sys.stderr.write(label + qc_report(cues, limits))
+        return 0
+
+    if fmt == "json":
+        _emit([json.dumps(to_json(doc), ensure_ascii=False, indent=2), "\n"], args.output)
+        return 0
+    _emit([_minutes(doc, cfg, args.template)], args.output)
+    return 0
+
+
+def _minutes(doc: SessionExport, cfg: Config, template: str | None) -> str:
+    import jinja2
+
+    from captiond.exports.minutes import TEMPLATE, environment, render_minutes, user_templates_dir
+
+    env = environment(user_templates_dir(cfg["export.templates_dir"]))
+    name = template or TEMPLATE
+    try:
+        return render_minutes(doc, env=env, template=name)
+    except jinja2.TemplateNotFound as exc:
+        raise ExportError(f"minutes template '{exc.name}' not found (looked in "
+                          f"{user_templates_dir(cfg['export.templates_dir'])} and the shipped "
+                          "templates)") from None
+    except jinja2.TemplateError as exc:
+        where = f"{getattr(exc, 'name', None) or name}:{getattr(exc, 'lineno', '?')}"
+        raise ExportError(f"minutes template {where}: {exc} (fix the template)") from None
+
+
+def _emit(chunks: Iterable[str], target: Path | None) -> None:
+    if target is None:
+        out = sys.stdout
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+    else:
+        atomic_write(target, chunks)
