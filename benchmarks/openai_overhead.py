@@ -35,15 +35,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np
+from conftest import EN_CLIPS
+from fakes.speech import ArraySource, conversation
 
 from captiond.engines.openai import OpenAIEngine, OpenAIOptions
 from captiond.feed import Feed
 from captiond.pipeline import Session, Stream
 from captiond.transcript.store import Store
-from tests.conftest import EN_CLIPS
-from tests.fakes.speech import ArraySource, conversation
 
 KEY = "sk-bench-0123456789abcdef"
 DEVICE_RATE = 48_000
@@ -51,7 +52,8 @@ DEVICE_RATE = 48_000
 
 def _serve(conn: Any) -> None:
     """Child process: the fake server until terminated."""
-    from tests.fakes.openai_realtime import FakeRealtimeServer, length_transcriber
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakes.openai_realtime import FakeRealtimeServer, length_transcriber
 
     async def main() -> None:
         async with FakeRealtimeServer(KEY, transcriber=length_transcriber) as server:

@@ -12,14 +12,14 @@ from typing import Any
 
 import jiwer
 import pytest
+from conftest import EN_CLIPS, normalise, reference
+from fakes.openai_realtime import FakeRealtimeServer, Faults, whisper_transcriber
+from fakes.speech import ArraySource, conversation
 
 from captiond.engines.openai import OpenAIEngine, OpenAIOptions
 from captiond.feed import Feed
 from captiond.pipeline import Session, Stream
 from captiond.transcript.store import Store
-from tests.conftest import EN_CLIPS, normalise, reference
-from tests.fakes.openai_realtime import FakeRealtimeServer, Faults, whisper_transcriber
-from tests.fakes.speech import ArraySource, conversation
 
 KEY = "sk-test-e2e-0123456789abcdef"
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import EN_CLIPS
+from fakes.openai_realtime import FakeRealtimeServer, Faults
+from fakes.speech import conversation, stream
 
 from captiond.engines.openai import OpenAIAuthError, OpenAIEngine, OpenAIOptions
 from captiond.events import Line, LineStatus
 from captiond.realtime.protocol import Gap
 from captiond.transcript.reconciler import Reconciler
-from tests.conftest import EN_CLIPS
-from tests.fakes.openai_realtime import FakeRealtimeServer, Faults
-from tests.fakes.speech import conversation, stream
 
 KEY = "sk-test-captiond-0123456789abcdefXYZ"
 SPEED = 5.0

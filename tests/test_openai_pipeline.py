@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EN_CLIPS, normalise, reference
+from fakes.openai_realtime import FakeRealtimeServer, Faults, whisper_transcriber
+from fakes.speech import ArraySource, conversation
 
 from captiond.audio.segmenter import Params
 from captiond.engines.auto import AutoEngine
@@ -21,9 +24,6 @@ from captiond.feed import Feed
 from captiond.logs import _JsonFormatter, _TextFormatter
 from captiond.pipeline import Session, Stream
 from captiond.transcript.store import Store
-from tests.conftest import EN_CLIPS, normalise, reference
-from tests.fakes.openai_realtime import FakeRealtimeServer, Faults, whisper_transcriber
-from tests.fakes.speech import ArraySource, conversation
 
 KEY = "sk-test-pipeline-SECRET-9f8e7d6c5b4a"
 

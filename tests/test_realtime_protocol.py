@@ -7,6 +7,7 @@ import json
 import random
 from typing import Any
 
+from fakes.openai_realtime import validate_client_event, validate_server_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from captiond.realtime.protocol import (
     TranscriptionProtocol,
 )
 from captiond.transcript.reconciler import Reconciler
-from tests.fakes.openai_realtime import validate_client_event, validate_server_event
 
 MS = SAMPLE_RATE // 1000
 

@@ -52,6 +52,7 @@ from captiond.audio.block import AudioBlock, float_to_pcm16
 from captiond.audio.resample import Resampler
 from captiond.audio.segmenter import (
     FORCED_CUT_SEARCH_S,
+    ONSET_BACKTRACK_S,
     WINDOW,
     Params,
     Segmenter,
@@ -97,8 +98,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 TICK_S = 0.2
 #: At the end of the input: how long to wait for the last completions beyond item_timeout_s.
 END_EXTRA_WAIT_S = 5.0
-#: Audio kept before the start of an utterance (for the VAD's pre-speech pad).
-KEEP_BEFORE_S = 1.0
+#: Audio kept beyond what the segmenter may reach back for an utterance's start (onset
+#: walk-back + pad): the VAD's own lag (one batch) and a margin.
+KEEP_MARGIN_S = 0.25
 #: Start holding audio back this long before the forced-cut search window opens.
 HOLD_MARGIN_S = 0.1
 #: Audio handed to the VAD per call (16 kHz samples). Each ONNX call costs ~0.4 ms of CPU
@@ -409,6 +411,9 @@ class OpenAIEngine:
         seg = Segmenter(params)
         to16 = Resampler(VAD_RATE)
         ring = _Ring()
+        keep_before = int(
+            (ONSET_BACKTRACK_S + params.pad_ms / 1000 + KEEP_MARGIN_S) * SAMPLE_RATE
+        )
         hold_after = int(
             max(0.0, params.max_utterance_s - FORCED_CUT_SEARCH_S - HOLD_MARGIN_S) * SAMPLE_RATE
         )
@@ -455,7 +460,7 @@ class OpenAIEngine:
                 ring.trim_before(self._sent_to)  # only audio not yet handed on is needed
             else:
                 self._perform(self.protocol.idle(time.monotonic()))
-                ring.trim_before(block.end - int(KEEP_BEFORE_S * SAMPLE_RATE))
+                ring.trim_before(block.end - keep_before)
             await self._send_now()
         self._decide(seg.finish(), ring, time.perf_counter())
         await self._send_now()
