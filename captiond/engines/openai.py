@@ -107,6 +107,8 @@ HOLD_MARGIN_S = 0.1
 #: at real-time pace (cold caches), so two 32 ms windows per call halve the cost; decisions
 #: come at most one block later (the pre-speech pad is taken from the ring, nothing is lost).
 VAD_BATCH_SAMPLES = 2 * WINDOW
+#: How often the engine logs its state and running cost (``openai.status``).
+STATUS_LOG_S = 60.0
 #: Latency samples kept for figures.
 LATENCY_SAMPLES = 20_000
 
@@ -548,9 +550,18 @@ class OpenAIEngine:
     async def _manage(self) -> None:
         """Keeps one session ready: connects, reconnects with backoff, rotates before expiry,
         checks timeouts."""
+        next_status = time.monotonic() + STATUS_LOG_S
         while not self._stopping:
             now = time.monotonic()
             self._perform(self.protocol.tick(now))
+            if now >= next_status:
+                next_status = now + STATUS_LOG_S
+                st = self.stats()
+                log.info(
+                    "openai.status state=%s sent_s=%.0f cost_usd=%.4f pending=%d buffered_s=%.1f "
+                    "reconnects=%d rotations=%d", st["state"], st["sent_s"], st["cost_usd"],
+                    st["pending"], st["buffered_s"], st["reconnects"], st["rotations"],
+                )
             for link in list(self._links.values()):
                 if not self.protocol.is_ready(link.handle) \
                         and now - link.opened > READY_TIMEOUT_S:
