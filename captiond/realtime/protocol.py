@@ -262,6 +262,13 @@ class TranscriptionProtocol:
             for c in self._conns.values()
         )
 
+    def has_ready_standby(self) -> bool:
+        """A standby session is ready to take over at the next boundary."""
+        return any(
+            c.alive and c.ready and not c.draining and c is not self._active and not c.expired
+            for c in self._conns.values()
+        )
+
     def live(self) -> bool:
         """An active session is ready for audio."""
         return self._active is not None and self._active.ready and self._active.alive
@@ -282,6 +289,11 @@ class TranscriptionProtocol:
         """The connection answered session.update."""
         conn = self._conns.get(handle)
         return conn is not None and conn.ready
+
+    def is_connecting(self, handle: int) -> bool:
+        """Open but session.update not answered yet."""
+        conn = self._conns.get(handle)
+        return conn is not None and conn.alive and not conn.ready
 
     def connections(self) -> list[int]:
         return [h for h, c in self._conns.items() if c.alive]
