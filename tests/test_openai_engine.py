@@ -187,29 +187,17 @@ async def test_outage_longer_than_the_buffer_is_a_gap() -> None:
 
 async def test_sessions_rotate_before_expiry_without_loss_or_duplicates() -> None:
     """With a 3 s session cap (shorter than the utterances) the engine opens new sessions
-    before expires_at and switches at pauses, or -- when no pause comes in time -- cuts the
-    utterance at its quietest point: no session_expired, nothing sent twice, and the lines
-    are the baseline's, some split in contiguous pieces that each got their own audio."""
+    before expires_at and switches at pauses, or -- when no pause comes in time -- moves the
+    utterance in progress whole to the new session: no session_expired, every utterance
+    committed once, the same lines as without a cap."""
     run = await run_engine(Faults(session_cap_s=3.0), rotate_before_s=1.8)
     assert_nothing_lost(run)
-    assert run.engine.rotations >= 2 and run.engine.forced_cuts >= 1
-    assert run.engine.protocol.counters["samples_resent"] == 0
+    assert shape(run.lines) == shape((await baseline()).lines)
+    assert run.engine.rotations >= 2
+    assert run.engine.protocol.counters["moved_utterances"] >= 1
     codes = [e["error"]["code"] for e in run.server.emitted if e["type"] == "error"]
     assert "session_expired" not in codes
-    base = (await baseline()).lines
-    assert len(run.lines) == len(base) + run.engine.forced_cuts
-    for whole in base:
-        parts = [ln for ln in run.lines
-                 if whole.audio_start_ms <= ln.audio_start_ms < whole.audio_end_ms]
-        assert parts[0].audio_start_ms == whole.audio_start_ms
-        for before, after in itertools.pairwise(parts):
-            assert after.audio_start_ms == before.audio_end_ms  # contiguous, no overlap
-        assert parts[-1].audio_end_ms <= whole.audio_end_ms
-    assert sum(1 for whole in base for ln in run.lines
-               if whole.audio_start_ms <= ln.audio_start_ms < whole.audio_end_ms) == len(run.lines)
-    for line in run.lines:
-        assert line.status is LineStatus.FINAL
-        assert abs(int(line.text.split()[0]) - (line.audio_end_ms - line.audio_start_ms)) <= 1
+    assert sum(1 for i in run.server.items() if i.outcome == "completed") == len(run.lines)
 
 
 async def test_session_expired_and_close_1001_are_survived() -> None:

@@ -107,12 +107,9 @@ HOLD_MARGIN_S = 0.1
 #: at real-time pace (cold caches), so two 32 ms windows per call halve the cost; decisions
 #: come at most one block later (the pre-speech pad is taken from the ring, nothing is lost).
 VAD_BATCH_SAMPLES = 2 * WINDOW
-#: If no pause came and the session expires within this, the utterance is cut to switch...
+#: If no pause came and the session expires within this, the utterance in progress is moved
+#: whole to the standby session (``TranscriptionProtocol.switch_now``).
 FORCE_ROTATE_S = 3.0
-#: ... at its quietest point within the audio held back for this long before the cut.
-FORCE_HOLD_S = 2.0
-#: A forced cut leaves at least this much audio on each side.
-FORCE_MIN_SIDE_S = 0.3
 #: How often the engine logs its state and running cost (``openai.status``).
 STATUS_LOG_S = 60.0
 #: Latency samples kept for figures.
@@ -321,14 +318,8 @@ class OpenAIEngine:
         self._settled = asyncio.Event()
         self._stopping = False
         self._detached = False
-        self._force_cut = False
-        self._rotate_hold = False  # a forced rotation cut is near: hold audio back
         self._utt_start: int | None = None
         self._sent_to = 0
-        # Recent VAD probabilities (window start at 16 kHz, probability) for forced cuts.
-        self._probs: deque[tuple[int, float]] = deque(
-            maxlen=int((FORCE_HOLD_S + FORCE_ROTATE_S) * VAD_RATE / WINDOW) + 8
-        )
         self.fatal: EngineFatal | None = None
         self.state = "starting"
         self._down_since: float | None = time.monotonic()
@@ -341,7 +332,6 @@ class OpenAIEngine:
         self.connects = 0
         self.reconnects = 0
         self.rotations = 0
-        self.forced_cuts = 0  # utterances cut because a session expired before a pause
         self.refused: dict[int, int] = {}
         self.append_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.last_receive_t = 0.0
@@ -469,15 +459,10 @@ class OpenAIEngine:
                 probs = vad(np.concatenate(vad_in) if len(vad_in) > 1 else vad_in[0])
                 vad_in, vad_pending = [], 0
                 decisions = seg.push(probs, vad_next)
-                self._probs.extend(
-                    (vad_next + i * WINDOW, float(p)) for i, p in enumerate(probs)
-                )
                 vad_next += len(probs) * WINDOW
                 self._decide(decisions, ring, t0)
-            if self._force_cut and self._utt_start is not None:
-                self._forced_rotation_cut(ring, block.end, t0)
             if self._utt_start is not None:
-                if block.end - self._utt_start < hold_after and not self._rotate_hold:
+                if block.end - self._utt_start < hold_after:
                     self._push(ring, block.end, t0)
                 ring.trim_before(self._sent_to)  # only audio not yet handed on is needed
             else:
@@ -500,31 +485,7 @@ class OpenAIEngine:
                 if d.forced or end > self._sent_to:
                     self._push(ring, end, t0)
                 self._utt_start = None
-                self._rotate_hold = False
                 self._perform(self.protocol.commit(time.monotonic(), discard=d.noise))
-
-    def _forced_rotation_cut(self, ring: _Ring, end: int, t0: float) -> None:
-        """The session expires before a pause came: cut the utterance at the quietest window
-        of the held-back audio, so the standby session takes over; the rest of the utterance
-        goes on in the new session."""
-        self._force_cut = False
-        self._rotate_hold = False
-        self.forced_cuts += 1
-        lo = self._sent_to + int(FORCE_MIN_SIDE_S * SAMPLE_RATE)
-        hi = end - int(FORCE_MIN_SIDE_S * SAMPLE_RATE)
-        candidates = [
-            (prob, pos16) for pos16, prob in self._probs
-            if lo <= (pos16 + WINDOW // 2) * SAMPLE_RATE // VAD_RATE <= hi
-        ]
-        cut = end
-        if candidates:
-            _, quiet = min(candidates)
-            cut = (quiet + WINDOW // 2) * SAMPLE_RATE // VAD_RATE
-        self._push(ring, cut, t0)
-        self._perform(self.protocol.commit(time.monotonic()))
-        self._utt_start = cut
-        log.info("openai.forced_rotation_cut at_ms=%d", cut * 1000 // SAMPLE_RATE)
-        self._push(ring, end, t0)
 
     def _push(self, ring: _Ring, until: int, t0: float) -> None:
         """Hand the utterance's audio from ``_sent_to`` to ``until`` to the protocol."""
@@ -612,13 +573,10 @@ class OpenAIEngine:
                     log.warning("openai.session_not_ready handle=%d", link.handle)
                     await self._close_link(link, 1000)
             expires = self.protocol.expires_at()
-            if expires is not None and self._utt_start is not None \
-                    and self.protocol.has_ready_standby():
-                left = expires - time.time()
-                if left <= FORCE_ROTATE_S + FORCE_HOLD_S:
-                    self._rotate_hold = True
-                if left <= FORCE_ROTATE_S:
-                    self._force_cut = True
+            if expires is not None and self.protocol.has_ready_standby() \
+                    and expires - time.time() <= FORCE_ROTATE_S:
+                # No pause came in time: move the utterance in progress to the new session.
+                self._perform(self.protocol.switch_now(now))
             if self._detached:
                 return
             if self._want_connection() and now >= self._backoff_until:

@@ -234,6 +234,7 @@ class TranscriptionProtocol:
             "unexpected": 0,
             "server_errors": 0,
             "committed_out_of_order": 0,
+            "moved_utterances": 0,  # moved whole to a new session as the old one expired
             "commits": 0,
             "resent_items": 0,
             "cleared_short": 0,
@@ -424,6 +425,29 @@ class TranscriptionProtocol:
         if self.live() and self._active is not None:
             out.extend(self._flush_owed(self._active, now))
         return out.extend(self._maybe_rotate(now))
+
+    def switch_now(self, now: float) -> Output:
+        """The active session is about to expire and no pause came: hand over to a ready
+        standby at once. The utterance in progress is cleared from the old session's buffer
+        and appended whole to the new one (not cut, so its text does not suffer); the old
+        session drains what it was committed, then closes."""
+        out = Output()
+        old = self._active
+        standby = [
+            c for c in self._conns.values()
+            if c.alive and c.ready and not c.draining and not c.expired and c is not old
+        ]
+        if old is None or not standby:
+            return out
+        if old.current_appended:
+            out.send.append((old.handle, {"type": "input_audio_buffer.clear"}))
+            old.current_appended = False
+        old.draining = True
+        self.counters["moved_utterances"] += 1 if self._cur_start is not None else 0
+        log.info("openai.rotate_now from=%d to=%d", old.handle, standby[-1].handle)
+        self._active = None
+        out.extend(self._promote(now))
+        return out.extend(self._close_drained())
 
     def idle(self, now: float) -> Output:
         """A pause with nothing in progress: owed utterances go out, and a standby session
