@@ -376,3 +376,24 @@ def test_event_types() -> None:
         h, e = server.outbox.pop(0)
         events += proto.receive(h, json.dumps({"event_id": "x", **e}), 0.0).events
     assert {type(e) for e in events} == {ItemCommitted, ItemPartial, ItemCompleted}
+
+
+def test_switch_now_moves_the_utterance_in_progress_whole() -> None:
+    """Near expiry with no pause: the utterance is cleared from the old session and appended
+    whole to the new one, then committed there once."""
+    proto, server, rec = TranscriptionProtocol(), ScriptedServer(), Reconciler()
+    h1 = connect(proto, server, rec)
+    speak(proto, server, rec, 0, 300)
+    h2 = connect(proto, server, rec)
+    out = proto.switch_now(0.0)
+    assert (h1, {"type": "input_audio_buffer.clear"}) in out.send
+    assert (h1, 1000) in out.close  # it owed nothing
+    apply(out, server, rec)
+    assert proto.active_handle == h2
+    speak(proto, server, rec, 300, 200)
+    apply(proto.commit(0.0), server, rec)
+    drain(proto, server, rec)
+    assert [ln.text for ln in rec.lines()] == ["500 ms"]
+    assert len(server.buffers[h1]) == 0 and server.items.get(h1) is None
+    assert proto.counters["moved_utterances"] == 1
+    assert proto.counters["samples_resent"] == 300 * MS

@@ -72,6 +72,8 @@ class AutoEngine:
         self._key = api_key
         self.language = language
         self.current: Engine | None = None
+        #: Engines used so far, in order ("openai", "openai+local"); "auto" before the run.
+        self.name = "auto"
         self.used: list[str] = []
         self.switches = 0
         self._engine_of: dict[str, str] = {}
@@ -83,10 +85,6 @@ class AutoEngine:
         self._probe_task: asyncio.Task[Any] | None = None
 
     # -- what the pipeline sees ------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return "+".join(self.used) if self.used else "auto"
 
     def engine_for(self, item_id: str) -> str:
         """The engine that produced this line's text."""
@@ -142,6 +140,7 @@ class AutoEngine:
         self.current = engine
         if engine.name not in self.used:
             self.used.append(engine.name)
+            self.name = "+".join(self.used)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         to_rate = Resampler(engine.sample_rate) if engine.sample_rate != SAMPLE_RATE else None
 
