@@ -15,6 +15,7 @@ from conftest import EN_CLIPS, normalise, reference
 from fakes.openai_realtime import FakeRealtimeServer, Faults, whisper_transcriber
 from fakes.speech import ArraySource, conversation
 
+from captiond.api import handle_api
 from captiond.audio.segmenter import Params
 from captiond.engines.auto import AutoEngine
 from captiond.engines.local import LocalEngine
@@ -39,11 +40,15 @@ def backend() -> WhisperBackend:
     return _BACKEND
 
 
+_LAST_SESSION: list[Session] = []
+
+
 async def run_session(db_url: str, engine: Any, audio: Any, *, speed: float,
                       feed: Feed | None = None) -> tuple[Store, int]:
     store = Store.open(db_url)
     source = ArraySource(audio, speed=speed)
     session = Session(store, [Stream(source, engine)], feed=feed or Feed(), queue_s=60.0)
+    _LAST_SESSION[:] = [session]
     sid = await session.run()
     return store, sid
 
@@ -76,7 +81,8 @@ async def test_outage_beyond_the_buffer_is_stored_as_a_gap(db_url: str) -> None:
 async def test_the_api_key_never_reaches_logs_db_feed_or_errors(db_url: str,
                                                                 tmp_path: Path) -> None:
     """The key goes over the wire (Authorization) but never into a formatted log line (even
-    with websockets' header debug logging on), the database, the feed or an error message."""
+    with websockets' header debug logging on), the database, the feed, the JSON API (incl.
+    /api/status with the engine's figures) or an error message."""
     text_out, json_out = io.StringIO(), io.StringIO()
     handlers = []
     for out, formatter in ((text_out, _TextFormatter()), (json_out, _JsonFormatter())):
@@ -101,6 +107,10 @@ async def test_the_api_key_never_reaches_logs_db_feed_or_errors(db_url: str,
             engine = OpenAIEngine(KEY, OpenAIOptions(url=server.url))
             store, sid = await run_session(db_url, engine, conversation(EN_CLIPS[3:4]),
                                            speed=5.0, feed=feed)
+            session = _LAST_SESSION[0]
+            api = [handle_api(store, path, "", status=session.stats) for path in (
+                "/api/sessions", f"/api/sessions/{sid}", f"/api/sessions/{sid}/lines",
+                "/api/status")]
             wrong = OpenAIEngine("sk-wrong-but-secret-123456", OpenAIOptions(url=server.url))
             with pytest.raises(BaseExceptionGroup) as refused:
                 await run_session(db_url, wrong, conversation(EN_CLIPS[3:4]), speed=10.0)
@@ -117,12 +127,13 @@ async def test_the_api_key_never_reaches_logs_db_feed_or_errors(db_url: str,
         "text log": text_out.getvalue(),
         "json log": json_out.getvalue(),
         "feed": json.dumps(feed.snapshot()),
+        "json api": json.dumps(api, default=str),
         "error": str(auth.exceptions[0]) + repr(auth.exceptions[0]),
         "stats": json.dumps(engine.stats()),
         "database": b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
         .decode("latin-1"),
     }
-    assert store.lines(sid)
+    assert store.lines(sid) and all(status == 200 for status, _ in api)
     for where, blob in blobs.items():
         for secret in (KEY, "sk-wrong-but-secret-123456"):
             assert secret not in blob, f"API key found in {where}"
