@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
