@@ -372,7 +372,7 @@ class OpenAIEngine:
             "failed": c["failed"] + c["timed_out"],
             "server_errors": c["server_errors"],
             "bad_server_events": c["malformed"] + c["unknown_type"] + c["missing_field"],
-            "lag_s": 0.0,
+            "lag_s": round(self.protocol.last_lag_s, 2),
             "cost_usd": round(self.cost_usd(), 4),
             "last_error": self._last_error,
         }

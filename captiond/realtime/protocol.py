@@ -158,6 +158,7 @@ class _Entry:
     text: str = ""  # deltas so far on the current connection
     sends: int = 0  # how many times it was committed (1 + resends)
     counted: int = 0  # samples already counted as sent once (the rest goes out first time)
+    sent_at: float = 0.0  # when its commit was last sent
 
     @property
     def start_ms(self) -> int:
@@ -227,6 +228,8 @@ class TranscriptionProtocol:
         self._cur_counted = 0  # samples of it already appended (counted as sent) somewhere
         # Speech dropped by the buffer bound, not reported yet (sample range).
         self._gap: tuple[int, int] | None = None
+        #: Seconds from the last completed utterance's commit to its transcription.
+        self.last_lag_s = 0.0
         self.counters: dict[str, int] = {
             "malformed": 0,
             "unknown_type": 0,
@@ -599,6 +602,7 @@ class TranscriptionProtocol:
             self._unbind(conn, entry)
             self.counters["completed"] += 1
             self.counters["samples_completed"] += len(entry.pcm) // BYTES_PER_SAMPLE
+            self.last_lag_s = max(0.0, now - entry.sent_at)
             return self._settle(
                 entry, ItemCompleted(entry.item_id, transcript, language=self.settings.language)
             )
@@ -756,6 +760,7 @@ class TranscriptionProtocol:
         entry.handle = conn.handle
         entry.commit_event_id = self._event_id()
         entry.deadline = now + self.item_timeout_s
+        entry.sent_at = now
         entry.sends += 1
         conn.commits.append(entry)
         out = Output(
