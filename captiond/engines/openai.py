@@ -442,6 +442,8 @@ class OpenAIEngine:
             if expected is None or block.start != expected:
                 if expected is not None:
                     # A gap in the stream (device lost): close the utterance, start over.
+                    if vad_pending:
+                        self._decide(seg.push(vad(np.concatenate(vad_in)), vad_next), ring, t0)
                     self._decide(seg.finish(), ring, t0)
                     vad.reset()
                     to16 = Resampler(VAD_RATE)
@@ -469,7 +471,10 @@ class OpenAIEngine:
                 self._perform(self.protocol.idle(time.monotonic()))
                 ring.trim_before(block.end - keep_before)
             await self._send_now()
-        self._decide(seg.finish(), ring, time.perf_counter())
+        t_end = time.perf_counter()
+        if vad_pending:  # the last audio, shorter than a VAD batch
+            self._decide(seg.push(vad(np.concatenate(vad_in)), vad_next), ring, t_end)
+        self._decide(seg.finish(), ring, t_end)
         await self._send_now()
 
     def _decide(self, decisions: list[Any], ring: _Ring, t0: float) -> None:
