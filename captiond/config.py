@@ -93,6 +93,12 @@ def _token(value: str) -> str | None:
     return None
 
 
+def _ws_url(value: str) -> str | None:
+    if not re.match(r"^wss?://[^/\s]+", value):
+        return "must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime?intent=transcription"
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     # -- audio ---------------------------------------------------------------------------
     Setting(
@@ -248,6 +254,80 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=1000,
         live=True,
+    ),
+    # -- OpenAI realtime engine (issue 3) ---------------------------------------------------
+    Setting(
+        "openai.url",
+        str,
+        "wss://api.openai.com/v1/realtime?intent=transcription",
+        "Realtime transcription WebSocket endpoint (Azure, EU data residency, a proxy, tests).",
+        check=_ws_url,
+    ),
+    Setting(
+        "openai.api_key_file",
+        str,
+        "",
+        "File holding the API key (mode 600); empty: the OPENAI_API_KEY environment variable.",
+    ),
+    Setting(
+        "openai.model",
+        str,
+        "gpt-realtime-whisper",
+        "Transcription model.",
+    ),
+    Setting(
+        "openai.delay",
+        str,
+        "low",
+        "gpt-realtime-whisper text delay: lower is faster partials, higher is better text.",
+        choices=("minimal", "low", "medium", "high", "xhigh"),
+    ),
+    Setting(
+        "openai.noise_reduction",
+        str,
+        "near_field",
+        "Server-side noise reduction: near_field (headset), far_field (room mic), off.",
+        choices=("near_field", "far_field", "off"),
+    ),
+    Setting(
+        "openai.buffer_s",
+        float,
+        300.0,
+        "Speech kept while the service is unreachable, sent after reconnecting; beyond it: a gap.",
+        minimum=10.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "openai.grace_s",
+        float,
+        30.0,
+        "--engine auto: switch to the local engine after the service is unreachable this long.",
+        minimum=1.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "openai.item_timeout_s",
+        float,
+        30.0,
+        "An utterance with no transcription this long after it was sent is marked failed.",
+        minimum=2.0,
+        maximum=600.0,
+    ),
+    Setting(
+        "openai.rotate_before_s",
+        float,
+        300.0,
+        "Open a new session this long before the current one expires (60-minute cap).",
+        minimum=1.0,
+        maximum=1800.0,
+    ),
+    Setting(
+        "openai.price_per_min",
+        float,
+        0.017,
+        "USD per audio minute streamed, for the cost figure (gpt-realtime-whisper: 0.017).",
+        minimum=0.0,
+        maximum=10.0,
     ),
     # -- database ------------------------------------------------------------------------
     Setting(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -214,11 +215,15 @@ class Session:
                     return
                 yield item
 
+        # Engines that lose audio themselves (the OpenAI engine's outage buffer) record gaps.
+        gap_sink = getattr(stream.engine, "set_gap_sink", None)
+        if gap_sink is not None:
+            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(capture(), name=f"capture-{stream.channel}")
             await stream.engine.run(blocks(), emit)
         for update in stream.reconciler.settle_orphans():
-            self._deliver(update)
+            self._deliver(self._stamp(stream, update))
         stream.done = True
         if all(s.done for s in self.streams):
             # Every source ended on its own (end of file): let the stop watcher return.
@@ -227,9 +232,21 @@ class Session:
     def _emitter(self, stream: Stream) -> Callable[[TranscriptEvent], None]:
         def emit(event: TranscriptEvent) -> None:
             for update in stream.reconciler.apply(event):
-                self._deliver(update)
+                self._deliver(self._stamp(stream, update))
 
         return emit
+
+    @staticmethod
+    def _stamp(stream: Stream, update: LineUpdate) -> LineUpdate:
+        """Lines name the engine that produced them (``--engine auto`` switches mid-run)."""
+        engine_for = getattr(stream.engine, "engine_for", None)
+        if engine_for is None:
+            return update
+        name = engine_for(update.line.item_id)
+        if name == update.line.engine:
+            return update
+        return LineUpdate(update.kind, dataclasses.replace(update.line, engine=name),
+                          update.session_id)
 
     def _deliver(self, update: LineUpdate) -> None:
         update = LineUpdate(update.kind, update.line, self.session_id)

@@ -11,7 +11,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-FLEURS = ROOT.parent / "shared" / "audio" / "fleurs"
+# ../shared beside the repo; from a git worktree it sits further up.
+FLEURS = next(
+    (p / "shared" / "audio" / "fleurs" for p in ROOT.parents
+     if (p / "shared" / "audio" / "fleurs").is_dir()),
+    ROOT.parent / "shared" / "audio" / "fleurs",
+)
 EN_CLIPS = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(5)]
 
 
