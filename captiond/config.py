@@ -99,6 +99,27 @@ def _ws_url(value: str) -> str | None:
     return None
 
 
+#: gpt-realtime-translate's output languages (kept here so config has no engine import).
+TRANSLATE_TARGETS = ("es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en")
+
+
+def _translate_targets(value: list[str]) -> str | None:
+    bad = [v for v in value if v not in TRANSLATE_TARGETS]
+    if bad:
+        return (f"unsupported translation target {', '.join(map(repr, bad))}; "
+                f"use some of {', '.join(TRANSLATE_TARGETS)}")
+    if len(set(value)) != len(value):
+        return "lists a language twice; name each target once"
+    return None
+
+
+def _translate_play(value: str) -> str | None:
+    lang = value.split(":", 1)[0]
+    if value and lang not in TRANSLATE_TARGETS:
+        return f"must be LANG[:DEVICE] with LANG one of {', '.join(TRANSLATE_TARGETS)}"
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     # -- audio ---------------------------------------------------------------------------
     Setting(
@@ -328,6 +349,45 @@ SETTINGS: tuple[Setting, ...] = (
         "USD per audio minute streamed, for the cost figure (gpt-realtime-whisper: 0.017).",
         minimum=0.0,
         maximum=10.0,
+    ),
+    # -- live translation, gpt-realtime-translate (issue 9) ------------------------------
+    Setting(
+        "translate.targets",
+        list,
+        [],
+        "Languages to translate into live, one session each (es, pt, fr, ja, ru, zh, de, ko, "
+        "hi, id, vi, it, en); empty: no translation. Needs the OpenAI API key.",
+        check=_translate_targets,
+    ),
+    Setting(
+        "openai.translate_url",
+        str,
+        "wss://api.openai.com/v1/realtime/translations?model=gpt-realtime-translate",
+        "Realtime translation WebSocket endpoint (a proxy, EU data residency, tests).",
+        check=_ws_url,
+    ),
+    Setting(
+        "translate.price_per_min",
+        float,
+        0.034,
+        "USD per audio minute streamed to each translation session (gpt-realtime-translate).",
+        minimum=0.0,
+        maximum=10.0,
+    ),
+    Setting(
+        "translate.play",
+        str,
+        "",
+        "Play one language's translated speech: LANG or LANG:DEVICE (output device number or "
+        "name); empty: not played.",
+        check=_translate_play,
+    ),
+    Setting(
+        "translate.audio_dir",
+        str,
+        "",
+        "Directory where translated speech is saved as WAV (one file per language and run); "
+        "empty: not saved.",
     ),
     # -- database ------------------------------------------------------------------------
     Setting(

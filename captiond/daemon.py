@@ -115,6 +115,10 @@ class Daemon:
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def build_streams(self) -> list[Stream]:
+        from captiond.engines.translate import build_translators
+
+        # Live translation (translate.targets): checked first, so a missing key fails fast.
+        translators = build_translators(self.cfg, realtime=self.realtime)
         spec = parse_source(self.cfg["audio.source"])
         source = open_source(
             spec,
@@ -124,7 +128,7 @@ class Daemon:
             block_ms=self.cfg["audio.block_ms"],
         )
         engine = build_engine(self.cfg, realtime=self.realtime)
-        return [Stream(source, engine)]
+        return [Stream(source, engine, translators=translators)]
 
     def stats(self) -> dict[str, Any]:
         return self.session.stats() if self.session else {}

@@ -68,14 +68,41 @@ class Stream:
     channel: str = ""
     speaker: str | None = None
     reconciler: Reconciler = field(init=False)
+    #: Translation engines fed the same audio (issue 9); each writes lines on its own track.
+    translators: list[Any] = field(default_factory=list)
     captured_s: float = 0.0
     gaps: int = 0
     done: bool = False
+    #: Audio blocks a translator could not take (its queue was full), by track.
+    translate_dropped: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(
             channel=self.channel, speaker=self.speaker, engine=self.engine.name
         )
+
+    def engines(self) -> list[Any]:
+        return [self.engine, *self.translators]
+
+
+class _Tee:
+    """A translator's bounded audio queue (``queue_s`` of audio, like the engine's)."""
+
+    def __init__(self, engine: Any, queue_s: float) -> None:
+        self.engine = engine
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(max(8, int(queue_s / 0.032)))
+        self.finished = False
+
+    async def end(self) -> None:
+        if not self.finished:
+            await self.queue.put(_END)
+
+    async def blocks(self) -> AsyncIterator[AudioBlock]:
+        while True:
+            item = await self.queue.get()
+            if item is _END:
+                return
+            yield item
 
 
 class Session:
@@ -118,7 +145,7 @@ class Session:
         self._stopping.set()
 
     def stats(self) -> dict[str, Any]:
-        engines = [s.engine.stats() for s in self.streams]
+        engines = [e.stats() for s in self.streams for e in s.engines()]
         return {
             "session": self.session_id,
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -180,6 +207,10 @@ class Session:
         queue: asyncio.Queue[Any] = asyncio.Queue(capacity)
         resample = Resampler(stream.engine.sample_rate)
         emit = self._emitter(stream)
+        tees = [_Tee(t, self.queue_s) for t in stream.translators]
+        tee_resample = (Resampler(tees[0].engine.sample_rate)
+                        if tees and tees[0].engine.sample_rate != stream.engine.sample_rate
+                        else None)
 
         async def capture() -> None:
             lost_until: int | None = None
@@ -189,6 +220,8 @@ class Session:
                         break
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
+                    if tees:
+                        await self._tee(stream, tees, tee_resample(block) if tee_resample else out)
                     if not len(out.samples):
                         continue
                     if self.realtime:
@@ -207,6 +240,8 @@ class Session:
                     await queue.put(tail)
             finally:
                 await queue.put(_END)
+                for tee in tees:
+                    await tee.end()
 
         async def blocks() -> AsyncIterator[AudioBlock]:
             while True:
@@ -221,6 +256,9 @@ class Session:
             gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(capture(), name=f"capture-{stream.channel}")
+            for tee in tees:
+                tg.create_task(self._run_translator(stream, tee),
+                               name=f"translate-{stream.channel}-{tee.engine.track}")
             await stream.engine.run(blocks(), emit)
         for update in stream.reconciler.settle_orphans():
             self._deliver(self._stamp(stream, update))
@@ -228,6 +266,48 @@ class Session:
         if all(s.done for s in self.streams):
             # Every source ended on its own (end of file): let the stop watcher return.
             self._stopping.set()
+
+    async def _tee(self, stream: Stream, tees: list[_Tee], block: AudioBlock) -> None:
+        """The same audio to every translator. Live: never waits (a full queue drops the
+        block for that translator only); fast mode: back-pressure, unless it has stopped."""
+        if not len(block.samples):
+            return
+        for tee in tees:
+            if tee.finished:
+                continue
+            if self.realtime:
+                try:
+                    tee.queue.put_nowait(block)
+                except asyncio.QueueFull:
+                    track = tee.engine.track
+                    stream.translate_dropped[track] = stream.translate_dropped.get(track, 0) + 1
+            else:
+                await tee.queue.put(block)
+
+    async def _run_translator(self, stream: Stream, tee: _Tee) -> None:
+        """One translator on its own reconciler (track = its language). Whatever it raises is
+        logged and ends the translation only: the source captions go on."""
+        rec = Reconciler(channel=stream.channel, speaker=stream.speaker,
+                         track=tee.engine.track, engine=tee.engine.name)
+
+        def emit(event: TranscriptEvent) -> None:
+            for update in rec.apply(event):
+                self._deliver(update)
+
+        gap_sink = getattr(tee.engine, "set_gap_sink", None)
+        if gap_sink is not None:
+            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        try:
+            await tee.engine.run(tee.blocks(), emit)
+        except Exception as exc:  # noqa: BLE001 - a translation failure never stops captions
+            log.error("translate.failed track=%s error=%s: %s", tee.engine.track,
+                      type(exc).__name__, exc)
+        finally:
+            tee.finished = True
+            while not tee.queue.empty():  # nobody reads it any more
+                tee.queue.get_nowait()
+        for update in rec.settle_orphans():
+            self._deliver(update)
 
     def _emitter(self, stream: Stream) -> Callable[[TranscriptEvent], None]:
         def emit(event: TranscriptEvent) -> None:
@@ -275,7 +355,7 @@ class Session:
             return
         writer = self.writer
         audio_s = max((s.captured_s for s in self.streams), default=0.0)
-        cost = sum(s.engine.stats().get("cost_usd", 0.0) for s in self.streams)
+        cost = sum(e.stats().get("cost_usd", 0.0) for s in self.streams for e in s.engines())
         engines = ",".join(sorted({s.engine.name for s in self.streams}))
         sid = self.session_id
         writer.call(

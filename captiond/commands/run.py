@@ -19,6 +19,12 @@ ENGINE_FLAGS = {
     "--threads": "local.threads",
 }
 
+#: Live translation (issue 9): ``--translate es,de``, ``--play-translation es[:DEVICE]``.
+TRANSLATE_FLAGS = {
+    "--translate": "translate.targets",
+    "--play-translation": "translate.play",
+}
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -32,6 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add_setting_flags(p, {"--live": "export.live"})
     add_setting_flags(p, ENGINE_FLAGS)
+    add_setting_flags(p, TRANSLATE_FLAGS)
     p.add_argument("--fast", action="store_true", help="file sources: as fast as the engine allows")
     p.add_argument("--title", help="session title")
     p.set_defaults(func=cmd_run)
