@@ -272,7 +272,8 @@ class _Conn:
         if not self.runs_elapsed:
             return None
         el = elapsed_ms * _SPM
-        i = bisect.bisect_right(self.runs_elapsed, el) - 1
+        # ``elapsed_ms`` ends a frame: a value on a run boundary belongs to the run before it.
+        i = bisect.bisect_right(self.runs_elapsed, el - 1) - 1
         i = max(i, 0)
         return (self.runs_stream[i] + el - self.runs_elapsed[i]) // _SPM
 
