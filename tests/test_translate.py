@@ -7,6 +7,7 @@ FLEURS clips; the source captions come from the OpenAI engine against the transc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -365,3 +366,48 @@ def test_reconciler_places_segmenter_lines_in_order() -> None:
     lines = rec.lines()
     assert " ".join(x.text for x in lines).split() == " ".join(SCRIPT).split()
     assert all(x.track == "es" for x in lines)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_daemon_translate_setting_stores_feeds_saves_and_exports(tmp_path, monkeypatch) -> None:
+    """The wiring: translate.targets through Daemon.build_streams; lines on the 'de' track in
+    the store and on the overlay feed, translated speech in a WAV, `captiond export --lang de`."""
+    import wave
+
+    from subtitle_readers import verify_file
+
+    from captiond import cli
+    from captiond.config import load
+    from captiond.daemon import Daemon
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CAPTIOND_DATABASE_DATA_DIR", str(tmp_path / "data"))
+    clip = FLEURS / "fleurs-es-000.ogg"
+    async with FakeRealtimeServer(KEY) as src, \
+            FakeTranslateServer(KEY, script=SCRIPT, source_language="es") as tr:
+        cfg = load(None, overrides={
+            "audio.source": f"file:{clip}", "engine.name": "openai", "openai.url": src.url,
+            "openai.translate_url": tr.url, "translate.targets": "de",
+            "translate.audio_dir": str(tmp_path / "speech"),
+        })
+        daemon = Daemon(cfg, realtime=False, services=[], view=lambda _u: None)
+        feed = daemon.feed.subscribe("test")
+        sid = await daemon.run()
+    assert tr.violations == []
+    store = Store.open(cfg.database_url())
+    lines = store.lines(sid, track="de")
+    assert lines and " ".join(x.text for x in lines).split() == SCRIPT[0].split()
+    assert all(x.engine == "openai-translate" for x in lines)
+    seen = []
+    while (m := feed.get_nowait()) is not None:
+        seen.append(m)
+    assert any(m.get("track") == "de" and m.get("text") for m in seen)
+    (wav_path,) = (tmp_path / "speech").glob("translation-*-de.wav")
+    with wave.open(str(wav_path)) as w:
+        assert w.getframerate() == 24_000 and w.getnframes() >= 24_000 * len(SCRIPT[0].split()) // 5
+    out = tmp_path / "de.srt"
+    assert await asyncio.to_thread(cli.main, ["export", str(sid), "--lang", "de", "-o", str(out)]) == 0
+    cues = verify_file(out, browser=False)
+    assert " ".join(c[2] for c in cues).split() == SCRIPT[0].split()
