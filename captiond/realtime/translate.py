@@ -383,7 +383,8 @@ class TranslationProtocol:
             return out
         kind = event["type"]
         if kind == "session.created":
-            session = event.get("session") if isinstance(event.get("session"), dict) else {}
+            raw_session = event.get("session")
+            session: dict[str, Any] = raw_session if isinstance(raw_session, dict) else {}
             exp = session.get("expires_at")
             c.expires_at = float(exp) if isinstance(exp, (int, float)) else None
             c.session_id = session.get("id") if isinstance(session.get("id"), str) else None
@@ -429,7 +430,8 @@ class TranslationProtocol:
             out.close.append((handle, 1000))
             c.state = "draining" if c.state != "closed" else c.state
         elif kind == "error":
-            err = event.get("error") if isinstance(event.get("error"), dict) else {}
+            raw_err = event.get("error")
+            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
             code = str(err.get("code") or err.get("type") or "unknown")[:80]
             message = str(err.get("message") or "")[:200]
             self.counters["errors"] += 1
