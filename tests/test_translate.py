@@ -411,3 +411,44 @@ async def test_daemon_translate_setting_stores_feeds_saves_and_exports(tmp_path,
     assert await asyncio.to_thread(cli.main, ["export", str(sid), "--lang", "de", "-o", str(out)]) == 0
     cues = verify_file(out, browser=False)
     assert " ".join(c[2] for c in cues).split() == SCRIPT[0].split()
+
+
+def _ready(p: TranslationProtocol, expires_at: int = 2_000_000_000) -> tuple[int, Any]:
+    h = p.connection_opened()
+    p.receive(h, _ev("session.created", session={"expires_at": expires_at}), 0, 0)
+    return h, p.receive(h, _ev("session.updated", session={}), 0, 0)
+
+
+def test_rotation_shows_the_old_sessions_tail_before_the_new_sessions_text() -> None:
+    p = _protocol()
+    old, _ = _ready(p, expires_at=1_000)
+    p.audio(b"\0\0" * 4800, 0, 0)
+    assert p.wants_connection(wall=1_000 - 30)  # within rotate_before_s (60 s) of expiry
+    new, out = _ready(p)
+    assert (old, {"type": "session.close"}) in out.send
+    p.audio(b"\0\0" * 4800, 4800, 0)  # goes to the new session
+    lines: list[Any] = []
+    lines += p.receive(new, _ev("session.output_transcript.delta", delta=" Nuevo", elapsed_ms=200),
+                       1, 0).events
+    lines += p.receive(old, _ev("session.output_transcript.delta", delta="Viejo", elapsed_ms=200),
+                       1, 0).events
+    lines += p.receive(old, _ev("session.closed"), 1, 0).events
+    lines += p.connection_lost(old, 1).events
+    lines += p.finish()
+    finals, chain, times = _fold(lines)
+    assert [finals[i] for i, _ in chain] == ["Viejo", "Nuevo"]
+    assert times[chain[0][0]] == (0, 200) and times[chain[1][0]] == (200, 400)
+    assert p.counters["rotations"] == 1
+
+
+def test_end_of_input_closes_sessions_and_flushes_audio_a_drop_left_behind() -> None:
+    p = _protocol()
+    h, _ = _ready(p)
+    p.audio(b"\0\0" * 4800, 0, 0)
+    p.connection_lost(h, 0)  # nothing translated yet: the 200 ms go again
+    out = p.close_all()
+    assert out.send == [] and p.wants_connection(wall=0)
+    h2, out = _ready(p)
+    assert [e["type"] for _, e in out.send] == ["session.input_audio_buffer.append",
+                                                "session.close"]
+    assert not p.wants_connection(wall=0)

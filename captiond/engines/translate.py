@@ -289,16 +289,16 @@ class TranslationEngine:
                 self.state = "stopped"
 
     async def _finish(self) -> None:
-        """End of input: wait (bounded) for a session, flush it with ``session.close``, wait
-        for ``session.closed``."""
+        """End of input: every session gets ``session.close`` (it flushes what it holds and
+        answers ``session.closed``); audio still buffered gets a session that is closed as soon
+        as it has it. Bounded by :data:`END_WAIT_S`."""
         deadline = time.monotonic() + END_WAIT_S
-        while self.protocol.buffered_s() > 0 and not self.protocol.live() \
-                and self.failed is None and time.monotonic() < deadline:
-            await asyncio.sleep(TICK_S)
         self._perform(self.protocol.close_all())
         await self._send_now()
-        while self._links and time.monotonic() < deadline:
+        while (self._links or self.protocol.buffered_s() > 0) and self.failed is None \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            await self._send_now()
 
     # -- performing protocol output ------------------------------------------------------------
 

@@ -300,6 +300,7 @@ class TranslationProtocol:
         self._handles = 0
         self._live: int | None = None
         self._draining: int | None = None
+        self._closing = False
         self._buffer: deque[tuple[int, bytes]] = deque()
         self._buffer_size = 0
         self.source_text = ""  # the source transcript, when the service sends it (bounded)
@@ -328,6 +329,9 @@ class TranslationProtocol:
         replacement is on its way."""
         if any(c.state in ("connecting", "ready") for c in self._conns.values()):
             return False
+        if self._closing:
+            # Ending: only audio a dropped session left behind still needs a session.
+            return self._live is None and bool(self._buffer)
         if self._live is None:
             return True
         exp = self._conns[self._live].expires_at
@@ -361,9 +365,9 @@ class TranslationProtocol:
             self.counters["drops"] += 1
             out.events += self.segmenter.pause()
             self._requeue_recent(c)
-        if handle == self._draining or was == "draining":
-            if self._draining == handle:
-                self._draining = None
+        if handle == self._draining:
+            # The rotated-out session has flushed: its last line ends, the new one's text follows.
+            self._draining = None
             out.events += self.segmenter.pause()
             self._release_held(out, now)
         return out
@@ -470,8 +474,9 @@ class TranslationProtocol:
     def close_all(self) -> Output:
         """End of input: ask every open session to flush and close."""
         out = Output()
+        self._closing = True
         for c in self._conns.values():
-            if c.state in ("live", "ready", "connecting"):
+            if c.state in ("live", "ready"):
                 out.send.append((c.handle, {"type": "session.close"}))
                 c.state = "draining"
         self._live = None
@@ -510,6 +515,10 @@ class TranslationProtocol:
             start, pcm = self._buffer.popleft()
             self._send(new, pcm, start, out)
         self._buffer_size = 0
+        if self._closing:  # the input has ended: this session only flushes what was left
+            out.send.append((new.handle, {"type": "session.close"}))
+            new.state = "draining"
+            self._live = None
 
     def _release_held(self, out: Output, now: float) -> None:
         for c in self._conns.values():
