@@ -357,7 +357,6 @@ class TranslationProtocol:
         c = self._conns.pop(handle, None)
         if c is None:
             return out
-        was = c.state
         c.state = "closed"
         if handle == self._live:
             # The service had audio it never translated: send it again to the next session.
