@@ -452,3 +452,22 @@ def test_end_of_input_closes_sessions_and_flushes_audio_a_drop_left_behind() -> 
     assert [e["type"] for _, e in out.send] == ["session.input_audio_buffer.append",
                                                 "session.close"]
     assert not p.wants_connection(wall=0)
+
+
+def test_play_translation_is_checked_at_start(tmp_path) -> None:
+    cfg = parse('[translate]\ntargets = ["es", "de"]\nplay = "fr"\n', env={})
+    with pytest.raises(ConfigError, match="fr is not among the translation targets"):
+        build_translators(cfg, api_key=KEY)
+    cfg = parse('[translate]\ntargets = ["es"]\nplay = "es:no-such-device-xyz"\n', env={})
+    with pytest.raises(ConfigError, match="cannot open output device 'no-such-device-xyz'"):
+        build_translators(cfg, api_key=KEY)
+    with pytest.raises(ConfigError, match="LANG one of es, pt"):
+        parse('[translate]\nplay = "xx"\n', env={})
+    cfg = parse(f'[translate]\ntargets = ["ja", "es"]\naudio_dir = "{tmp_path}"\n', env={})
+    engines = build_translators(cfg, api_key=KEY)
+    assert [(e.target, e.track, e.name) for e in engines] == [
+        ("ja", "ja", "openai-translate"), ("es", "es", "openai-translate")]
+    assert len(list(tmp_path.glob("translation-*.wav"))) == 2
+    for e in engines:
+        for sink in e.sinks:
+            sink.close()
