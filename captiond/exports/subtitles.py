@@ -82,9 +82,9 @@ def iter_vtt(cues: Iterable[Cue], *, header: str = "", speakers: bool = False) -
         yield f"{number}\n{vtt_time(cue.start_ms)} --> {vtt_time(cue.end_ms)}\n{body}\n\n"
 
 
-def render(cues: Iterable[Cue], fmt: Format, *, header: str = "") -> str:
+def render(cues: Iterable[Cue], fmt: Format, *, header: str = "", speakers: bool = False) -> str:
     if fmt == "srt":
-        return "".join(iter_srt(cues))
+        return "".join(iter_srt(cues, speakers=speakers))
     if fmt == "vtt":
-        return "".join(iter_vtt(cues, header=header))
+        return "".join(iter_vtt(cues, header=header, speakers=speakers))
     raise ValueError(f"unknown subtitle format {fmt!r} (use srt or vtt)")
