@@ -62,7 +62,7 @@ def _language(value: str) -> str | None:
     return None
 
 
-# -- checks for the overlay settings (issue 4): values reach CSS, so they are held to safe forms.
+# -- checks for the overlay settings: values reach CSS, so they are held to safe forms.
 _COLOUR_RE = re.compile(
     r"#?(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-zA-Z]{3,30}"
 )
@@ -264,7 +264,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Data directory; empty: $XDG_DATA_HOME/captiond (~/.local/share/captiond).",
     ),
-    # -- caption overlay (issue 4) ---------------------------------------------------------
+    # -- caption overlay ---------------------------------------------------------
     # Style settings (font_* .. speakers) are also URL query parameters of /overlay; they are
     # the only settings that reach a page (see captiond/overlay/style.py).
     Setting(
@@ -489,7 +489,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-# -- export: subtitles and minutes (issue 5) ---------------------------------------------
+# -- export: subtitles and minutes ---------------------------------------------
 _EXPORT_FORMATS = ("srt", "vtt")
 
 

@@ -38,7 +38,7 @@ def fleurs_en() -> list[Path]:
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'captiond.db'}"
 
-# Real SQLite and PostgreSQL fixtures for the transcript-database tests (issue 6).
+# Real SQLite and PostgreSQL fixtures for the transcript-database tests.
 pytest_plugins = ["db_support"]
 # A private PulseAudio server for the system-audio tests (issue 8).
 pytest_plugins += ["pulse_support"]

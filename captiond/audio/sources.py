@@ -203,21 +203,22 @@ class FileSource:
 class StdinSource:
     """Raw interleaved PCM16 little-endian on standard input, at ``rate``."""
 
+    duration_s: float | None = None
+
     def __init__(self, *, rate: int, channels: int = 1, block_ms: int = 32) -> None:
         self.rate = rate
         self.channels = channels
         self.bytes_per_block = max(1, rate * block_ms // 1000) * 2 * channels
         self.description = f"stdin:{rate}Hz"
-        self.duration_s = None
         self.position = 0
         self._closed = False
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
-        stream = sys.stdin.buffer
+        stream: Any = sys.stdin.buffer
         leftover = b""
         frame = 2 * self.channels
         while not self._closed:
-            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)  # type: ignore[attr-defined]
+            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)
             if not data:
                 return
             data = leftover + data
@@ -302,6 +303,8 @@ class MicSource:
     """A capture device. If it vanishes, capture is reopened with back-off and the time it
     was away becomes a gap in the stream clock (blocks resume at the right place)."""
 
+    duration_s: float | None = None
+
     def __init__(self, device: str | None, *, block_ms: int = 32) -> None:
         self.wanted = device
         dev = find_input_device(device)
@@ -309,7 +312,6 @@ class MicSource:
         self.rate = dev["rate"]
         self.block = max(1, self.rate * block_ms // 1000)
         self.description = f"mic:{dev['name']}"
-        self.duration_s = None
         self.position = 0
         self.dropped_blocks = 0
         self.reopens = 0

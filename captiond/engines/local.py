@@ -14,6 +14,7 @@ out to be noise or a phantom phrase completes with empty text, which removes its
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -236,16 +237,16 @@ class LocalEngine:
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
                     self._speculative = (self._open, d.start, d.end, fut)
             elif isinstance(d, UtteranceEnded):
-                item = self._open
+                ended = self._open
                 self._open = None
-                if item is None:
+                if ended is None:
                     continue
                 start_ms = d.start * 1000 // SAMPLE_RATE
                 end_ms = d.end * 1000 // SAMPLE_RATE
-                emit(ItemCommitted(item, self._prev.pop(item, None), start_ms, end_ms))
+                emit(ItemCommitted(ended, self._prev.pop(ended, None), start_ms, end_ms))
                 spec = self._speculative
                 self._speculative = None
-                if spec is not None and spec[:3] == (item, d.start, d.end) and not d.noise:
+                if spec is not None and spec[:3] == (ended, d.start, d.end) and not d.noise:
                     fut = spec[3]
                     self.speculative_used += 1
                 else:
@@ -253,11 +254,11 @@ class LocalEngine:
                         self.speculative_wasted += 1
                     if d.noise:
                         self.dropped += 1
-                        emit(ItemCompleted(item, ""))
+                        emit(ItemCompleted(ended, ""))
                         continue
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
-                self._final_cut_at[item] = time.monotonic()
-                fut.add_done_callback(lambda f, i=item: self._final_done(i, f, emit))
+                self._final_cut_at[ended] = time.monotonic()
+                fut.add_done_callback(functools.partial(self._final_done, ended, emit=emit))
                 self._finals.append(fut)
 
     def _submit_final(
@@ -280,7 +281,7 @@ class LocalEngine:
             self._speculative = None
             self.speculative_wasted += 1
 
-    def _final_done(self, item: str, fut: asyncio.Future[Decoded], emit: Emit) -> None:
+    def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
         self.last_final_lag_s = time.monotonic() - cut_at
         if fut.cancelled():
