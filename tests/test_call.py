@@ -31,6 +31,12 @@ TAIL_S = 2.0
 #: How long the daemon may take to finish after SIGINT.
 STOP_TIMEOUT_S = 60.0
 WER_BAR = 0.12
+#: How long the restart test keeps the sound server down.
+SERVER_AWAY_S = 2.0
+#: How often the tests look for the daemon's recording streams.
+CLIENT_POLL_S = 0.1
+#: How far the session clock may be from the wall clock the test measures (polling, start-up).
+CLOCK_SLACK_S = 0.75
 #: Clips are played at this rate and peak level (-6 dBFS).
 CLIP_RATE = 48_000
 CALL_PEAK = 0.5
@@ -52,16 +58,18 @@ def start_daemon(pulse: PulseServer, source: str, db_url: str) -> subprocess.Pop
     return proc
 
 
-def wait_recording(pulse: PulseServer, proc: subprocess.Popen[bytes], clients: int) -> None:
-    """Until the daemon has ``clients`` recording streams on the server (capture is running)."""
+def wait_recording(pulse: PulseServer, proc: subprocess.Popen[bytes], clients: int) -> float:
+    """Until the daemon has ``clients`` recording streams on the server (capture is running)
+    and the sink is awake; returns the monotonic time the streams appeared."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"captiond exited early: {proc.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
         if len(pulse.capture_clients()) >= clients:
+            seen = time.monotonic()
             time.sleep(SINK_WAKE_S)
-            return
-        time.sleep(0.2)
+            return seen
+        time.sleep(CLIENT_POLL_S)
     pytest.fail(f"captiond did not start recording within {START_TIMEOUT_S} s")
 
 
@@ -196,3 +204,48 @@ def test_two_sided_call(pulse: PulseServer, fleurs_en, db_url, daemon_guard, tmp
     assert 0 <= srt.find("Me") < first_them < srt.rfind("Me"), srt
     # The terminal view printed each line with its label as it came.
     assert "Me: " in out and "Them: " in out
+
+
+def test_sound_server_restart_is_a_gap(pulse: PulseServer, fleurs_en, db_url, daemon_guard, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sound server stops mid-session and comes back: the daemon keeps running, retries
+    until it can record again, stores the time away as a gap, and lines after it keep their
+    true place on the session's time line."""
+    pulse.null_sink("out")
+    before, after = fleurs_en[4], fleurs_en[3]
+    proc = start_daemon(pulse, "system:out", db_url)
+    daemon_guard.append(proc)
+    capture_began = wait_recording(pulse, proc, 1)
+    play_all(pulse, [(before, "out")], tmp_path)
+    time.sleep(TAIL_S)
+    pulse.stop()
+    down_s = time.monotonic() - capture_began
+    time.sleep(SERVER_AWAY_S)
+    pulse.start()
+    pulse.null_sink("out")
+    back_s = wait_recording(pulse, proc, 1) - capture_began
+    play_all(pulse, [(after, "out")], tmp_path)
+    time.sleep(TAIL_S)
+    stop_daemon(proc)
+
+    store = Store(db_url)
+    try:
+        session = store.resolve_session("last")
+        lines = [ln for ln in store.lines(session.id) if ln.text]
+        gaps = store.gaps(session.id)
+    finally:
+        store.close()
+    assert session.status == "completed"
+    assert [g.reason for g in gaps] == ["source lost"]
+    gap = gaps[0]
+    assert gap.end_ms - gap.start_ms >= SERVER_AWAY_S * 1000
+    spoken_before = [ln for ln in lines if ln.audio_end_ms <= gap.start_ms]
+    spoken_after = [ln for ln in lines if ln.audio_start_ms >= gap.end_ms]
+    assert len(spoken_before) + len(spoken_after) == len(lines)
+    assert jiwer.wer(reference(before), normalise(" ".join(ln.text for ln in spoken_before))) <= 0.25
+    assert jiwer.wer(reference(after), normalise(" ".join(ln.text for ln in spoken_after))) <= 0.25
+    # The session clock is the wall clock since capture began (counting only the samples
+    # received would shift later lines early): the gap spans the time the server was away,
+    # up to the first audio after reconnecting (a fresh null sink takes ~2 s to deliver it).
+    print(f"server down {down_s:.2f}-{back_s:.2f} s, gap {gap.start_ms}-{gap.end_ms} ms")
+    assert down_s - CLOCK_SLACK_S <= gap.start_ms / 1000 <= down_s + CLOCK_SLACK_S
+    assert back_s - CLOCK_SLACK_S <= gap.end_ms / 1000 <= back_s + SINK_WAKE_S + CLOCK_SLACK_S
