@@ -292,7 +292,11 @@ class ServerSource:
         want = self.block * frame
         started = time.monotonic()
         align = True
-        self._proc = await self._start()
+        proc = await self._start()
+        if self._closed:
+            await _stop(proc)
+            return
+        self._proc = proc
         while not self._closed:
             proc = self._proc
             assert proc is not None and proc.stdout is not None
@@ -336,8 +340,14 @@ class ServerSource:
             if spec.rate != self.rate or min(MAX_CAPTURE_CHANNELS, spec.channels) != self.channels:
                 # Keep recording at the rate the stream clock runs at: the server converts.
                 log.info("audio.server_spec_changed rate=%d channels=%d", spec.rate, spec.channels)
+            if self._closed:
+                return
             self.source_name, self.description = name, description
-            self._proc = await self._start()
+            proc = await self._start()
+            if self._closed:  # close() ran while parec was starting: it owns no process
+                await _stop(proc)
+                return
+            self._proc = proc
             self.reconnects += 1
             log.info("audio.server_back source=%r", name)
             return
@@ -346,16 +356,22 @@ class ServerSource:
         """Stops capture (idempotent): ``parec`` is terminated, then killed if it lingers."""
         self._closed = True
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
+        if proc is not None:
+            await _stop(proc)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Terminates a ``parec``, then kills it if it lingers."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), PAREC_STOP_TIMEOUT_S)
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), PAREC_STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            proc.kill()
+        await proc.wait()
 
 
 def open_system(sink: str, *, block_ms: int = 32, **_: Any) -> ServerSource:
