@@ -36,8 +36,11 @@ log = logging.getLogger("captiond.engine.local")
 MAX_PENDING_FINALS = 3
 #: How long the engine waits for the last decodes at the end of the stream.
 DRAIN_TIMEOUT_S = 60.0
-#: Audio kept before the open utterance (for the pre-speech pad).
-KEEP_BEFORE_S = 1.0
+#: Audio kept before the open utterance (for the pre-speech pad and onset walk-back).
+KEEP_BEFORE_S = 2.0
+#: A final arriving this long after its cut is reported (at most every LAG_WARN_EVERY_S).
+LAG_WARN_S = 3.0
+LAG_WARN_EVERY_S = 60.0
 
 
 def stable_prefix(previous: str, current: str) -> int:
@@ -148,7 +151,7 @@ class LocalEngine:
         self.finals_emitted = 0
         self.dropped = 0
         self.last_final_lag_s = 0.0
-        self.decode_s = 0.0
+        self._warned_at = float("-inf")
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -284,6 +287,14 @@ class LocalEngine:
     def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
         self.last_final_lag_s = time.monotonic() - cut_at
+        if self.last_final_lag_s > LAG_WARN_S and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            log.warning(
+                "engine.behind lag_s=%.1f partials_skipped=%d (a smaller model or more "
+                "local.threads helps)",
+                self.last_final_lag_s,
+                self.partials_skipped,
+            )
         if fut.cancelled():
             return
         exc = fut.exception()
