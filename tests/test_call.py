@@ -202,6 +202,12 @@ def test_two_sided_call(pulse: PulseServer, fleurs_en, db_url, daemon_guard, tmp
     ).stdout
     first_them = srt.find("Them")
     assert 0 <= srt.find("Me") < first_them < srt.rfind("Me"), srt
+    minutes = subprocess.run(
+        [sys.executable, "-m", "captiond", "export", "last", "-f", "md", "--db", db_url],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    said = [who for ln in minutes.splitlines() for who in ("Me", "Them") if f"**{who}:**" in ln]
+    assert [s for i, s in enumerate(said) if i == 0 or said[i - 1] != s] == ["Me", "Them", "Me"], minutes
     # The terminal view printed each line with its label as it came.
     assert "Me: " in out and "Them: " in out
 
