@@ -126,7 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
         "audio.source",
         str,
         "mic",
-        "Where audio comes from: mic[:DEVICE], file:PATH, stdin.",
+        "Where audio comes from: mic[:DEVICE], mic:pulse:SOURCE, system[:SINK], file:PATH, "
+        "stdin, or two joined with + (mic+system: a two-sided call).",
     ),
     Setting(
         "audio.rate",
@@ -728,6 +729,54 @@ SETTINGS += (
         "",
         "Your templates (e.g. minutes.md.j2), tried before the shipped ones; "
         "empty: ~/.config/captiond/templates.",
+    ),
+)
+
+# -- system audio and the two-sided call (issue 8) -----------------------------------------
+
+
+def _label(value: str) -> str | None:
+    if not value.strip() or len(value) > 40:
+        return "must be a short non-empty name (at most 40 characters), e.g. Me"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "call.me_label",
+        str,
+        "Me",
+        "Speaker name of the microphone channel in `--source mic+system`.",
+        check=_label,
+    ),
+    Setting(
+        "call.them_label",
+        str,
+        "Them",
+        "Speaker name of the system-audio channel in `--source mic+system`.",
+        check=_label,
+    ),
+    Setting(
+        "call.echo_guard",
+        bool,
+        False,
+        "Drop mic lines that repeat what the system channel said (speakers heard by the mic).",
+    ),
+    Setting(
+        "call.echo_window_s",
+        float,
+        3.0,
+        "Echo guard: how far apart in time a mic line and a system line may be to match.",
+        minimum=0.0,
+        maximum=30.0,
+    ),
+    Setting(
+        "call.echo_similarity",
+        float,
+        0.7,
+        "Echo guard: share of the mic line's words, in order, found in the system line.",
+        minimum=0.1,
+        maximum=1.0,
     ),
 )
 

@@ -16,20 +16,62 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from captiond.audio.sources import open_source, parse_source
+from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.config import Config
 from captiond.engines.factory import build_engine
+from captiond.errors import AudioError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
 from captiond.pipeline import Session, Stream
+from captiond.transcript.echo import EchoGuard
 from captiond.transcript.store import Store, redact_url
 
 log = logging.getLogger("captiond.daemon")
 
 #: Seconds a service gets to close at shutdown.
 SERVICE_CLOSE_TIMEOUT_S = 5.0
+
+
+#: Channel names of the two-sided call (``--source mic+system``).
+MIC_CHANNEL = "mic"
+SYSTEM_CHANNEL = "system"
+#: Sources one session may capture at once.
+MAX_STREAMS = 4
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    spec: SourceSpec
+    channel: str = ""
+    speaker: str | None = None
+
+
+def plan_streams(text: str, *, me: str = "Me", them: str = "Them") -> list[StreamPlan]:
+    """``--source`` to streams. One source: one unlabelled stream (as before). Several joined
+    with ``+`` (``mic+system``, ``mic:DEV+system:SINK``): one stream each, channel named after
+    the kind ("mic", "system"; a repeated kind gets a number: "mic2"), the mic labelled ``me``
+    and the system audio ``them``; other kinds are labelled with their channel name."""
+    parts = [p.strip() for p in text.split("+")]
+    if len(parts) == 1:
+        return [StreamPlan(parse_source(parts[0]))]
+    if any(not p for p in parts):
+        raise AudioError(f"empty source in '{text}' (join sources with +, e.g. mic+system)")
+    if len(parts) > MAX_STREAMS:
+        raise AudioError(f"'{text}' names {len(parts)} sources; at most {MAX_STREAMS} at once")
+    plans: list[StreamPlan] = []
+    seen: dict[str, int] = {}
+    for part in parts:
+        spec = parse_source(part)
+        if spec.kind == "stdin":
+            raise AudioError("stdin cannot be one of several sources (use it alone)")
+        seen[spec.kind] = seen.get(spec.kind, 0) + 1
+        channel = spec.kind if seen[spec.kind] == 1 else f"{spec.kind}{seen[spec.kind]}"
+        speaker = {MIC_CHANNEL: me, SYSTEM_CHANNEL: them}.get(channel, channel)
+        plans.append(StreamPlan(spec, channel, speaker))
+    return plans
 
 
 def format_clock(ms: int) -> str:
@@ -115,20 +157,52 @@ class Daemon:
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def build_streams(self) -> list[Stream]:
+        """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
+        stream, each with its own engine (the local model is shared); a single source keeps
+        the unlabelled channel."""
+        plans = plan_streams(
+            self.cfg["audio.source"], me=self.cfg["call.me_label"], them=self.cfg["call.them_label"]
+        )
         from captiond.engines.translate import build_translators
 
-        # Live translation (translate.targets): checked first, so a missing key fails fast.
-        translators = build_translators(self.cfg, realtime=self.realtime)
-        spec = parse_source(self.cfg["audio.source"])
-        source = open_source(
-            spec,
-            realtime=self.realtime,
-            rate=self.cfg["audio.rate"],
-            channels=self.cfg["audio.channels"],
-            block_ms=self.cfg["audio.block_ms"],
+        # Live translation (translate.targets), per stream, so each side of a call is translated
+        # on its own channel. Built before any source opens: a missing key fails fast.
+        translators = {
+            plan.channel: build_translators(self.cfg, channel=plan.channel, realtime=self.realtime)
+            for plan in plans
+        }
+        streams: list[Stream] = []
+        try:
+            for plan in plans:
+                source = open_source(
+                    plan.spec,
+                    realtime=self.realtime,
+                    rate=self.cfg["audio.rate"],
+                    channels=self.cfg["audio.channels"],
+                    block_ms=self.cfg["audio.block_ms"],
+                )
+                engine = build_engine(self.cfg, channel=plan.channel, realtime=self.realtime)
+                streams.append(Stream(source, engine, plan.channel, plan.speaker,
+                                      translators=translators[plan.channel]))
+        except BaseException:
+            # A later source failed: do not leave the earlier ones capturing.
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    asyncio.run(stream.source.close())
+            raise
+        return streams
+
+    def echo_guard(self, streams: list[Stream]) -> EchoGuard | None:
+        """The echo guard, when configured and the session has a mic and a system channel."""
+        channels = {s.channel for s in streams}
+        if not self.cfg["call.echo_guard"] or not {MIC_CHANNEL, SYSTEM_CHANNEL} <= channels:
+            return None
+        return EchoGuard(
+            MIC_CHANNEL,
+            SYSTEM_CHANNEL,
+            window_ms=int(self.cfg["call.echo_window_s"] * 1000),
+            threshold=self.cfg["call.echo_similarity"],
         )
-        engine = build_engine(self.cfg, realtime=self.realtime)
-        return [Stream(source, engine, translators=translators)]
 
     def stats(self) -> dict[str, Any]:
         return self.session.stats() if self.session else {}
@@ -154,6 +228,7 @@ class Daemon:
             title=self.title,
             language=self.cfg["engine.language"] or None,
             on_update=self.view,
+            guard=self.echo_guard(streams),
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -119,7 +119,9 @@ class Session:
         title: str | None = None,
         language: str | None = None,
         on_update: Callable[[LineUpdate], None] | None = None,
+        guard: Callable[[LineUpdate], list[LineUpdate]] | None = None,
     ) -> None:
+        """``guard`` (the echo guard) may replace each update with others before delivery."""
         self.store = store
         self.streams = streams
         self.feed = feed or Feed()
@@ -128,6 +130,7 @@ class Session:
         self.title = title
         self.language = language
         self.on_update = on_update
+        self.guard = guard
         self.session_id: int | None = None
         self.writer: StoreWriter | None = None
         self.started = time.monotonic()
@@ -214,10 +217,21 @@ class Session:
 
         async def capture() -> None:
             lost_until: int | None = None
+            next_start: int | None = None
             try:
                 async for block in stream.source.blocks():
                     if self._stopping.is_set():
                         break
+                    if next_start is not None and block.start > next_start:
+                        # The source was away (device lost, sound server restarted).
+                        stream.gaps += 1
+                        self._record_gap(
+                            stream,
+                            next_start * 1000 // block.rate,
+                            block.start_ms,
+                            "source lost",
+                        )
+                    next_start = block.end
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
                     if tees:
@@ -329,6 +343,13 @@ class Session:
                           update.session_id)
 
     def _deliver(self, update: LineUpdate) -> None:
+        if self.guard is not None:
+            for guarded in self.guard(update):
+                self._deliver_one(guarded)
+            return
+        self._deliver_one(update)
+
+    def _deliver_one(self, update: LineUpdate) -> None:
         update = LineUpdate(update.kind, update.line, self.session_id)
         if update.line.status is LineStatus.FINAL and update.line.text:
             self.finals += 1

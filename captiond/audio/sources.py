@@ -5,8 +5,9 @@ source's own rate) on the session's stream clock. Capture never blocks on the pi
 sounddevice callback hands frames to the loop with ``call_soon_threadsafe`` into a bounded
 queue; what does not fit is counted and shows up as a gap in the stream clock.
 
-``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``file:PATH``,
-``stdin``. Other modules may add kinds (``system``) through :data:`SOURCE_KINDS`.
+``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``mic:pulse:SOURCE``
+(a sound-server source), ``file:PATH``, ``stdin``, ``system[:SINK]`` (the monitor of a sink,
+see :mod:`captiond.audio.system`). Other modules may add kinds through :data:`SOURCE_KINDS`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ class SourceSpec:
 
 
 SOURCE_KINDS: dict[str, Callable[..., Source]] = {}
+#: ``mic:pulse:SOURCE`` records a capture source of the PulseAudio/PipeWire server.
+PULSE_MIC_PREFIX = "pulse:"
+
+
+def _open_system(arg: str, **kwargs: Any) -> Source:
+    """``system[:SINK]`` (issue 8): imported on use, it needs the sound-server tools."""
+    from captiond.audio.system import open_system
+
+    return open_system(arg, **kwargs)
+
+
+SOURCE_KINDS["system"] = _open_system
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -84,6 +97,10 @@ def open_source(
         return FileSource(Path(spec.arg), realtime=realtime, block_ms=block_ms)
     if spec.kind == "stdin":
         return StdinSource(rate=rate, channels=channels, block_ms=block_ms)
+    if spec.kind == "mic" and spec.arg.startswith(PULSE_MIC_PREFIX):
+        from captiond.audio.system import open_server_capture
+
+        return open_server_capture(spec.arg[len(PULSE_MIC_PREFIX) :], block_ms=block_ms)
     if spec.kind == "mic":
         return MicSource(spec.arg or None, block_ms=block_ms)
     return SOURCE_KINDS[spec.kind](spec.arg, block_ms=block_ms)
