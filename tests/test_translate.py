@@ -69,11 +69,11 @@ def test_protocol_configures_then_streams_and_maps_elapsed_to_the_stream_clock()
     out = p.receive(h, _ev("session.created", session={
         "id": "sess_1", "type": "translation", "model": "gpt-realtime-translate",
         "expires_at": 2_000_000_000, "audio": {}}), 0.0, 0.0)
-    (handle, update), = out.send
-    assert handle == h and validate_client_event(update) == []
+    # The update goes first, the buffered audio right behind it on the same socket.
+    assert {handle for handle, _ in out.send} == {h}
+    update, *sent = [e for _, e in out.send]
+    assert validate_client_event(update) == []
     assert update["session"]["audio"]["output"]["language"] == "es"
-    out = p.receive(h, _ev("session.updated", session={}), 0.1, 0.0)
-    sent = [e for _, e in out.send]
     assert [e["type"] for e in sent] == ["session.input_audio_buffer.append"]
     assert all(validate_client_event(e) == [] for e in sent)
     assert base64.b64decode(sent[0]["audio"]) == pcm
@@ -106,7 +106,6 @@ def test_a_dropped_session_resends_what_it_had_not_translated() -> None:
     p = _protocol()
     h = p.connection_opened()
     p.receive(h, _ev("session.created", session={"expires_at": 1}), 0, 0)
-    p.receive(h, _ev("session.updated", session={}), 0, 0)
     for i in range(5):  # 1 s of audio, frames at 0.0-1.0 s
         p.audio(b"\0\0" * 4800, i * 4800, 0)
     p.receive(h, _ev("session.output_transcript.delta", delta="Hola", elapsed_ms=400), 0, 0)
@@ -415,8 +414,7 @@ async def test_daemon_translate_setting_stores_feeds_saves_and_exports(tmp_path,
 
 def _ready(p: TranslationProtocol, expires_at: int = 2_000_000_000) -> tuple[int, Any]:
     h = p.connection_opened()
-    p.receive(h, _ev("session.created", session={"expires_at": expires_at}), 0, 0)
-    return h, p.receive(h, _ev("session.updated", session={}), 0, 0)
+    return h, p.receive(h, _ev("session.created", session={"expires_at": expires_at}), 0, 0)
 
 
 def test_rotation_shows_the_old_sessions_tail_before_the_new_sessions_text() -> None:
@@ -449,7 +447,8 @@ def test_end_of_input_closes_sessions_and_flushes_audio_a_drop_left_behind() -> 
     out = p.close_all()
     assert out.send == [] and p.wants_connection(wall=0)
     h2, out = _ready(p)
-    assert [e["type"] for _, e in out.send] == ["session.input_audio_buffer.append",
+    assert [e["type"] for _, e in out.send] == ["session.update",
+                                                "session.input_audio_buffer.append",
                                                 "session.close"]
     assert not p.wants_connection(wall=0)
 

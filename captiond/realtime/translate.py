@@ -392,11 +392,15 @@ class TranslationProtocol:
             c.expires_at = float(exp) if isinstance(exp, (int, float)) else None
             c.session_id = session.get("id") if isinstance(session.get("id"), str) else None
             out.send.append((handle, self.settings.session_update()))
-        elif kind == "session.updated":
             if c.state == "connecting":
+                # Audio may follow at once: the socket keeps order, so the service applies the
+                # update first. Waiting for session.updated (which §2 does not list) would risk
+                # never going live against a service that does not send it.
                 c.state = "ready"
                 self.counters["sessions"] += 1
                 self._promote(out, now)
+        elif kind == "session.updated":
+            pass  # the configuration we asked for; nothing to do
         elif kind == "session.output_transcript.delta":
             self.counters["deltas"] += 1
             text = event.get("delta")
