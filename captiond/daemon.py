@@ -5,6 +5,11 @@ Start order: config -> store (migrated; sessions a dead daemon left ``running`` 
 configured) -> capture. Shutdown order (first SIGINT/SIGTERM): stop capture, finish the
 utterance in flight, wait (bounded) for the last results, flush the store, close services.
 A second signal exits at once.
+
+Around that, the daemon is a good service (issue 7): it tells systemd when it is ready, what it
+is doing and that its loop is alive (:mod:`captiond.sdnotify`), answers ``captiond status`` on
+its control socket (:mod:`captiond.control`), and reloads its config file when it changes or
+on SIGHUP (:mod:`captiond.reload` decides what applies live).
 """
 
 from __future__ import annotations
@@ -15,21 +20,36 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+from captiond import config as config_module
+from captiond import reload as reload_module
+import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond.audio.sources import open_source, parse_source
 from captiond.config import Config
+from captiond.control import ControlServer, socket_path
+from captiond.errors import ConfigError
 from captiond.engines.factory import build_engine
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
-from captiond.pipeline import Session, Stream
+from captiond.pipeline import Session, Stream, segmenter_params
+from captiond.sdnotify import Notifier
 from captiond.transcript.store import Store, redact_url
 
 log = logging.getLogger("captiond.daemon")
 
 #: Seconds a service gets to close at shutdown.
 SERVICE_CLOSE_TIMEOUT_S = 5.0
+#: How often STATUS= is refreshed for systemd (only sent when it changed).
+STATUS_INTERVAL_S = 2.0
+#: Quiet time after a config file change before it is re-read (editors write in steps).
+RELOAD_DEBOUNCE_MS = 300
+#: Exit status of a forced exit (second signal): 128 + SIGINT, what shells expect.
+FORCED_EXIT_STATUS = 130
+#: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
+_ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
 
 
 def format_clock(ms: int) -> str:
@@ -99,6 +119,7 @@ class Daemon:
         out: TextIO | None = None,
         view: Callable[[LineUpdate], None] | None = None,
         services: list[ServiceFactory] | None = None,
+        control_socket: bool = True,
     ) -> None:
         self.cfg = cfg
         self.realtime = realtime
@@ -113,6 +134,22 @@ class Daemon:
         self.http_handlers: dict[str, Any] = {}
         self._signals = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        #: The overlay server, when the overlay service runs (it sets this).
+        self.overlay: Any = None
+        self.notifier = Notifier()
+        #: Serve ``captiond status`` on the control socket (live daemons only).
+        self.control_socket = control_socket
+        self.control: ControlServer | None = None
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self.state = "starting"
+        self.ready = False
+        #: Settings changed in the file whose new value waits for a restart, by component.
+        self.restart_needed: dict[str, list[str]] = {}
+        self.reloads = 0
+        self.reload_errors = 0
+        self._background: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
 
     def build_streams(self) -> list[Stream]:
         spec = parse_source(self.cfg["audio.source"])
@@ -127,57 +164,245 @@ class Daemon:
         return [Stream(source, engine)]
 
     def stats(self) -> dict[str, Any]:
-        return self.session.stats() if self.session else {}
+        """The session's figures, with viewers counted by the overlay (pages actually open)."""
+        stats = self.session.stats() if self.session else {}
+        if stats and self.overlay is not None:
+            stats["feed_subscribers"] = stats.get("viewers", 0)
+            stats["viewers"] = self.overlay.viewers()
+        return stats
+
+    def status(self) -> dict[str, Any]:
+        """What ``captiond status`` and ``/api/status`` show. Called on the event loop."""
+        stats = self.stats()
+        session = self.session
+        engines = stats.get("engines", [])
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "ready": self.ready,
+            "started_at": round(self.started_at, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
+            "source": " + ".join(s.source.description for s in session.streams) if session else None,
+            "engine": ",".join(sorted({s.engine.name for s in session.streams})) if session else None,
+            "engine_state": ",".join(sorted({str(e.get("state", "?")) for e in engines})) or None,
+            "session": stats.get("session"),
+            "lines_stored": stats.get("finals", 0),
+            "store_errors": stats.get("store_errors", 0),
+            "audio_s": stats.get("audio_s", 0.0),
+            "lag_s": stats.get("lag_s", 0.0),
+            "gaps": sum(s.gaps for s in session.streams) if session else 0,
+            "viewers": self.overlay.viewers() if self.overlay is not None else None,
+            "overlay_url": self.overlay.url if self.overlay is not None and self.ready else None,
+            "cost_usd": stats.get("cost_usd", 0.0),
+            "config": str(self.cfg.path) if self.cfg.path else None,
+            "reloads": self.reloads,
+            "restart_needed": self.restart_needed,
+        }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (``systemctl status`` shows it)."""
+        st = self.status()
+        if not self.ready:
+            return f"{self.state}"
+        line = (
+            f"{self.state}: engine {st['engine']} ({st['engine_state']}), session {st['session']}, "
+            f"{st['lines_stored']} lines, lag {st['lag_s']:.1f} s"
+        )
+        if st["viewers"] is not None:
+            line += f", {st['viewers']} viewers"
+        if self.restart_needed:
+            line += ", restart needed for " + ",".join(sorted(self.restart_needed))
+        return line
 
     async def run(self) -> int:
         """Run one session to its end; returns its id."""
-        url = self.cfg.database_url()
-        self.store = await asyncio.to_thread(Store.open, url)
-        log.info("store.opened url=%s", redact_url(url))
-        from captiond.api import api_handler
-
-        self.http_handlers = {"/api/": api_handler(self.store, self.stats)}
-        stale = await asyncio.to_thread(self.store.mark_interrupted)
-        if stale:
-            log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
-        streams = await asyncio.to_thread(self.build_streams)
-        self.session = Session(
-            self.store,
-            streams,
-            feed=self.feed,
-            realtime=self.realtime,
-            queue_s=self.cfg["audio.queue_s"],
-            title=self.title,
-            language=self.cfg["engine.language"] or None,
-            on_update=self.view,
-        )
         loop = asyncio.get_running_loop()
+        # Signals first: a stop during start-up (loading the model) ends the session as soon
+        # as it exists, instead of killing the process half-way.
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
+            if self.control_socket and self.realtime:
+                # Before the store: a second daemon on the same runtime directory must not
+                # mark the first one's running session as interrupted.
+                self.control = ControlServer(socket_path(), self.status)
+                await self.control.start()
+            url = self.cfg.database_url()
+            self.store = await asyncio.to_thread(Store.open, url)
+            log.info("store.opened url=%s", redact_url(url))
+            from captiond.api import api_handler
+
+            self.http_handlers = {"/api/": api_handler(self.store, self.status)}
+            stale = await asyncio.to_thread(self.store.mark_interrupted)
+            if stale:
+                log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
+            streams = await asyncio.to_thread(self.build_streams)
+            self.session = Session(
+                self.store,
+                streams,
+                feed=self.feed,
+                realtime=self.realtime,
+                queue_s=self.cfg["audio.queue_s"],
+                title=self.title,
+                language=self.cfg["engine.language"] or None,
+                on_update=self.view,
+            )
+            if self._signals:
+                self.session.stop()
             for factory in self.services:
                 made = factory(self)
                 if made is None:
                     continue
                 start, close = made
-                await start()
                 self._closers.append(close)
+                await start()
+            self._background.append(asyncio.create_task(self._supervise(), name="supervise"))
+            if self.realtime and self.cfg.path is not None:
+                self._background.append(
+                    asyncio.create_task(self._watch_config(self.cfg.path), name="config-watch")
+                )
             return await self.session.run()
         finally:
+            self.state = "stopping"
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
             for close in reversed(self._closers):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(close(), SERVICE_CLOSE_TIMEOUT_S)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+            self._closers.clear()
+            if self.control is not None:
+                await self.control.close()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
-            await asyncio.to_thread(self.store.close)
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)
+            self.state = "stopped"
+            self.notifier.close()
+
+    # -- systemd: readiness, status, watchdog -----------------------------------------------
+
+    async def _supervise(self) -> None:
+        """READY=1 once capture has begun; STATUS= every few seconds; WATCHDOG=1 pings.
+
+        This runs on the event loop on purpose: if the loop hangs, the pings stop and systemd
+        restarts the service (``WatchdogSec=`` in the unit).
+        """
+        notifier = self.notifier
+        tick = min(STATUS_INTERVAL_S, notifier.watchdog_s or STATUS_INTERVAL_S)
+        next_status = 0.0
+        while True:
+            session = self.session
+            if not self.ready and session is not None and session.session_id is not None:
+                # Store open, engine built (model loaded), source opened, overlay listening
+                # (services start before the session), and the session row exists.
+                self.ready = True
+                self.state = "captioning"
+                log.info("daemon.ready session=%d pid=%d", session.session_id, os.getpid())
+                notifier.ready(self.status_line())
+            if notifier.watchdog_s is not None:
+                notifier.watchdog()
+            now = time.monotonic()
+            if self.ready and now >= next_status:
+                notifier.status(self.status_line())
+                next_status = now + STATUS_INTERVAL_S
+            await asyncio.sleep(tick)
+
+    # -- live reload ------------------------------------------------------------------------
+
+    async def _watch_config(self, path: Any) -> None:
+        """Reload whenever the config file changes (watchfiles watches its directory, so an
+        editor that replaces the file by renaming is seen too)."""
+        import watchfiles
+
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+
+        def relevant(_change: Any, changed: str) -> bool:
+            return os.path.realpath(changed) == target
+
+        async for _changes in watchfiles.awatch(
+            directory, watch_filter=relevant, debounce=RELOAD_DEBOUNCE_MS, recursive=False,
+            stop_event=None,
+        ):
+            await self.reload(trigger="file")
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(trigger="SIGHUP"))
+        self._background.append(task)
+
+    async def reload(self, *, trigger: str = "request") -> bool:
+        """Re-read the config file and apply what can change live. False if the edit is invalid
+        (the old config stays in force; the log names the key and the reason)."""
+        async with self._reload_lock:
+            path = self.cfg.path
+            try:
+                new = await asyncio.to_thread(
+                    config_module.load, path, overrides=reload_module.overrides_of(self.cfg)
+                )
+            except ConfigError as exc:
+                self.reload_errors += 1
+                log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
+                return False
+            plan = reload_module.plan(self.cfg, new, self._can_apply)
+            self.reloads += 1
+            if not plan.changed:
+                log.info("config.reloaded trigger=%s changed=none", trigger)
+                return True
+            self._apply(plan.applied, plan.live)
+            self.cfg = plan.applied
+            for component, names in plan.restart.items():
+                pending = self.restart_needed.setdefault(component, [])
+                pending.extend(n for n in names if n not in pending)
+                log.warning(
+                    "config.restart_needed component=%r settings=%s (restart: systemctl --user "
+                    "restart captiond)", component, ",".join(names),
+                )
+            log.info(
+                "config.reloaded trigger=%s applied=%s", trigger, ",".join(sorted(plan.live)) or "none"
+            )
+            return True
+
+    def _can_apply(self, name: str) -> bool:
+        if name.startswith(_ENGINE_LIVE):
+            return True
+        if name == "log.level":
+            return True
+        if name.startswith("overlay."):
+            return self.overlay is not None
+        return False
+
+    def _apply(self, cfg: Config, names: set[str]) -> None:
+        if any(n.startswith(_ENGINE_LIVE) for n in names) and self.session is not None:
+            for stream in self.session.streams:
+                update = getattr(stream.engine, "update_settings", None)
+                if update is not None:
+                    update(
+                        segmenter_params(cfg, stream.engine.sample_rate),
+                        cfg["local.partial_interval_s"],
+                        cfg["local.word_timestamps"],
+                    )
+        if any(n.startswith("overlay.") for n in names) and self.overlay is not None:
+            self.overlay.reconfigure(cfg)
+        if "log.level" in names:
+            level = getattr(logging, str(cfg["log.level"]).upper(), logging.INFO)
+            logging.getLogger("captiond").setLevel(level)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
-        if self._signals == 1 and self.session is not None:
+        if self._signals == 1:
             log.info("daemon.stopping signal=%s", signal.Signals(sig).name)
-            self.session.stop()
+            self.state = "stopping"
+            self.notifier.stopping("stopping: finishing the last sentence, flushing the store")
+            if self.session is not None:
+                self.session.stop()  # else run() stops it as soon as it exists
             return
         log.warning("daemon.forced_exit signal=%s", signal.Signals(sig).name)
-        os._exit(130)
+        self.notifier.stopping("forced exit")
+        # Lines already committed are safe in the database (WAL); the one in flight is lost.
+        os._exit(FORCED_EXIT_STATUS)

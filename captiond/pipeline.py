@@ -43,6 +43,8 @@ log = logging.getLogger("captiond.pipeline")
 DRAIN_TIMEOUT_S = 30.0
 #: How long shutdown waits for the store to write the last lines.
 FLUSH_TIMEOUT_S = 10.0
+#: A jump of the source's stream clock longer than this is recorded as a gap (device lost).
+SOURCE_GAP_MIN_MS = 100
 _END = object()
 
 
@@ -182,10 +184,21 @@ class Session:
 
         async def capture() -> None:
             lost_until: int | None = None
+            expected: int | None = None  # where the next source block should start
             try:
                 async for block in stream.source.blocks():
                     if self._stopping.is_set():
                         break
+                    if expected is not None and block.start > expected:
+                        gap_ms = (block.start - expected) * 1000 // block.rate
+                        if gap_ms >= SOURCE_GAP_MIN_MS:
+                            # The source skipped time (device away, capture overflow).
+                            stream.gaps += 1
+                            start_ms = expected * 1000 // block.rate
+                            log.warning("audio.gap channel=%s start_ms=%d ms=%d",
+                                        stream.channel, start_ms, gap_ms)
+                            self._record_gap(stream, start_ms, start_ms + gap_ms, "source gap")
+                    expected = block.end
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
                     if not len(out.samples):
