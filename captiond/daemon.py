@@ -42,6 +42,8 @@ log = logging.getLogger("captiond.daemon")
 
 #: Seconds a service gets to close at shutdown.
 SERVICE_CLOSE_TIMEOUT_S = 5.0
+#: How often start-up progress is checked for READY=1.
+READY_POLL_S = 0.05
 #: How often STATUS= is refreshed for systemd (only sent when it changed).
 STATUS_INTERVAL_S = 2.0
 #: Quiet time after a config file change before it is re-read (editors write in steps).
@@ -107,6 +109,16 @@ def default_services() -> list[ServiceFactory]:
     from captiond.overlay.service import overlay_service
 
     return [live_service, overlay_service]
+
+
+def _register_secrets(cfg: Config) -> None:
+    """Secret settings (tokens, database URLs with passwords) never appear in a log line."""
+    from captiond.config import SETTINGS
+    from captiond.logs import register_secret
+
+    for setting in SETTINGS:
+        if setting.secret and cfg[setting.name]:
+            register_secret(str(cfg[setting.name]))
 
 
 class Daemon:
@@ -224,6 +236,9 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        # Watchdog pings start now: loading the model runs in a thread, the loop stays alive.
+        self._background.append(asyncio.create_task(self._supervise(), name="supervise"))
+        _register_secrets(self.cfg)
         try:
             if self.control_socket and self.realtime:
                 # Before the store: a second daemon on the same runtime directory must not
@@ -259,14 +274,15 @@ class Daemon:
                 start, close = made
                 self._closers.append(close)
                 await start()
-            self._background.append(asyncio.create_task(self._supervise(), name="supervise"))
             if self.realtime and self.cfg.path is not None:
                 self._background.append(
                     asyncio.create_task(self._watch_config(self.cfg.path), name="config-watch")
                 )
             return await self.session.run()
         finally:
-            self.state = "stopping"
+            if self.state != "stopping":  # ended on its own (end of file) or failed
+                self.state = "stopping"
+                self.notifier.stopping("stopping")
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -296,6 +312,7 @@ class Daemon:
         notifier = self.notifier
         tick = min(STATUS_INTERVAL_S, notifier.watchdog_s or STATUS_INTERVAL_S)
         next_status = 0.0
+        next_ping = 0.0
         while True:
             session = self.session
             if not self.ready and session is not None and session.session_id is not None:
@@ -305,13 +322,15 @@ class Daemon:
                 self.state = "captioning"
                 log.info("daemon.ready session=%d pid=%d", session.session_id, os.getpid())
                 notifier.ready(self.status_line())
-            if notifier.watchdog_s is not None:
-                notifier.watchdog()
             now = time.monotonic()
+            if notifier.watchdog_s is not None and now >= next_ping:
+                notifier.watchdog()
+                next_ping = now + tick
             if self.ready and now >= next_status:
                 notifier.status(self.status_line())
                 next_status = now + STATUS_INTERVAL_S
-            await asyncio.sleep(tick)
+            # Short steps until ready, so READY=1 follows the start of capture closely.
+            await asyncio.sleep(tick if self.ready else READY_POLL_S)
 
     # -- live reload ------------------------------------------------------------------------
 
@@ -349,6 +368,7 @@ class Daemon:
                 self.reload_errors += 1
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
                 return False
+            _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
             if not plan.changed:
