@@ -111,6 +111,9 @@ def default_services() -> list[ServiceFactory]:
     return [live_service, overlay_service]
 
 
+_MISSING = object()
+
+
 def _register_secrets(cfg: Config) -> None:
     """Secret settings (tokens, database URLs with passwords) never appear in a log line."""
     from captiond.config import SETTINGS
@@ -159,6 +162,7 @@ class Daemon:
         #: Settings changed in the file whose new value waits for a restart, by component.
         self.restart_needed: dict[str, list[str]] = {}
         self.reloads = 0
+        self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
         self.reload_errors = 0
         self._background: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -371,14 +375,28 @@ class Daemon:
             _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
-            if not plan.changed:
+            # Restart-only changes are reported once per new value, and forgotten when the
+            # file goes back to the running value.
+            fresh: dict[str, list[str]] = {}
+            for component, names in plan.restart.items():
+                for name in names:
+                    if self._pending.get(name, _MISSING) != new[name]:
+                        fresh.setdefault(component, []).append(name)
+                    self._pending[name] = new[name]
+            for name in list(self._pending):
+                if new[name] == self.cfg[name]:
+                    del self._pending[name]
+            self.restart_needed = {}
+            for component, names in plan.restart.items():
+                kept = [n for n in names if n in self._pending]
+                if kept:
+                    self.restart_needed[component] = kept
+            if not plan.live and not fresh:
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
             self._apply(plan.applied, plan.live)
             self.cfg = plan.applied
-            for component, names in plan.restart.items():
-                pending = self.restart_needed.setdefault(component, [])
-                pending.extend(n for n in names if n not in pending)
+            for component, names in fresh.items():
                 log.warning(
                     "config.restart_needed component=%r settings=%s (restart: systemctl --user "
                     "restart captiond)", component, ",".join(names),
