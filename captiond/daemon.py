@@ -28,9 +28,10 @@ from captiond import config as config_module
 from captiond import reload as reload_module
 import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond.audio.sources import open_source, parse_source
+from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
-from captiond.errors import ConfigError
+from captiond.errors import CaptiondError, ConfigError
 from captiond.engines.factory import build_engine
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
@@ -177,6 +178,9 @@ class Daemon:
             block_ms=self.cfg["audio.block_ms"],
         )
         engine = build_engine(self.cfg, realtime=self.realtime)
+        if self.realtime:
+            # A live daemon can switch devices on a config reload without a restart.
+            source = SwitchableSource(source)
         return [Stream(source, engine)]
 
     def stats(self) -> dict[str, Any]:
@@ -394,6 +398,10 @@ class Daemon:
             if not plan.live and not fresh:
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
+            if "audio.source" in plan.live and not await self._switch_source(plan.applied):
+                # The new device cannot be opened: keep capturing from the old one.
+                plan.live.discard("audio.source")
+                plan.applied = plan.applied.replace(audio__source=self.cfg["audio.source"])
             self._apply(plan.applied, plan.live)
             self.cfg = plan.applied
             for component, names in fresh.items():
@@ -407,6 +415,15 @@ class Daemon:
             return True
 
     def _can_apply(self, name: str) -> bool:
+        if name == "audio.source":
+            # Restarted in place: the new device is opened, then takes over the stream.
+            return (
+                self.session is not None
+                and len(self.session.streams) == 1
+                and isinstance(self.session.streams[0].source, SwitchableSource)
+            )
+        if not config_module.BY_NAME[name].live:
+            return False
         if name.startswith(_ENGINE_LIVE):
             return True
         if name == "log.level":
@@ -414,6 +431,24 @@ class Daemon:
         if name.startswith("overlay."):
             return self.overlay is not None
         return False
+
+    async def _switch_source(self, cfg: Config) -> bool:
+        """Open the configured source and hand it to the running stream; False if it fails."""
+        assert self.session is not None
+        try:
+            spec = parse_source(cfg["audio.source"])
+            new = await asyncio.to_thread(
+                open_source, spec, realtime=self.realtime, rate=cfg["audio.rate"],
+                channels=cfg["audio.channels"], block_ms=cfg["audio.block_ms"],
+            )
+        except CaptiondError as exc:
+            log.error("config.source_failed source=%r error=%r keeping=old", cfg["audio.source"],
+                      str(exc))
+            return False
+        stream = self.session.streams[0]
+        assert isinstance(stream.source, SwitchableSource)
+        stream.source.switch(new)
+        return True
 
     def _apply(self, cfg: Config, names: set[str]) -> None:
         if any(n.startswith(_ENGINE_LIVE) for n in names) and self.session is not None:

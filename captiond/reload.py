@@ -41,19 +41,26 @@ class ReloadPlan:
         return bool(self.live or self.restart)
 
 
+def registry_live(name: str) -> bool:
+    """The registry's word: the setting is marked ``live``."""
+    return BY_NAME[name].live
+
+
 def plan(
-    current: Config, new: Config, can_apply: Callable[[str], bool] = lambda name: True
+    current: Config, new: Config, can_apply: Callable[[str], bool] = registry_live
 ) -> ReloadPlan:
     """Split the differences between ``current`` and ``new``.
 
-    A change applies live when its setting is marked ``live`` and ``can_apply(name)`` (the
-    daemon knows the component to hand it to); every other change waits for a restart.
+    A change applies live when ``can_apply(name)``: by default when the registry marks the
+    setting ``live``; the daemon narrows that to what it has a component to hand over to, and
+    widens it by the components it can restart in place (the audio source). Every other
+    change waits for a restart.
 
     The returned ``applied`` config has the new value of every live setting and the current
     value of every other one, so nothing that is not really in effect is ever reported as such.
     """
     changed = new.changed(current)
-    live = {name for name in changed if BY_NAME[name].live and can_apply(name)}
+    live = {name for name in changed if can_apply(name)}
     restart: dict[str, list[str]] = {}
     for name in sorted(changed - live):
         component = COMPONENT_OF_SECTION.get(BY_NAME[name].section, BY_NAME[name].section)

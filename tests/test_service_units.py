@@ -133,3 +133,46 @@ def test_config_error_for_a_secret_never_shows_the_value() -> None:
     with pytest.raises(config.ConfigError) as exc:
         config.parse('[overlay]\ntoken = "short secret"\n', env={})
     assert "overlay.token" in str(exc.value) and "short secret" not in str(exc.value)
+
+
+def test_source_change_switches_capture_without_a_restart(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Editing audio.source moves the running session to the new source: same session, the
+    new audio captioned, the stream clock continuing."""
+    from captiond.daemon import Daemon
+    from captiond.transcript.store import Store
+    from conftest import normalise, reference
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    path = tmp_path / "config.toml"
+    path.write_text(f'[overlay]\nport = 0\n[audio]\nsource = "file:{fleurs_en[2]}"\n')
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = config.load(path, env={}, overrides={"database.url": url})
+    switch_after_s = 2.0
+
+    async def main() -> tuple[int, int]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        task = asyncio.create_task(daemon.run())
+        while not daemon.ready:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(switch_after_s)
+        path.write_text(f'[overlay]\nport = 0\n[audio]\nsource = "file:{fleurs_en[4]}"\n')
+        session_id = await asyncio.wait_for(task, 60)  # ends with the new (shorter) file
+        return session_id, daemon.session.streams[0].source.switches
+
+    session_id, switches = asyncio.run(main())
+    assert switches == 1
+    store = Store.open(url)
+    try:
+        sessions = store.list_sessions()
+        text = normalise(" ".join(r.text for r in store.lines(session_id) if r.text))
+        audio_s = sessions[0][0].audio_seconds
+    finally:
+        store.close()
+    assert len(sessions) == 1
+    new_words = reference(fleurs_en[4]).split()
+    assert sum(w in text.split() for w in new_words) >= 0.7 * len(new_words), text
+    # Clip 2 for ~2 s, then all of clip 4 (4.3 s) on the same clock; not clip 2's 11.5 s.
+    assert switch_after_s + 4.0 <= audio_s <= switch_after_s + 4.3 + 2.0, audio_s
