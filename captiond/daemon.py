@@ -24,15 +24,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond import config as config_module
 from captiond import reload as reload_module
-import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond.audio.sources import open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
-from captiond.errors import CaptiondError, ConfigError
 from captiond.engines.factory import build_engine
+from captiond.errors import CaptiondError, ConfigError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
 from captiond.pipeline import Session, Stream, segmenter_params
@@ -165,8 +165,9 @@ class Daemon:
         self.reloads = 0
         self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
         self.reload_errors = 0
-        self._background: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
+        self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
 
     def build_streams(self) -> list[Stream]:
         spec = parse_source(self.cfg["audio.source"])
@@ -291,6 +292,7 @@ class Daemon:
             if self.state != "stopping":  # ended on its own (end of file) or failed
                 self.state = "stopping"
                 self.notifier.stopping("stopping")
+            self._watch_stop.set()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -355,12 +357,13 @@ class Daemon:
 
         async for _changes in watchfiles.awatch(
             directory, watch_filter=relevant, debounce=RELOAD_DEBOUNCE_MS, recursive=False,
-            stop_event=None,
+            stop_event=self._watch_stop,
         ):
             await self.reload(trigger="file")
 
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(trigger="SIGHUP"))
+        self._background = [t for t in self._background if not t.done()]
         self._background.append(task)
 
     async def reload(self, *, trigger: str = "request") -> bool:

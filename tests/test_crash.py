@@ -4,6 +4,7 @@ back, and no leaks over many daemon starts in one process."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import random
 import re
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import normalise, reference
 from service_helpers import (
     READY_TIMEOUT_S,
@@ -98,6 +98,9 @@ def test_kill_9_at_random_moments(short_meeting: Path, tmp_path: Path) -> None:
         ))
     trials = [t for lane in lanes for t in lane]
     assert len(trials) == TRIALS
+    print(f"kill -9 trials: {TRIALS}; before a session began: "
+          f"{sum(t['session'] is None for t in trials)}; with lines shown >1 s before the kill: "
+          f"{sum(bool(t['shown']) for t in trials)} ({sum(len(t['shown']) for t in trials)} lines)")
     for t in trials:
         assert t["integrity"] == "ok", t
         if t["session"] is not None:
@@ -214,14 +217,13 @@ def test_start_stop_loop_does_not_leak(fleurs_en: list[Path], tmp_path: Path,
     })
 
     async def once() -> None:
-        daemon = Daemon(cfg, out=open(os.devnull, "w"))
+        daemon = Daemon(cfg, out=io.StringIO())
         task = asyncio.create_task(daemon.run())
         while not daemon.ready:
             assert not task.done(), task
             await asyncio.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own handler: a clean stop
         await asyncio.wait_for(task, 60)
-        daemon.out.close()
 
     counts = []
     for i in range(21):

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -14,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from service_helpers import ROOT, daemon_env
 
 from captiond import config, logs, reload
-from service_helpers import ROOT, daemon_env
 
 #: The issue's bar for `systemd-analyze security --offline=yes`.
 MAX_EXPOSURE = 3.0
@@ -26,7 +25,7 @@ def _install(tmp_path: Path, scope: str, *extra: str) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "captiond", "install-service", f"--{scope}",
          "--path", str(tmp_path / "captiond.service"), *extra],
-        env=daemon_env(tmp_path), capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env=daemon_env(tmp_path), capture_output=True, text=True, timeout=30, cwd=ROOT, check=False,
     )
 
 
@@ -37,7 +36,7 @@ def test_install_service_writes_a_unit_systemd_accepts(scope: str, tmp_path: Pat
     systemctl = "systemctl --user" if scope == "user" else "sudo systemctl"
     assert f"{systemctl} daemon-reload && {systemctl} enable --now captiond" in result.stdout
     unit = (tmp_path / "captiond.service").read_text()
-    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.MULTILINE).group(1)
     assert exec_start.split()[0] in (sys.executable, str(Path(sys.executable).parent / "captiond"))
     assert exec_start.endswith(" run")
     assert "Type=notify" in unit and "WatchdogSec=" in unit
@@ -45,11 +44,11 @@ def test_install_service_writes_a_unit_systemd_accepts(scope: str, tmp_path: Pat
     if analyze is None:
         pytest.fail("systemd-analyze is missing (apt-get install systemd; .ci/apt-packages has it)")
     verify = subprocess.run([analyze, "verify", str(tmp_path / "captiond.service")],
-                            capture_output=True, text=True, timeout=60)
+                            check=False, capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     security = subprocess.run([analyze, "security", "--offline=yes",
                                str(tmp_path / "captiond.service")],
-                              capture_output=True, text=True, timeout=60)
+                              check=False, capture_output=True, text=True, timeout=60)
     figure = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
     assert figure is not None, security.stdout + security.stderr
     assert float(figure.group(1)) <= MAX_EXPOSURE, security.stdout
@@ -140,9 +139,10 @@ def test_source_change_switches_capture_without_a_restart(
 ) -> None:
     """Editing audio.source moves the running session to the new source: same session, the
     new audio captioned, the stream clock continuing."""
+    from conftest import normalise, reference
+
     from captiond.daemon import Daemon
     from captiond.transcript.store import Store
-    from conftest import normalise, reference
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     path = tmp_path / "config.toml"

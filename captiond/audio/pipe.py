@@ -47,7 +47,7 @@ class PipeSource:
         self.rate = PIPE_RATE
         self.bytes_per_block = max(1, self.rate * block_ms // 1000) * 2
         self.description = f"pipe:{self.path}"
-        self.duration_s = None
+        self.duration_s: float | None = None
         self.position = 0
         self.reopens = 0
         self._closed = False
