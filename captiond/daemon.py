@@ -113,6 +113,8 @@ def default_services() -> list[ServiceFactory]:
 
 
 _MISSING = object()
+#: Status fields only the local user sees (control socket), not the HTTP API.
+_PRIVATE_STATUS = frozenset({"source", "config", "pid"})
 
 
 def _register_secrets(cfg: Config) -> None:
@@ -220,6 +222,11 @@ class Daemon:
             "restart_needed": self.restart_needed,
         }
 
+    def public_status(self) -> dict[str, Any]:
+        """The status for the overlay's ``/api/status``: no file paths or device names (the
+        overlay may be reachable from other machines; the control socket is the user's own)."""
+        return {k: v for k, v in self.status().items() if k not in _PRIVATE_STATUS}
+
     def status_line(self) -> str:
         """One line for systemd's STATUS= (``systemctl status`` shows it)."""
         st = self.status()
@@ -259,7 +266,7 @@ class Daemon:
             log.info("store.opened url=%s", redact_url(url))
             from captiond.api import api_handler
 
-            self.http_handlers = {"/api/": api_handler(self.store, self.status)}
+            self.http_handlers = {"/api/": api_handler(self.store, self.public_status)}
             stale = await asyncio.to_thread(self.store.mark_interrupted)
             if stale:
                 log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
