@@ -32,6 +32,7 @@ from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
 from captiond.engines.factory import build_engine
+from captiond.engines.switch import SwitchableEngine
 from captiond.errors import CaptiondError, ConfigError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
@@ -51,6 +52,11 @@ STATUS_INTERVAL_S = 2.0
 RELOAD_DEBOUNCE_MS = 300
 #: Exit status of a forced exit (second signal): 128 + SIGINT, what shells expect.
 FORCED_EXIT_STATUS = 130
+#: Engine settings a reload applies by building a new engine and switching to it.
+_ENGINE_RESTART = frozenset({
+    "engine.name", "engine.language", "local.model", "local.threads", "local.compute_type",
+    "local.beam_size",
+})
 #: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
 _ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
 
@@ -182,8 +188,9 @@ class Daemon:
         )
         engine = build_engine(self.cfg, realtime=self.realtime)
         if self.realtime:
-            # A live daemon can switch devices on a config reload without a restart.
+            # A live daemon can switch devices and engines on a config reload, no restart.
             source = SwitchableSource(source)
+            engine = SwitchableEngine(engine)
         return [Stream(source, engine)]
 
     def stats(self) -> dict[str, Any]:
@@ -412,6 +419,13 @@ class Daemon:
                 # The new device cannot be opened: keep capturing from the old one.
                 plan.live.discard("audio.source")
                 plan.applied = plan.applied.replace(audio__source=self.cfg["audio.source"])
+            engine_changes = plan.live & _ENGINE_RESTART
+            if engine_changes and not await self._switch_engine(plan.applied):
+                # The new engine cannot be built: keep the running one and its settings.
+                plan.live -= engine_changes
+                plan.applied = plan.applied.replace(
+                    **{n.replace(".", "__"): self.cfg[n] for n in engine_changes}
+                )
             self._apply(plan.applied, plan.live)
             self.cfg = plan.applied
             for component, names in fresh.items():
@@ -431,6 +445,13 @@ class Daemon:
                 self.session is not None
                 and len(self.session.streams) == 1
                 and isinstance(self.session.streams[0].source, SwitchableSource)
+            )
+        if name in _ENGINE_RESTART:
+            # Restarted in place: the new engine (model loaded) takes over at the next block.
+            return (
+                self.session is not None
+                and len(self.session.streams) == 1
+                and isinstance(self.session.streams[0].engine, SwitchableEngine)
             )
         if not config_module.BY_NAME[name].live:
             return False
@@ -458,6 +479,23 @@ class Daemon:
         stream = self.session.streams[0]
         assert isinstance(stream.source, SwitchableSource)
         stream.source.switch(new)
+        return True
+
+    async def _switch_engine(self, cfg: Config) -> bool:
+        """Build the configured engine (loading its model in a thread) and switch to it."""
+        assert self.session is not None
+        try:
+            new = await asyncio.to_thread(build_engine, cfg, realtime=self.realtime)
+        except Exception as exc:  # a model that does not load, an engine not in this build
+            log.error("config.engine_failed error=%r keeping=old", str(exc))
+            return False
+        stream = self.session.streams[0]
+        assert isinstance(stream.engine, SwitchableEngine)
+        try:
+            stream.engine.switch(new)
+        except ValueError as exc:
+            log.error("config.engine_failed error=%r keeping=old", str(exc))
+            return False
         return True
 
     def _apply(self, cfg: Config, names: set[str]) -> None:

@@ -36,12 +36,11 @@ TOKEN = "tok_AbCdEf0123456789xyz"
 EVENT_NAME = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*$")
 
 
-def _config(port: int = 0, *, min_silence: int = 400, font_size: int = 36, beam: int = 5,
-            token: str = TOKEN) -> str:
+def _config(port: int = 0, *, min_silence: int = 400, font_size: int = 36,
+            max_viewers: int = 100, token: str = TOKEN) -> str:
     return (
         f'[overlay]\nport = {port}\ntoken = "{token}"\nfont_size = {font_size}\n'
-        f"[vad]\nmin_silence_ms = {min_silence}\n"
-        f"[local]\nbeam_size = {beam}\n"
+        f"max_viewers = {max_viewers}\n[vad]\nmin_silence_ms = {min_silence}\n"
     )
 
 
@@ -124,12 +123,12 @@ def test_service_lifecycle_on_fleurs(meeting: dict, tmp_path: Path) -> None:
 
         # A valid edit: live settings apply, a restart-only one is reported.
         mark = len(daemon.stderr)
-        cfg_path.write_text(_config(min_silence=450, font_size=48, beam=3), encoding="utf-8")
+        cfg_path.write_text(_config(min_silence=450, font_size=48, max_viewers=50), encoding="utf-8")
         line = json.loads(daemon.wait_stderr('"config.reloaded"', RELOAD_WAIT_S, mark))
         assert line["trigger"] == "file"
         assert set(line["applied"].split(",")) == {"vad.min_silence_ms", "overlay.font_size"}
         restart = json.loads(daemon.wait_stderr('"config.restart_needed"', RELOAD_WAIT_S, mark))
-        assert restart["settings"] == "local.beam_size"
+        assert restart["settings"] == "overlay.max_viewers"
 
         # An invalid edit: key and reason logged, the value (a secret) not, old config kept.
         mark = len(daemon.stderr)
@@ -140,14 +139,14 @@ def test_service_lifecycle_on_fleurs(meeting: dict, tmp_path: Path) -> None:
 
         # Fixed again, then SIGHUP re-reads the same file: nothing changes.
         mark = len(daemon.stderr)
-        cfg_path.write_text(_config(min_silence=450, font_size=48, beam=3), encoding="utf-8")
+        cfg_path.write_text(_config(min_silence=450, font_size=48, max_viewers=50), encoding="utf-8")
         daemon.wait_stderr('"config.reloaded"', RELOAD_WAIT_S, mark)
         mark = len(daemon.stderr)
         daemon.signal(signal.SIGHUP)
         hup = json.loads(daemon.wait_stderr('"trigger": "SIGHUP"', RELOAD_WAIT_S, mark))
         assert hup["changed"] == "none"
         st = json.loads(_status(env, "--json").stdout)
-        assert st["restart_needed"] == {"engine": ["local.beam_size"]}
+        assert st["restart_needed"] == {"overlay server": ["overlay.max_viewers"]}
 
         # SIGTERM right after the last word, before the pause would have ended the sentence.
         t_term = ready_at + meeting["last_word_s"] + SIGTERM_AFTER_LAST_WORD_S

@@ -95,7 +95,7 @@ def test_live_reload_applies_to_the_running_engine_and_overlay(
         while not daemon.ready:
             assert not task.done()
             await asyncio.sleep(0.02)
-        engine = daemon.session.streams[0].engine
+        engine = daemon.session.streams[0].engine.inner
         path.write_text('[overlay]\nport = 0\nfont_size = 50\n[vad]\nmin_silence_ms = 700\n'
                         '[log]\nlevel = "debug"\n')
         for _ in range(200):  # up to 10 s: watchfiles debounce, then the reload
@@ -176,3 +176,55 @@ def test_source_change_switches_capture_without_a_restart(
     assert sum(w in text.split() for w in new_words) >= 0.7 * len(new_words), text
     # Clip 2 for ~2 s, then all of clip 4 (4.3 s) on the same clock; not clip 2's 11.5 s.
     assert switch_after_s + 4.0 <= audio_s <= switch_after_s + 4.3 + 2.0, audio_s
+
+
+def test_engine_change_switches_engines_without_losing_audio(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Editing an engine setting builds a new engine and hands it the next block: one session,
+    one chain of lines, both sentences captioned (the first by the old engine, the second by
+    the new one)."""
+    import numpy as np
+
+    from captiond.daemon import Daemon
+    from captiond.transcript.store import Store
+    from conftest import normalise, reference
+    from service_helpers import decode_16k, write_wav
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    first = decode_16k(fleurs_en[4])
+    meeting = write_wav(tmp_path / "m.wav", np.concatenate([first, decode_16k(fleurs_en[3])]))
+    path = tmp_path / "config.toml"
+    path.write_text("[overlay]\nport = 0\n[local]\nbeam_size = 5\n")
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = config.load(path, env={}, overrides={"database.url": url,
+                                               "audio.source": f"file:{meeting}"})
+
+    async def main() -> tuple[int, int]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        task = asyncio.create_task(daemon.run())
+        while not daemon.ready:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        # Between the sentences (clip 4 ends at 4.3 s; clip 3's speech starts 0.3 s later).
+        await asyncio.sleep(len(first) / 16_000 - 0.1)
+        path.write_text("[overlay]\nport = 0\n[local]\nbeam_size = 1\n")
+        session_id = await asyncio.wait_for(task, 60)
+        return session_id, daemon.session.streams[0].engine.generation
+
+    session_id, generation = asyncio.run(main())
+    assert generation == 1
+    store = Store.open(url)
+    try:
+        rows = [r for r in store.lines(session_id) if r.text]
+        sessions = store.list_sessions()
+    finally:
+        store.close()
+    assert len(sessions) == 1
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+    assert len({r.seq for r in rows}) == len(rows)
+    assert any(r.item_id.startswith("r1-") for r in rows), [r.item_id for r in rows]
+    text = normalise(" ".join(r.text for r in rows))
+    for clip in (fleurs_en[4], fleurs_en[3]):
+        words = reference(clip).split()
+        assert sum(w in text.split() for w in words) >= 0.7 * len(words), (clip, text)
