@@ -486,7 +486,7 @@ class Daemon:
         assert self.session is not None
         try:
             new = await asyncio.to_thread(build_engine, cfg, realtime=self.realtime)
-        except Exception as exc:  # a model that does not load, an engine not in this build
+        except Exception as exc:  # noqa: BLE001 - a model that does not load, a missing engine
             log.error("config.engine_failed error=%r keeping=old", str(exc))
             return False
         stream = self.session.streams[0]

@@ -185,11 +185,11 @@ def test_engine_change_switches_engines_without_losing_audio(
     one chain of lines, both sentences captioned (the first by the old engine, the second by
     the new one)."""
     import numpy as np
+    from conftest import normalise, reference
+    from service_helpers import decode_16k, write_wav
 
     from captiond.daemon import Daemon
     from captiond.transcript.store import Store
-    from conftest import normalise, reference
-    from service_helpers import decode_16k, write_wav
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     first = decode_16k(fleurs_en[4])

@@ -61,7 +61,7 @@ class SwitchableEngine:
         while True:
             handed_over = asyncio.Event()
 
-            async def segment() -> AsyncIterator[AudioBlock]:
+            async def segment(handed_over: asyncio.Event = handed_over) -> AsyncIterator[AudioBlock]:
                 nonlocal exhausted
                 try:
                     while not self._switch.is_set():
