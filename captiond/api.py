@@ -2,8 +2,8 @@
 
 :func:`handle_api` is a plain function: ``(store, path, query) -> (status, body)`` where
 ``body`` is a JSON-ready dict. It blocks on the database, so an asyncio server runs it in a
-worker thread; :func:`api_process_request` does exactly that as a websockets
-``process_request`` hook (the overlay server chains it before its own routes).
+worker thread; :func:`api_handler` does exactly that as a route the overlay server mounts on
+``/api/`` (behind the overlay's token and Origin rules).
 
 Routes (GET; every response is a JSON object; errors are ``{"error": "…"}``)::
 
@@ -20,20 +20,18 @@ start) in the order they were written. Poll again with ``since=next_since``. Whi
 a running session is still partial the cursor stays before it, so it is delivered once
 final: lines may come again, so key them by ``item_id`` (and ``track``/``channel``).
 
-Status codes: 200; 400 bad parameter or search syntax (the message says the fix); 401 missing
-or wrong token; 404 unknown route or session; 503 database or status unavailable.
+Status codes: 200; 400 bad parameter or search syntax (the message says the fix); 401/403 missing
+or wrong token (the overlay server's rule); 404 unknown route or session; 503 database or
+status unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -319,69 +317,9 @@ def api_handler(
     return handler
 
 
-# -- websockets adapter ----------------------------------------------------------------------
-
-
-def json_response(code: int, body: Mapping[str, Any]) -> Any:
-    """A websockets ``Response`` carrying ``body`` as JSON."""
-    from websockets.datastructures import Headers
-    from websockets.http11 import Response
-
-    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    headers = Headers(
-        [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-    )
-    return Response(code, HTTPStatus(code).phrase, headers, payload)
-
-
-def _token_ok(request: Any, query: str, token: str) -> bool:
-    given = ""
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    else:
-        given = parse_qs(query).get("token", [""])[-1]
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
-def api_process_request(
-    store: Store,
-    *,
-    status: StatusSource | None = None,
-    token: str | None = None,
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    """A websockets ``process_request`` hook serving ``/api/…``; other paths return None.
-
-    Database work runs in a worker thread (``asyncio.to_thread``); ``status`` is called on
-    the event loop. With ``token`` set (the overlay's rule when bound beyond loopback) a
-    request must carry ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``.
-    """
-
-    async def process_request(connection: Any, request: Any) -> Any:
-        path, _, query = request.path.partition("?")
-        if path != "/api" and not path.startswith("/api/"):
-            return None
-        if token is not None and not _token_ok(request, query, token):
-            return json_response(401, {"error": "missing or wrong token (add ?token=…)"})
-        if path.rstrip("/") == "/api/status":
-            code, body = handle_api(store, path, query, status=status)
-        else:
-            code, body = await asyncio.to_thread(handle_api, store, path, query)
-        return json_response(code, body)
-
-    return process_request
-
-
 __all__ = [
     "ApiResponse",
-    "api_process_request",
     "handle_api",
-    "json_response",
     "line_json",
     "session_json",
 ]

@@ -110,6 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CaptiondError as exc:
         print(f"captiond: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # Task groups wrap a fatal engine error (e.g. the key refused): show its sentence.
+        ours = group.subgroup(lambda e: isinstance(e, CaptiondError))
+        if ours is None:
+            raise
+        while isinstance(ours, BaseExceptionGroup):
+            ours = ours.exceptions[0]
+        print(f"captiond: {ours}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

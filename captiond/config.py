@@ -62,7 +62,7 @@ def _language(value: str) -> str | None:
     return None
 
 
-# -- checks for the overlay settings (issue 4): values reach CSS, so they are held to safe forms.
+# -- checks for the overlay settings: values reach CSS, so they are held to safe forms.
 _COLOUR_RE = re.compile(
     r"#?(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-zA-Z]{3,30}"
 )
@@ -93,13 +93,20 @@ def _token(value: str) -> str | None:
     return None
 
 
+def _ws_url(value: str) -> str | None:
+    if not re.match(r"^wss?://[^/\s]+", value):
+        return "must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime?intent=transcription"
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     # -- audio ---------------------------------------------------------------------------
     Setting(
         "audio.source",
         str,
         "mic",
-        "Where audio comes from: mic[:DEVICE], file:PATH, stdin.",
+        "Where audio comes from: mic[:DEVICE], mic:pulse:SOURCE, system[:SINK], file:PATH, "
+        "stdin, or two joined with + (mic+system: a two-sided call).",
     ),
     Setting(
         "audio.rate",
@@ -249,6 +256,80 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1000,
         live=True,
     ),
+    # -- OpenAI realtime engine (issue 3) ---------------------------------------------------
+    Setting(
+        "openai.url",
+        str,
+        "wss://api.openai.com/v1/realtime?intent=transcription",
+        "Realtime transcription WebSocket endpoint (Azure, EU data residency, a proxy, tests).",
+        check=_ws_url,
+    ),
+    Setting(
+        "openai.api_key_file",
+        str,
+        "",
+        "File holding the API key (mode 600); empty: the OPENAI_API_KEY environment variable.",
+    ),
+    Setting(
+        "openai.model",
+        str,
+        "gpt-realtime-whisper",
+        "Transcription model.",
+    ),
+    Setting(
+        "openai.delay",
+        str,
+        "low",
+        "gpt-realtime-whisper text delay: lower is faster partials, higher is better text.",
+        choices=("minimal", "low", "medium", "high", "xhigh"),
+    ),
+    Setting(
+        "openai.noise_reduction",
+        str,
+        "near_field",
+        "Server-side noise reduction: near_field (headset), far_field (room mic), off.",
+        choices=("near_field", "far_field", "off"),
+    ),
+    Setting(
+        "openai.buffer_s",
+        float,
+        300.0,
+        "Speech kept while the service is unreachable, sent after reconnecting; beyond it: a gap.",
+        minimum=10.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "openai.grace_s",
+        float,
+        30.0,
+        "--engine auto: switch to the local engine after the service is unreachable this long.",
+        minimum=1.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "openai.item_timeout_s",
+        float,
+        30.0,
+        "An utterance with no transcription this long after it was sent is marked failed.",
+        minimum=2.0,
+        maximum=600.0,
+    ),
+    Setting(
+        "openai.rotate_before_s",
+        float,
+        300.0,
+        "Open a new session this long before the current one expires (60-minute cap).",
+        minimum=1.0,
+        maximum=1800.0,
+    ),
+    Setting(
+        "openai.price_per_min",
+        float,
+        0.017,
+        "USD per audio minute streamed, for the cost figure (gpt-realtime-whisper: 0.017).",
+        minimum=0.0,
+        maximum=10.0,
+    ),
     # -- database ------------------------------------------------------------------------
     Setting(
         "database.url",
@@ -263,7 +344,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Data directory; empty: $XDG_DATA_HOME/captiond (~/.local/share/captiond).",
     ),
-    # -- caption overlay (issue 4) ---------------------------------------------------------
+    # -- caption overlay ---------------------------------------------------------
     # Style settings (font_* .. speakers) are also URL query parameters of /overlay; they are
     # the only settings that reach a page (see captiond/overlay/style.py).
     Setting(
@@ -488,7 +569,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-# -- export: subtitles and minutes (issue 5) ---------------------------------------------
+# -- export: subtitles and minutes ---------------------------------------------
 _EXPORT_FORMATS = ("srt", "vtt")
 
 
@@ -588,6 +669,54 @@ SETTINGS += (
         "",
         "Your templates (e.g. minutes.md.j2), tried before the shipped ones; "
         "empty: ~/.config/captiond/templates.",
+    ),
+)
+
+# -- system audio and the two-sided call (issue 8) -----------------------------------------
+
+
+def _label(value: str) -> str | None:
+    if not value.strip() or len(value) > 40:
+        return "must be a short non-empty name (at most 40 characters), e.g. Me"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "call.me_label",
+        str,
+        "Me",
+        "Speaker name of the microphone channel in `--source mic+system`.",
+        check=_label,
+    ),
+    Setting(
+        "call.them_label",
+        str,
+        "Them",
+        "Speaker name of the system-audio channel in `--source mic+system`.",
+        check=_label,
+    ),
+    Setting(
+        "call.echo_guard",
+        bool,
+        False,
+        "Drop mic lines that repeat what the system channel said (speakers heard by the mic).",
+    ),
+    Setting(
+        "call.echo_window_s",
+        float,
+        3.0,
+        "Echo guard: how far apart in time a mic line and a system line may be to match.",
+        minimum=0.0,
+        maximum=30.0,
+    ),
+    Setting(
+        "call.echo_similarity",
+        float,
+        0.7,
+        "Echo guard: share of the mic line's words, in order, found in the system line.",
+        minimum=0.1,
+        maximum=1.0,
     ),
 )
 

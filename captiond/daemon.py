@@ -22,22 +22,24 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond import config as config_module
 from captiond import reload as reload_module
-from captiond.audio.sources import open_source, parse_source
+from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
 from captiond.engines.factory import build_engine
 from captiond.engines.switch import SwitchableEngine
-from captiond.errors import CaptiondError, ConfigError
+from captiond.errors import AudioError, CaptiondError, ConfigError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
 from captiond.pipeline import Session, Stream, segmenter_params
 from captiond.sdnotify import Notifier
+from captiond.transcript.echo import EchoGuard
 from captiond.transcript.store import Store, redact_url
 
 log = logging.getLogger("captiond.daemon")
@@ -59,6 +61,45 @@ _ENGINE_RESTART = frozenset({
 })
 #: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
 _ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
+
+
+#: Channel names of the two-sided call (``--source mic+system``).
+MIC_CHANNEL = "mic"
+SYSTEM_CHANNEL = "system"
+#: Sources one session may capture at once.
+MAX_STREAMS = 4
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    spec: SourceSpec
+    channel: str = ""
+    speaker: str | None = None
+
+
+def plan_streams(text: str, *, me: str = "Me", them: str = "Them") -> list[StreamPlan]:
+    """``--source`` to streams. One source: one unlabelled stream (as before). Several joined
+    with ``+`` (``mic+system``, ``mic:DEV+system:SINK``): one stream each, channel named after
+    the kind ("mic", "system"; a repeated kind gets a number: "mic2"), the mic labelled ``me``
+    and the system audio ``them``; other kinds are labelled with their channel name."""
+    parts = [p.strip() for p in text.split("+")]
+    if len(parts) == 1:
+        return [StreamPlan(parse_source(parts[0]))]
+    if any(not p for p in parts):
+        raise AudioError(f"empty source in '{text}' (join sources with +, e.g. mic+system)")
+    if len(parts) > MAX_STREAMS:
+        raise AudioError(f"'{text}' names {len(parts)} sources; at most {MAX_STREAMS} at once")
+    plans: list[StreamPlan] = []
+    seen: dict[str, int] = {}
+    for part in parts:
+        spec = parse_source(part)
+        if spec.kind == "stdin":
+            raise AudioError("stdin cannot be one of several sources (use it alone)")
+        seen[spec.kind] = seen.get(spec.kind, 0) + 1
+        channel = spec.kind if seen[spec.kind] == 1 else f"{spec.kind}{seen[spec.kind]}"
+        speaker = {MIC_CHANNEL: me, SYSTEM_CHANNEL: them}.get(channel, channel)
+        plans.append(StreamPlan(spec, channel, speaker))
+    return plans
 
 
 def format_clock(ms: int) -> str:
@@ -178,20 +219,47 @@ class Daemon:
         self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
 
     def build_streams(self) -> list[Stream]:
-        spec = parse_source(self.cfg["audio.source"])
-        source = open_source(
-            spec,
-            realtime=self.realtime,
-            rate=self.cfg["audio.rate"],
-            channels=self.cfg["audio.channels"],
-            block_ms=self.cfg["audio.block_ms"],
+        """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
+        stream, each with its own engine (the local model is shared); a single source keeps
+        the unlabelled channel."""
+        plans = plan_streams(
+            self.cfg["audio.source"], me=self.cfg["call.me_label"], them=self.cfg["call.them_label"]
         )
-        engine = build_engine(self.cfg, realtime=self.realtime)
-        if self.realtime:
-            # A live daemon can switch devices and engines on a config reload, no restart.
-            source = SwitchableSource(source)
-            engine = SwitchableEngine(engine)
-        return [Stream(source, engine)]
+        streams: list[Stream] = []
+        try:
+            for plan in plans:
+                source = open_source(
+                    plan.spec,
+                    realtime=self.realtime,
+                    rate=self.cfg["audio.rate"],
+                    channels=self.cfg["audio.channels"],
+                    block_ms=self.cfg["audio.block_ms"],
+                )
+                engine = build_engine(self.cfg, channel=plan.channel, realtime=self.realtime)
+                if self.realtime:
+                    # A live daemon can switch devices and engines on a config reload.
+                    source = SwitchableSource(source)
+                    engine = SwitchableEngine(engine)
+                streams.append(Stream(source, engine, plan.channel, plan.speaker))
+        except BaseException:
+            # A later source failed: do not leave the earlier ones capturing.
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    asyncio.run(stream.source.close())
+            raise
+        return streams
+
+    def echo_guard(self, streams: list[Stream]) -> EchoGuard | None:
+        """The echo guard, when configured and the session has a mic and a system channel."""
+        channels = {s.channel for s in streams}
+        if not self.cfg["call.echo_guard"] or not {MIC_CHANNEL, SYSTEM_CHANNEL} <= channels:
+            return None
+        return EchoGuard(
+            MIC_CHANNEL,
+            SYSTEM_CHANNEL,
+            window_ms=int(self.cfg["call.echo_window_s"] * 1000),
+            threshold=self.cfg["call.echo_similarity"],
+        )
 
     def stats(self) -> dict[str, Any]:
         """The session's figures, with viewers counted by the overlay (pages actually open)."""
@@ -287,6 +355,7 @@ class Daemon:
                 title=self.title,
                 language=self.cfg["engine.language"] or None,
                 on_update=self.view,
+                guard=self.echo_guard(streams),
             )
             if self._signals:
                 self.session.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,8 +44,6 @@ log = logging.getLogger("captiond.pipeline")
 DRAIN_TIMEOUT_S = 30.0
 #: How long shutdown waits for the store to write the last lines.
 FLUSH_TIMEOUT_S = 10.0
-#: A jump of the source's stream clock longer than this is recorded as a gap (device lost).
-SOURCE_GAP_MIN_MS = 100
 _END = object()
 
 
@@ -93,7 +92,9 @@ class Session:
         title: str | None = None,
         language: str | None = None,
         on_update: Callable[[LineUpdate], None] | None = None,
+        guard: Callable[[LineUpdate], list[LineUpdate]] | None = None,
     ) -> None:
+        """``guard`` (the echo guard) may replace each update with others before delivery."""
         self.store = store
         self.streams = streams
         self.feed = feed or Feed()
@@ -102,6 +103,7 @@ class Session:
         self.title = title
         self.language = language
         self.on_update = on_update
+        self.guard = guard
         self.session_id: int | None = None
         self.writer: StoreWriter | None = None
         self.started = time.monotonic()
@@ -184,21 +186,21 @@ class Session:
 
         async def capture() -> None:
             lost_until: int | None = None
-            expected: int | None = None  # where the next source block should start
+            next_start: int | None = None
             try:
                 async for block in stream.source.blocks():
                     if self._stopping.is_set():
                         break
-                    if expected is not None and block.start > expected:
-                        gap_ms = (block.start - expected) * 1000 // block.rate
-                        if gap_ms >= SOURCE_GAP_MIN_MS:
-                            # The source skipped time (device away, capture overflow).
-                            stream.gaps += 1
-                            start_ms = expected * 1000 // block.rate
-                            log.warning("audio.gap channel=%s start_ms=%d ms=%d",
-                                        stream.channel, start_ms, gap_ms)
-                            self._record_gap(stream, start_ms, start_ms + gap_ms, "source gap")
-                    expected = block.end
+                    if next_start is not None and block.start > next_start:
+                        # The source was away (device lost, sound server restarted).
+                        stream.gaps += 1
+                        self._record_gap(
+                            stream,
+                            next_start * 1000 // block.rate,
+                            block.start_ms,
+                            "source lost",
+                        )
+                    next_start = block.end
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
                     if not len(out.samples):
@@ -227,11 +229,15 @@ class Session:
                     return
                 yield item
 
+        # Engines that lose audio themselves (the OpenAI engine's outage buffer) record gaps.
+        gap_sink = getattr(stream.engine, "set_gap_sink", None)
+        if gap_sink is not None:
+            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(capture(), name=f"capture-{stream.channel}")
             await stream.engine.run(blocks(), emit)
         for update in stream.reconciler.settle_orphans():
-            self._deliver(update)
+            self._deliver(self._stamp(stream, update))
         stream.done = True
         if all(s.done for s in self.streams):
             # Every source ended on its own (end of file): let the stop watcher return.
@@ -240,11 +246,30 @@ class Session:
     def _emitter(self, stream: Stream) -> Callable[[TranscriptEvent], None]:
         def emit(event: TranscriptEvent) -> None:
             for update in stream.reconciler.apply(event):
-                self._deliver(update)
+                self._deliver(self._stamp(stream, update))
 
         return emit
 
+    @staticmethod
+    def _stamp(stream: Stream, update: LineUpdate) -> LineUpdate:
+        """Lines name the engine that produced them (``--engine auto`` switches mid-run)."""
+        engine_for = getattr(stream.engine, "engine_for", None)
+        if engine_for is None:
+            return update
+        name = engine_for(update.line.item_id)
+        if name == update.line.engine:
+            return update
+        return LineUpdate(update.kind, dataclasses.replace(update.line, engine=name),
+                          update.session_id)
+
     def _deliver(self, update: LineUpdate) -> None:
+        if self.guard is not None:
+            for guarded in self.guard(update):
+                self._deliver_one(guarded)
+            return
+        self._deliver_one(update)
+
+    def _deliver_one(self, update: LineUpdate) -> None:
         update = LineUpdate(update.kind, update.line, self.session_id)
         if update.line.status is LineStatus.FINAL and update.line.text:
             self.finals += 1

@@ -11,7 +11,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-FLEURS = ROOT.parent / "shared" / "audio" / "fleurs"
+# ../shared beside the repo; from a git worktree it sits further up.
+FLEURS = next(
+    (p / "shared" / "audio" / "fleurs" for p in ROOT.parents
+     if (p / "shared" / "audio" / "fleurs").is_dir()),
+    ROOT.parent / "shared" / "audio" / "fleurs",
+)
 EN_CLIPS = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(5)]
 
 
@@ -38,5 +43,7 @@ def fleurs_en() -> list[Path]:
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'captiond.db'}"
 
-# Real SQLite and PostgreSQL fixtures for the transcript-database tests (issue 6).
+# Real SQLite and PostgreSQL fixtures for the transcript-database tests.
 pytest_plugins = ["db_support"]
+# A private PulseAudio server for the system-audio tests (issue 8).
+pytest_plugins += ["pulse_support"]

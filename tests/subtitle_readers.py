@@ -51,7 +51,8 @@ def read_pysubs2(path: Path) -> list[ParsedCue]:
 def read_srt(path: Path) -> list[ParsedCue]:
     out = []
     for s in srt.parse(path.read_text(encoding="utf-8")):
-        ms = lambda td: round(td.total_seconds() * 1000)
+        def ms(td):
+            return round(td.total_seconds() * 1000)
         out.append((ms(s.start), ms(s.end), s.content))
     return out
 

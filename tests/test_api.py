@@ -1,4 +1,4 @@
-"""The JSON API: the handler on both databases, and through a real websockets HTTP server."""
+"""The JSON API: the handler on both databases, and mounted on the real overlay server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import serve
 
-from captiond.api import api_process_request, handle_api
+from captiond.api import api_handler, handle_api
 from captiond.events import Line, LineStatus
 from captiond.transcript.store import Store
 
@@ -137,38 +136,47 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, Any
         return exc.code, ctype, json.loads(body) if "json" in ctype else body
 
 
-def test_served_by_a_real_websockets_server(db_url: str) -> None:
-    """Mounted as process_request on websockets' serve(): JSON over HTTP, token enforced."""
+def test_served_by_the_overlay_server(db_url: str) -> None:
+    """Mounted on the daemon's overlay server: JSON over real HTTP, token enforced, status live."""
+    from overlay_helpers import overlay_config
+
+    from captiond.feed import Feed
+    from captiond.overlay.server import OverlayServer
+
     store = Store.open(db_url)
     sid = store.begin_session(source="mic", engine="local", title="Served")
     store.write_lines(sid, [_line("a", "budget talk", 1)])
-
-    async def handler(ws: Any) -> None:
-        await ws.close()
+    token = "a-token-that-is-long-enough"
 
     async def main() -> list[tuple[int, str, Any]]:
-        hook = api_process_request(store, status=lambda: {"ok": True}, token="s3cret")
-        async with serve(handler, "127.0.0.1", 0, process_request=hook) as server:
-            port = server.sockets[0].getsockname()[1]
-            base = f"http://127.0.0.1:{port}"
-            auth = {"Authorization": "Bearer s3cret"}
+        server = OverlayServer(
+            overlay_config(token=token),
+            Feed(),
+            dict,
+            {"/api/": api_handler(store, status=lambda: {"ok": True})},
+        )
+        await server.start()
+        try:
+            base = f"http://127.0.0.1:{server.port}"
+            auth = {"Authorization": f"Bearer {token}"}
             return [
                 await asyncio.to_thread(_get, f"{base}/api/sessions", auth),
-                await asyncio.to_thread(_get, f"{base}/api/search?q=budget&token=s3cret"),
+                await asyncio.to_thread(_get, f"{base}/api/search?q=budget&token={token}"),
                 await asyncio.to_thread(_get, f"{base}/api/status", auth),
                 await asyncio.to_thread(_get, f"{base}/api/sessions"),
                 await asyncio.to_thread(_get, f"{base}/api/sessions?token=wrong"),
-                await asyncio.to_thread(_get, f"{base}/overlay", auth),
+                await asyncio.to_thread(_get, f"{base}/api/nowhere", auth),
             ]
+        finally:
+            await server.close()
 
     try:
-        sessions, found, status, anonymous, wrong, other = asyncio.run(main())
+        sessions, found, status, anonymous, wrong, unknown = asyncio.run(main())
     finally:
         store.close()
-    assert sessions[:2] == (200, "application/json; charset=utf-8")
+    assert sessions[0] == 200 and sessions[1].startswith("application/json")
     assert sessions[2]["sessions"][0]["title"] == "Served"
     assert found[0] == 200 and found[2]["hits"][0]["text"] == "budget talk"
-    assert status == (200, "application/json; charset=utf-8", {"ok": True})
-    assert anonymous[0] == 401 and wrong[0] == 401 and "token" in anonymous[2]["error"]
-    # Not ours: websockets goes on with its handshake, which a plain GET fails.
-    assert other[0] == 426
+    assert status[0] == 200 and status[2] == {"ok": True}
+    assert anonymous[0] == 401 and wrong[0] == 403
+    assert unknown[0] == 404 and "no such API route" in unknown[2]["error"]

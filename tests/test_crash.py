@@ -192,7 +192,7 @@ def test_capture_device_vanishes_and_comes_back(fleurs_en: list[Path], tmp_path:
         gaps = conn.execute("select start_ms, end_ms, reason from gaps").fetchall()
         texts = [r[0] for r in conn.execute(
             "select text from segments where status = 'final' order by audio_start_ms")]
-    assert len(gaps) == 1 and gaps[0][2] == "source gap", gaps
+    assert len(gaps) == 1 and gaps[0][2] == "source lost", gaps
     assert gaps[0][1] - gaps[0][0] >= 1000  # at least the 1.5 s away, minus pipe slack
     stored = normalise(" ".join(texts))
     for clip in (fleurs_en[4], fleurs_en[3]):

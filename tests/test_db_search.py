@@ -217,7 +217,8 @@ def test_hits_are_ranked_and_carry_context(corpus: tuple[Store, list[int]]) -> N
 def test_filters(corpus: tuple[Store, list[int]]) -> None:
     """session, since/until (session start), lang and speaker narrow the hits."""
     store, sessions = corpus
-    ids = lambda **kw: {h.item_id for h in search(store, "budget OR presupuesto", **kw)}
+    def ids(**kw):
+        return {h.item_id for h in search(store, "budget OR presupuesto", **kw)}
     assert ids(session=sessions[1]) == {"b3"}
     assert ids(session="last") == {"b3"}
     assert ids(since=dt.date(2026, 11, 1)) == {"b3"}

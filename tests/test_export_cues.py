@@ -124,7 +124,7 @@ def test_breaks_at_natural_points():
     assert break_lines(["We", "should", "probably", "move", "the", "big", "database", "migration", "to", "the", "next", "sprint"], LIMITS)[1].split()[0] != "sprint"
     lines = break_lines(["I", "reviewed", "the", "proposal", "yesterday", "evening", "and", "the", "budget", "looks", "fine"], LIMITS)
     assert lines == ("I reviewed the proposal yesterday evening", "and the budget looks fine")
-    for a, b in [break_lines(("x" * 20 + " the documentation team leads " + "y" * 20).split(),
+    for a, _b in [break_lines(("x" * 20 + " the documentation team leads " + "y" * 20).split(),
                              LIMITS)]:
         assert not a.endswith(" the")
 

@@ -21,7 +21,14 @@ GAP_S = 1.5
 
 
 def run_cli(args: list[str], *, stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
+    # Port 0: the overlay of a daemon under test never clashes with one already running.
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "CAPTIOND_OVERLAY_PORT": "0",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "captiond", *args],
         input=stdin,

@@ -5,8 +5,9 @@ source's own rate) on the session's stream clock. Capture never blocks on the pi
 sounddevice callback hands frames to the loop with ``call_soon_threadsafe`` into a bounded
 queue; what does not fit is counted and shows up as a gap in the stream clock.
 
-``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``file:PATH``,
-``stdin``. Other modules may add kinds (``system``) through :data:`SOURCE_KINDS`.
+``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``mic:pulse:SOURCE``
+(a sound-server source), ``file:PATH``, ``stdin``, ``system[:SINK]`` (the monitor of a sink,
+see :mod:`captiond.audio.system`). Other modules may add kinds through :data:`SOURCE_KINDS`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ class SourceSpec:
 
 
 SOURCE_KINDS: dict[str, Callable[..., Source]] = {}
+#: ``mic:pulse:SOURCE`` records a capture source of the PulseAudio/PipeWire server.
+PULSE_MIC_PREFIX = "pulse:"
+
+
+def _open_system(arg: str, **kwargs: Any) -> Source:
+    """``system[:SINK]`` (issue 8): imported on use, it needs the sound-server tools."""
+    from captiond.audio.system import open_system
+
+    return open_system(arg, **kwargs)
+
+
+SOURCE_KINDS["system"] = _open_system
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -84,6 +97,10 @@ def open_source(
         return FileSource(Path(spec.arg), realtime=realtime, block_ms=block_ms)
     if spec.kind == "stdin":
         return StdinSource(rate=rate, channels=channels, block_ms=block_ms)
+    if spec.kind == "mic" and spec.arg.startswith(PULSE_MIC_PREFIX):
+        from captiond.audio.system import open_server_capture
+
+        return open_server_capture(spec.arg[len(PULSE_MIC_PREFIX) :], block_ms=block_ms)
     if spec.kind == "mic":
         return MicSource(spec.arg or None, block_ms=block_ms)
     return SOURCE_KINDS[spec.kind](spec.arg, block_ms=block_ms)
@@ -186,21 +203,22 @@ class FileSource:
 class StdinSource:
     """Raw interleaved PCM16 little-endian on standard input, at ``rate``."""
 
+    duration_s: float | None = None
+
     def __init__(self, *, rate: int, channels: int = 1, block_ms: int = 32) -> None:
         self.rate = rate
         self.channels = channels
         self.bytes_per_block = max(1, rate * block_ms // 1000) * 2 * channels
         self.description = f"stdin:{rate}Hz"
-        self.duration_s = None
         self.position = 0
         self._closed = False
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
-        stream = sys.stdin.buffer
+        stream: Any = sys.stdin.buffer
         leftover = b""
         frame = 2 * self.channels
         while not self._closed:
-            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)  # type: ignore[attr-defined]
+            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)
             if not data:
                 return
             data = leftover + data
@@ -285,6 +303,8 @@ class MicSource:
     """A capture device. If it vanishes, capture is reopened with back-off and the time it
     was away becomes a gap in the stream clock (blocks resume at the right place)."""
 
+    duration_s: float | None = None
+
     def __init__(self, device: str | None, *, block_ms: int = 32) -> None:
         self.wanted = device
         dev = find_input_device(device)
@@ -292,7 +312,6 @@ class MicSource:
         self.rate = dev["rate"]
         self.block = max(1, self.rate * block_ms // 1000)
         self.description = f"mic:{dev['name']}"
-        self.duration_s = None
         self.position = 0
         self.dropped_blocks = 0
         self.reopens = 0

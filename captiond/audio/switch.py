@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from captiond.audio.block import AudioBlock
 from captiond.audio.sources import Source
@@ -30,6 +31,12 @@ class SwitchableSource:
         self._next: Source | None = None
         self._switch = asyncio.Event()
         self._closed = False
+
+    def __getattr__(self, attr: str) -> Any:
+        # Anything else (rate, reopen counts, stream clock) is the current source's.
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
 
     def switch(self, new: Source) -> None:
         """Continue with ``new`` from its first block on (call on the event loop)."""

@@ -100,8 +100,11 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
         for track in tracks:
             cues = build_cues(doc.source_lines(track), limits)
             title = doc.title or f"captiond session {doc.id}"
-            chunks = iter_srt(cues) if fmt == "srt" else iter_vtt(
-                cues, header=title if track == ORIGINAL else f"{title} ({track})")
+            # A session of several channels (mic+system: Me / Them) names who speaks.
+            speakers = len(doc.channels) > 1
+            chunks = iter_srt(cues, speakers=speakers) if fmt == "srt" else iter_vtt(
+                cues, header=title if track == ORIGINAL else f"{title} ({track})",
+                speakers=speakers)
             target = args.output
             if target is not None and track != ORIGINAL and lang == "all":
                 target = target.with_name(f"{target.stem}.{track}{target.suffix or '.' + fmt}")

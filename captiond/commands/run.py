@@ -50,7 +50,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_setting_flags(p, ENGINE_FLAGS)
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("devices", parents=[common], help="list audio input devices")
+    p = sub.add_parser(
+        "devices", parents=[common], help="list microphones and system-audio monitors"
+    )
     p.set_defaults(func=cmd_devices)
 
 
@@ -143,14 +145,39 @@ def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_devices(args: argparse.Namespace, cfg: Config) -> int:
+    """Microphones PortAudio sees, then the sound server's monitors and capture sources. A
+    part that cannot be listed says why in one line; the other part is still shown."""
     from captiond.audio.sources import input_devices
+    from captiond.audio.system import server_info, server_sinks, server_sources
+    from captiond.errors import AudioError
 
-    devices = input_devices()
-    if not devices:
+    try:
+        devices = input_devices()
+    except AudioError as exc:
+        print(f"input devices: {exc}")
+        devices = None
+    if devices == []:
         print("no audio input devices found")
+    elif devices:
+        print("input devices (use --source mic:NUMBER or mic:NAME):")
+        for d in devices:
+            mark = "*" if d["default"] else " "
+            print(f" {mark} {d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)")
+    try:
+        default = server_info().get("default_sink_name", "")
+        sinks = server_sinks()
+        sources = [s for s in server_sources() if not s.is_monitor]
+    except AudioError as exc:
+        print(f"system audio: {exc}")
         return 0
-    print("input devices (use --source mic:NUMBER or mic:NAME):")
-    for d in devices:
-        mark = "*" if d["default"] else " "
-        print(f" {mark} {d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)")
+    print("system audio monitors (use --source system for the default, or --source system:NAME):")
+    if not sinks:
+        print("   (none: the sound server has no outputs)")
+    for sink in sinks:
+        mark = "*" if sink.name == default else " "
+        print(f" {mark} {sink.name}  ({sink.description}; {sink.spec.channels} ch, {sink.spec.rate} Hz)")
+    if sources:
+        print("sound-server capture sources (use --source mic:pulse:NAME):")
+        for src in sources:
+            print(f"   mic:pulse:{src.name}  ({src.description}; {src.spec.channels} ch, {src.spec.rate} Hz)")
     return 0

@@ -37,19 +37,24 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
 
 
 def engine_name(cfg: Config) -> str:
-    """The engine that will run: ``auto`` resolves to ``local`` without an OpenAI key."""
+    """The engine that will run: ``auto`` is OpenAI (with local fallback) when a key is
+    configured, else ``local``."""
     name = cfg["engine.name"]
     if name == "auto":
-        return "local"
+        from captiond.engines.openai import resolve_api_key
+
+        return "auto" if resolve_api_key(cfg) else "local"
     return name
 
 
-def build_engine(cfg: Config, *, channel: str = "", realtime: bool = True) -> Engine:
+def build_engine(
+    cfg: Config, *, channel: str = "", realtime: bool = True, id_prefix: str | None = None
+) -> Engine:
     from captiond.pipeline import segmenter_params
 
     name = engine_name(cfg)
     if name == "local":
-        prefix = f"{channel}-loc" if channel else "loc"
+        prefix = id_prefix or (f"{channel}-loc" if channel else "loc")
         return LocalEngine(
             whisper_backend(cfg),
             segmenter_params(cfg),
@@ -58,6 +63,43 @@ def build_engine(cfg: Config, *, channel: str = "", realtime: bool = True) -> En
             partials=realtime,
             id_prefix=prefix,
         )
+    if name in ("openai", "auto"):
+        return _openai_engine(cfg, name, channel=channel, realtime=realtime)
     from captiond.errors import EngineFatal
 
     raise EngineFatal(f"engine '{name}' is not available in this build (use --engine local)")
+
+
+def _openai_engine(cfg: Config, name: str, *, channel: str, realtime: bool) -> Engine:
+    """``openai``: the realtime engine alone; ``auto``: with the local engine as fallback."""
+    from captiond.engines.auto import AutoEngine
+    from captiond.engines.openai import OpenAIEngine, OpenAIOptions, resolve_api_key
+    from captiond.errors import EngineFatal
+
+    key = resolve_api_key(cfg)
+    if not key:
+        raise EngineFatal(
+            "no OpenAI API key: set OPENAI_API_KEY or openai.api_key_file (or use --engine local)"
+        )
+    options = OpenAIOptions.from_config(cfg)
+    base = f"{channel}-" if channel else ""
+    if name == "openai":
+        return OpenAIEngine(key, options, id_prefix=f"{base}oa-")
+
+    def make_local(prefix: str) -> Engine:
+        return build_engine(cfg.replace(engine__name="local"), channel=channel,
+                            realtime=realtime, id_prefix=f"{base}{prefix}")
+
+    def decode(samples, offset_ms):  # type: ignore[no-untyped-def]
+        d = whisper_backend(cfg).decode(samples, offset_ms=offset_ms, word_timestamps=True)
+        return d.text, d.words
+
+    return AutoEngine(
+        lambda prefix: OpenAIEngine(key, options, id_prefix=f"{base}{prefix}"),
+        make_local,
+        decode=decode,
+        grace_s=cfg["openai.grace_s"],
+        url=options.url,
+        api_key=key,
+        language=options.language,
+    )

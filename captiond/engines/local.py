@@ -14,6 +14,7 @@ out to be noise or a phantom phrase completes with empty text, which removes its
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -35,8 +36,11 @@ log = logging.getLogger("captiond.engine.local")
 MAX_PENDING_FINALS = 3
 #: How long the engine waits for the last decodes at the end of the stream.
 DRAIN_TIMEOUT_S = 60.0
-#: Audio kept before the open utterance (for the pre-speech pad).
-KEEP_BEFORE_S = 1.0
+#: Audio kept before the open utterance (for the pre-speech pad and onset walk-back).
+KEEP_BEFORE_S = 2.0
+#: A final arriving this long after its cut is reported (at most every LAG_WARN_EVERY_S).
+LAG_WARN_S = 3.0
+LAG_WARN_EVERY_S = 60.0
 
 
 def stable_prefix(previous: str, current: str) -> int:
@@ -147,7 +151,7 @@ class LocalEngine:
         self.finals_emitted = 0
         self.dropped = 0
         self.last_final_lag_s = 0.0
-        self.decode_s = 0.0
+        self._warned_at = float("-inf")
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -236,16 +240,16 @@ class LocalEngine:
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
                     self._speculative = (self._open, d.start, d.end, fut)
             elif isinstance(d, UtteranceEnded):
-                item = self._open
+                ended = self._open
                 self._open = None
-                if item is None:
+                if ended is None:
                     continue
                 start_ms = d.start * 1000 // SAMPLE_RATE
                 end_ms = d.end * 1000 // SAMPLE_RATE
-                emit(ItemCommitted(item, self._prev.pop(item, None), start_ms, end_ms))
+                emit(ItemCommitted(ended, self._prev.pop(ended, None), start_ms, end_ms))
                 spec = self._speculative
                 self._speculative = None
-                if spec is not None and spec[:3] == (item, d.start, d.end) and not d.noise:
+                if spec is not None and spec[:3] == (ended, d.start, d.end) and not d.noise:
                     fut = spec[3]
                     self.speculative_used += 1
                 else:
@@ -253,11 +257,11 @@ class LocalEngine:
                         self.speculative_wasted += 1
                     if d.noise:
                         self.dropped += 1
-                        emit(ItemCompleted(item, ""))
+                        emit(ItemCompleted(ended, ""))
                         continue
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
-                self._final_cut_at[item] = time.monotonic()
-                fut.add_done_callback(lambda f, i=item: self._final_done(i, f, emit))
+                self._final_cut_at[ended] = time.monotonic()
+                fut.add_done_callback(functools.partial(self._final_done, ended, emit=emit))
                 self._finals.append(fut)
 
     def _submit_final(
@@ -280,9 +284,17 @@ class LocalEngine:
             self._speculative = None
             self.speculative_wasted += 1
 
-    def _final_done(self, item: str, fut: asyncio.Future[Decoded], emit: Emit) -> None:
+    def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
         self.last_final_lag_s = time.monotonic() - cut_at
+        if self.last_final_lag_s > LAG_WARN_S and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            log.warning(
+                "engine.behind lag_s=%.1f partials_skipped=%d (a smaller model or more "
+                "local.threads helps)",
+                self.last_final_lag_s,
+                self.partials_skipped,
+            )
         if fut.cancelled():
             return
         exc = fut.exception()

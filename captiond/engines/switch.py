@@ -28,13 +28,23 @@ log = logging.getLogger("captiond.engine")
 class SwitchableEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
-        self.name = inner.name
         self.sample_rate = inner.sample_rate
         self.generation = 0
         self._next: Engine | None = None
         self._switch = asyncio.Event()
         #: The last item opened (ItemCommitted) by any generation, under its emitted id.
         self._tail: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The running engine's name (an ``auto`` engine may change it as it falls back)."""
+        return self.inner.name
+
+    def __getattr__(self, attr: str) -> Any:
+        # Anything else (figures, settings) is the running engine's.
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
 
     def switch(self, new: Engine) -> None:
         """Continue with ``new`` from the next audio block on (call on the event loop)."""

@@ -266,11 +266,13 @@ class LiveSubtitles:
     def _write_files(self, chunks: list[Chunk], paths: list[Path]) -> None:
         """Time the chunks and write every file (runs in a worker thread)."""
         cues = time_chunks(order_chunks(chunks), self.limits)
+        # Lines carry speakers only in a session of several channels (mic+system: Me/Them).
+        speakers = any(chunk.speaker for chunk in chunks)
         for path in paths:
             if path.suffix == ".srt":
-                atomic_write(path, iter_srt(cues))
+                atomic_write(path, iter_srt(cues, speakers=speakers))
             else:
-                atomic_write(path, iter_vtt(cues, header=self.title))
+                atomic_write(path, iter_vtt(cues, header=self.title, speakers=speakers))
 
     async def _write(self) -> None:
         if self.session_id is None:

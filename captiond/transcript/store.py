@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
@@ -335,7 +335,7 @@ class Store:
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                GapRow.__table__.insert().values(
+                insert(GapRow).values(
                     session_id=session_id,
                     channel=channel,
                     start_ms=start_ms,
@@ -386,14 +386,13 @@ _UPDATABLE = (
 
 
 def _upsert_segments(conn: Any, rows: list[dict[str, Any]]) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = conn.dialect.name
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
+    if dialect not in ("sqlite", "postgresql"):
         raise StoreError(f"database dialect {dialect!r} is not supported (use sqlite or postgresql)")
-    stmt = insert(SegmentRow.__table__)
+    dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    stmt: Any = dialect_insert(SegmentRow)
     stmt = stmt.on_conflict_do_update(
         index_elements=["session_id", "track", "channel", "item_id"],
         set_={name: getattr(stmt.excluded, name) for name in _UPDATABLE},

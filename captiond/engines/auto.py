@@ -1,0 +1,258 @@
+"""``--engine auto``: the OpenAI engine while the service works, the local engine while not.
+
+:class:`AutoEngine` is an engine like the others (24 kHz in, one chain of items out), built from
+two engine factories. It runs OpenAI first. When that fails fatally (key refused, HTTP
+401/403) or has had no ready session for ``grace_s``, it falls back mid-meeting:
+
+1. the OpenAI engine is detached: every utterance it had not got text for yet (buffered during
+   the outage, or sent and unanswered) is transcribed by the local Whisper model under its
+   own item id, so no speech is lost and the order stays;
+2. the following audio goes to a fresh local engine.
+
+While local, it probes the service every ``probe_s`` (handshake + ``session.created``). When a
+probe succeeds it switches back at the next pause of the local engine (no utterance open):
+the local engine finishes its last utterance, the audio after it goes to a fresh OpenAI
+engine. Each engine run gets its own item-id prefix, and the ``previous_item_id`` of each run's
+first item is rewritten to the last item before it, so the chain stays continuous.
+:meth:`engine_for` tells the pipeline which engine produced each line (stored per line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from captiond.audio.block import AudioBlock, pcm16_to_float
+from captiond.audio.resample import Resampler
+from captiond.engines.base import Emit, Engine
+from captiond.engines.openai import OpenAIEngine, probe
+from captiond.errors import EngineFatal
+from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, TranscriptEvent
+from captiond.realtime.protocol import SAMPLE_RATE
+
+log = logging.getLogger("captiond.engine.auto")
+
+#: How long a finished engine run may take to return its last results when switching.
+SWITCH_DRAIN_S = 30.0
+#: Probe handshake bound.
+PROBE_TIMEOUT_S = 10.0
+_END = object()
+
+#: ``decode(samples_16k, offset_ms) -> (text, words)``: the local model, blocking.
+Decode = Callable[[np.ndarray, int], tuple[str, tuple[Any, ...]]]
+
+
+class AutoEngine:
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        make_openai: Callable[[str], OpenAIEngine],
+        make_local: Callable[[str], Engine],
+        *,
+        decode: Decode,
+        grace_s: float = 30.0,
+        probe_s: float | None = None,
+        url: str = "",
+        api_key: str = "",
+        language: str | None = None,
+    ) -> None:
+        self.make_openai = make_openai
+        self.make_local = make_local
+        self.decode = decode
+        self.grace_s = grace_s
+        self.probe_s = probe_s if probe_s is not None else max(grace_s, 5.0)
+        self._url = url
+        self._key = api_key
+        self.language = language
+        self.current: Engine | None = None
+        #: Engines used so far, in order ("openai", "openai+local"); "auto" before the run.
+        self.name = "auto"
+        self.used: list[str] = []
+        self.switches = 0
+        self._engine_of: dict[str, str] = {}
+        self._tail: str | None = None
+        self._openai_cost = 0.0
+        self._rescues: list[asyncio.Future[Any]] = []
+        self._probe_ok = False
+        self._next_probe = 0.0
+        self._probe_task: asyncio.Task[Any] | None = None
+
+    # -- what the pipeline sees ------------------------------------------------------------------
+
+    def engine_for(self, item_id: str) -> str:
+        """The engine that produced this line's text."""
+        return self._engine_of.get(item_id, self.current.name if self.current else "auto")
+
+    def set_gap_sink(self, fn: Callable[[Any], None]) -> None:
+        self._gap_sink = fn
+
+    def stats(self) -> dict[str, Any]:
+        inner = self.current.stats() if self.current is not None else {}
+        cost = self._openai_cost
+        if isinstance(self.current, OpenAIEngine):
+            cost += self.current.cost_usd()
+        return {**inner, "engine": "auto", "active": inner.get("engine"),
+                "switches": self.switches, "cost_usd": round(cost, 4)}
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
+        source = audio.__aiter__()
+        self._carry: AudioBlock | None = None
+        mode = "openai"
+        runs = 0
+        try:
+            while True:
+                runs += 1
+                suffix = "" if runs == 1 else str(runs)
+                if mode == "openai":
+                    engine: Engine = self.make_openai(f"oa{suffix}-")
+                    sink = getattr(self, "_gap_sink", None)
+                    if sink is not None:
+                        engine.set_gap_sink(sink)  # type: ignore[attr-defined]
+                else:
+                    engine = self.make_local(f"loc{suffix}")
+                ended = await self._run_one(engine, source, emit)
+                if isinstance(engine, OpenAIEngine):
+                    self._openai_cost += engine.cost_usd()
+                if ended:
+                    break
+                self.switches += 1
+                mode = "local" if mode == "openai" else "openai"
+                log.warning("engine.switched to=%s", mode)
+        finally:
+            if self._probe_task is not None:
+                self._probe_task.cancel()
+            if self._rescues:
+                await asyncio.wait(self._rescues, timeout=SWITCH_DRAIN_S)
+
+    async def _run_one(self, engine: Engine, source: AsyncIterator[AudioBlock],
+                       emit: Emit) -> bool:
+        """Feed ``engine`` until the input ends (True) or it is time to switch (False); the
+        block that triggered a switch is carried over to the next engine."""
+        self.current = engine
+        if engine.name not in self.used:
+            self.used.append(engine.name)
+            self.name = "+".join(self.used)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        to_rate = Resampler(engine.sample_rate) if engine.sample_rate != SAMPLE_RATE else None
+
+        async def blocks() -> AsyncIterator[AudioBlock]:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    tail = to_rate.flush() if to_rate is not None else None
+                    if tail is not None:
+                        yield tail
+                    return
+                yield item
+
+        task = asyncio.get_running_loop().create_task(
+            engine.run(blocks(), self._chain(engine, emit)), name=f"auto-{engine.name}"
+        )
+        self._probe_ok = False
+        ended = True
+        try:
+            while True:
+                if self._carry is not None:
+                    block, self._carry = self._carry, None
+                else:
+                    try:
+                        block = await source.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if task.done() or self._should_switch(engine):
+                    self._carry = block
+                    ended = False
+                    break
+                queue.put_nowait(to_rate(block) if to_rate is not None else block)
+        finally:
+            if isinstance(engine, OpenAIEngine) and not ended and not engine.detached:
+                self._rescue(engine.detach(), emit)
+            queue.put_nowait(_END)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), SWITCH_DRAIN_S)
+            except EngineFatal as exc:
+                log.error("engine.fatal name=%s error=%s", engine.name, exc)
+                if isinstance(engine, OpenAIEngine) and not engine.detached:
+                    self._rescue(engine.detach(), emit)
+            except TimeoutError:
+                log.error("engine.switch_timeout name=%s", engine.name)
+                task.cancel()
+        return ended
+
+    def _should_switch(self, engine: Engine) -> bool:
+        now = time.monotonic()
+        if isinstance(engine, OpenAIEngine):
+            if engine.fatal is not None:
+                return True
+            return engine.unreachable_s(now) > self.grace_s
+        # Local: probe the service now and then; switch back at a pause.
+        if self._probe_ok:
+            return getattr(engine, "_open", None) is None
+        if now >= self._next_probe and (self._probe_task is None or self._probe_task.done()):
+            self._next_probe = now + self.probe_s
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+        return False
+
+    async def _probe(self) -> None:
+        ok, why = await probe(self._url, self._key, PROBE_TIMEOUT_S)
+        log.info("engine.probe ok=%s detail=%r", ok, why)
+        self._probe_ok = ok
+
+    def _chain(self, engine: Engine, emit: Emit) -> Emit:
+        """Rewrite the head of this run's chain onto the tail of the previous run."""
+        link_to = self._tail
+        name = engine.name
+
+        def chained(event: TranscriptEvent) -> None:
+            if isinstance(event, ItemCommitted):
+                if event.previous_item_id is None and link_to is not None:
+                    event = replace(event, previous_item_id=link_to)
+                if event.item_id not in self._engine_of:
+                    self._engine_of[event.item_id] = name
+                    self._tail = event.item_id
+            else:
+                self._engine_of.setdefault(event.item_id, name)
+            emit(event)
+
+        return chained
+
+    def _rescue(self, entries: list[Any], emit: Emit) -> None:
+        """Transcribe locally what the OpenAI engine had not got text for, keeping the ids."""
+        loop = asyncio.get_running_loop()
+        for entry in entries:
+            if not entry.pcm:
+                continue
+            samples = pcm16_to_float(entry.pcm)
+            offset = entry.start_ms
+            item = entry.item_id
+
+            def work(s: np.ndarray = samples, o: int = offset) -> tuple[str, tuple[Any, ...]]:
+                import soxr
+
+                return self.decode(soxr.resample(s, SAMPLE_RATE, 16_000), o)
+
+            fut = loop.run_in_executor(None, work)
+
+            def done(f: asyncio.Future[Any], item: str = item) -> None:
+                self._engine_of[item] = "local"
+                if f.cancelled():
+                    return
+                if f.exception() is not None:
+                    emit(ItemFailed(item, f"local fallback failed: {f.exception()}"))
+                    return
+                text, words = f.result()
+                emit(ItemCompleted(item, text, words, self.language))
+
+            fut.add_done_callback(done)
+            self._rescues.append(fut)
+        if entries:
+            log.warning("engine.rescued items=%d by=local", len(entries))
