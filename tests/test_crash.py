@@ -241,7 +241,7 @@ def test_start_stop_loop_does_not_leak(fleurs_en: list[Path], tmp_path: Path,
         await asyncio.wait_for(task, 60)
 
     counts = []
-    for i in range(21):
+    for _ in range(21):
         asyncio.run(once())
         counts.append(_resources())
     print("threads, fds after each run:", counts)

@@ -35,10 +35,14 @@ class SwitchableEngine:
         #: The last item opened (ItemCommitted) by any generation, under its emitted id.
         self._tail: str | None = None
 
-    @property
+    @property  # type: ignore[override]
     def name(self) -> str:
         """The running engine's name (an ``auto`` engine may change it as it falls back)."""
         return self.inner.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.inner.name = value
 
     def __getattr__(self, attr: str) -> Any:
         # Anything else (figures, settings) is the running engine's.
