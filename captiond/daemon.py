@@ -488,7 +488,7 @@ class Daemon:
                 # The new device cannot be opened: keep capturing from the old one.
                 plan.live.discard("audio.source")
                 plan.applied = plan.applied.replace(audio__source=self.cfg["audio.source"])
-            engine_changes = plan.live & _ENGINE_RESTART
+            engine_changes = {n for n in plan.live if n in _ENGINE_RESTART or n.startswith("openai.")}
             if engine_changes and not await self._switch_engine(plan.applied):
                 # The new engine cannot be built: keep the running one and its settings.
                 plan.live -= engine_changes
@@ -515,7 +515,7 @@ class Daemon:
                 and len(self.session.streams) == 1
                 and isinstance(self.session.streams[0].source, SwitchableSource)
             )
-        if name in _ENGINE_RESTART:
+        if name in _ENGINE_RESTART or name.startswith("openai."):
             # Restarted in place: the new engine (model loaded) takes over at the next block.
             return (
                 self.session is not None

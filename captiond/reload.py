@@ -19,6 +19,8 @@ COMPONENT_OF_SECTION = {
     "audio": "audio source",
     "engine": "engine",
     "local": "engine",
+    "openai": "engine",
+    "call": "call streams",
     "vad": "engine",
     "database": "store",
     "overlay": "overlay server",
