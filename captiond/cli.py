@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "captiond.commands.db",
     "captiond.commands.configcmd",
     "captiond.commands.export",
+    "captiond.commands.service",
 )
 
 log = logging.getLogger("captiond")

@@ -844,7 +844,19 @@ def _type_name(t: type) -> str:
 
 
 def _coerce(setting: Setting, raw: Any, where: str, *, from_text: bool = False) -> Any:
-    """Check and convert one value; ``from_text`` for environment variables and flags."""
+    """Check and convert one value; ``from_text`` for environment variables and flags.
+
+    The error for a secret setting never repeats the value (it ends up in logs).
+    """
+    if not setting.secret:
+        return _coerce_value(setting, raw, where, from_text=from_text)
+    try:
+        return _coerce_value(setting, raw, where, from_text=from_text)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(repr(raw), "<hidden>")) from None
+
+
+def _coerce_value(setting: Setting, raw: Any, where: str, *, from_text: bool = False) -> Any:
     name = setting.name
     t = setting.type
     value: Any = raw

@@ -5,6 +5,11 @@ Start order: config -> store (migrated; sessions a dead daemon left ``running`` 
 configured) -> capture. Shutdown order (first SIGINT/SIGTERM): stop capture, finish the
 utterance in flight, wait (bounded) for the last results, flush the store, close services.
 A second signal exits at once.
+
+Around that, the daemon is a good service (issue 7): it tells systemd when it is ready, what it
+is doing and that its loop is alive (:mod:`captiond.sdnotify`), answers ``captiond status`` on
+its control socket (:mod:`captiond.control`), and reloads its config file when it changes or
+on SIGHUP (:mod:`captiond.reload` decides what applies live).
 """
 
 from __future__ import annotations
@@ -15,17 +20,25 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
+from captiond import config as config_module
+from captiond import reload as reload_module
 from captiond.audio.sources import SourceSpec, open_source, parse_source
+from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
+from captiond.control import ControlServer, socket_path
 from captiond.engines.factory import build_engine
-from captiond.errors import AudioError
+from captiond.engines.switch import SwitchableEngine
+from captiond.errors import AudioError, CaptiondError, ConfigError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
-from captiond.pipeline import Session, Stream
+from captiond.pipeline import Session, Stream, segmenter_params
+from captiond.sdnotify import Notifier
 from captiond.transcript.echo import EchoGuard
 from captiond.transcript.store import Store, redact_url
 
@@ -33,6 +46,21 @@ log = logging.getLogger("captiond.daemon")
 
 #: Seconds a service gets to close at shutdown.
 SERVICE_CLOSE_TIMEOUT_S = 5.0
+#: How often start-up progress is checked for READY=1.
+READY_POLL_S = 0.05
+#: How often STATUS= is refreshed for systemd (only sent when it changed).
+STATUS_INTERVAL_S = 2.0
+#: Quiet time after a config file change before it is re-read (editors write in steps).
+RELOAD_DEBOUNCE_MS = 300
+#: Exit status of a forced exit (second signal): 128 + SIGINT, what shells expect.
+FORCED_EXIT_STATUS = 130
+#: Engine settings a reload applies by building a new engine and switching to it.
+_ENGINE_RESTART = frozenset({
+    "engine.name", "engine.language", "local.model", "local.threads", "local.compute_type",
+    "local.beam_size",
+})
+#: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
+_ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
 
 
 #: Channel names of the two-sided call (``--source mic+system``).
@@ -131,6 +159,21 @@ def default_services() -> list[ServiceFactory]:
     return [live_service, overlay_service]
 
 
+_MISSING = object()
+#: Status fields only the local user sees (control socket), not the HTTP API.
+_PRIVATE_STATUS = frozenset({"source", "config", "pid"})
+
+
+def _register_secrets(cfg: Config) -> None:
+    """Secret settings (tokens, database URLs with passwords) never appear in a log line."""
+    from captiond.config import SETTINGS
+    from captiond.logs import register_secret
+
+    for setting in SETTINGS:
+        if setting.secret and cfg[setting.name]:
+            register_secret(str(cfg[setting.name]))
+
+
 class Daemon:
     def __init__(
         self,
@@ -141,6 +184,7 @@ class Daemon:
         out: TextIO | None = None,
         view: Callable[[LineUpdate], None] | None = None,
         services: list[ServiceFactory] | None = None,
+        control_socket: bool = True,
     ) -> None:
         self.cfg = cfg
         self.realtime = realtime
@@ -155,6 +199,24 @@ class Daemon:
         self.http_handlers: dict[str, Any] = {}
         self._signals = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        #: The overlay server, when the overlay service runs (it sets this).
+        self.overlay: Any = None
+        self.notifier = Notifier()
+        #: Serve ``captiond status`` on the control socket (live daemons only).
+        self.control_socket = control_socket
+        self.control: ControlServer | None = None
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self.state = "starting"
+        self.ready = False
+        #: Settings changed in the file whose new value waits for a restart, by component.
+        self.restart_needed: dict[str, list[str]] = {}
+        self.reloads = 0
+        self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
+        self.reload_errors = 0
+        self._background: list[asyncio.Task[Any]] = []
+        self._reload_lock = asyncio.Lock()
+        self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
 
     def build_streams(self) -> list[Stream]:
         """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
@@ -182,8 +244,19 @@ class Daemon:
                     block_ms=self.cfg["audio.block_ms"],
                 )
                 engine = build_engine(self.cfg, channel=plan.channel, realtime=self.realtime)
-                streams.append(Stream(source, engine, plan.channel, plan.speaker,
-                                      translators=translators[plan.channel]))
+                if self.realtime:
+                    # A live daemon can switch devices and engines on a config reload.
+                    source = SwitchableSource(source)
+                    engine = SwitchableEngine(engine)
+                streams.append(
+                    Stream(
+                        source,
+                        engine,
+                        plan.channel,
+                        plan.speaker,
+                        translators=translators[plan.channel],
+                    )
+                )
         except BaseException:
             # A later source failed: do not leave the earlier ones capturing.
             for stream in streams:
@@ -205,58 +278,337 @@ class Daemon:
         )
 
     def stats(self) -> dict[str, Any]:
-        return self.session.stats() if self.session else {}
+        """The session's figures, with viewers counted by the overlay (pages actually open)."""
+        stats = self.session.stats() if self.session else {}
+        if stats and self.overlay is not None:
+            stats["feed_subscribers"] = stats.get("viewers", 0)
+            stats["viewers"] = self.overlay.viewers()
+        return stats
+
+    def status(self) -> dict[str, Any]:
+        """What ``captiond status`` and ``/api/status`` show. Called on the event loop."""
+        stats = self.stats()
+        session = self.session
+        engines = stats.get("engines", [])
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "ready": self.ready,
+            "started_at": round(self.started_at, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
+            "source": " + ".join(s.source.description for s in session.streams) if session else None,
+            "engine": ",".join(sorted({s.engine.name for s in session.streams})) if session else None,
+            "engine_state": ",".join(sorted({str(e.get("state", "?")) for e in engines})) or None,
+            "session": stats.get("session"),
+            "lines_stored": stats.get("finals", 0),
+            "store_errors": stats.get("store_errors", 0),
+            "audio_s": stats.get("audio_s", 0.0),
+            "lag_s": stats.get("lag_s", 0.0),
+            "gaps": sum(s.gaps for s in session.streams) if session else 0,
+            "viewers": self.overlay.viewers() if self.overlay is not None else None,
+            "overlay_url": self.overlay.url if self.overlay is not None and self.ready else None,
+            "cost_usd": stats.get("cost_usd", 0.0),
+            "config": str(self.cfg.path) if self.cfg.path else None,
+            "reloads": self.reloads,
+            "restart_needed": self.restart_needed,
+        }
+
+    def public_status(self) -> dict[str, Any]:
+        """The status for the overlay's ``/api/status``: no file paths or device names (the
+        overlay may be reachable from other machines; the control socket is the user's own)."""
+        return {k: v for k, v in self.status().items() if k not in _PRIVATE_STATUS}
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (``systemctl status`` shows it)."""
+        st = self.status()
+        if not self.ready:
+            return f"{self.state}"
+        line = (
+            f"{self.state}: engine {st['engine']} ({st['engine_state']}), session {st['session']}, "
+            f"{st['lines_stored']} lines, lag {st['lag_s']:.1f} s"
+        )
+        if st["viewers"] is not None:
+            line += f", {st['viewers']} viewers"
+        if self.restart_needed:
+            line += ", restart needed for " + ",".join(sorted(self.restart_needed))
+        return line
 
     async def run(self) -> int:
         """Run one session to its end; returns its id."""
-        url = self.cfg.database_url()
-        self.store = await asyncio.to_thread(Store.open, url)
-        log.info("store.opened url=%s", redact_url(url))
-        from captiond.api import api_handler
-
-        self.http_handlers = {"/api/": api_handler(self.store, self.stats)}
-        stale = await asyncio.to_thread(self.store.mark_interrupted)
-        if stale:
-            log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
-        streams = await asyncio.to_thread(self.build_streams)
-        self.session = Session(
-            self.store,
-            streams,
-            feed=self.feed,
-            realtime=self.realtime,
-            queue_s=self.cfg["audio.queue_s"],
-            title=self.title,
-            language=self.cfg["engine.language"] or None,
-            on_update=self.view,
-            guard=self.echo_guard(streams),
-        )
         loop = asyncio.get_running_loop()
+        # Signals first: a stop during start-up (loading the model) ends the session as soon
+        # as it exists, instead of killing the process half-way.
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        # Watchdog pings start now: loading the model runs in a thread, the loop stays alive.
+        self._background.append(asyncio.create_task(self._supervise(), name="supervise"))
+        _register_secrets(self.cfg)
         try:
+            if self.control_socket and self.realtime:
+                # Before the store: a second daemon on the same runtime directory must not
+                # mark the first one's running session as interrupted.
+                self.control = ControlServer(socket_path(), self.status)
+                await self.control.start()
+            url = self.cfg.database_url()
+            self.store = await asyncio.to_thread(Store.open, url)
+            log.info("store.opened url=%s", redact_url(url))
+            from captiond.api import api_handler
+
+            self.http_handlers = {"/api/": api_handler(self.store, self.public_status)}
+            stale = await asyncio.to_thread(self.store.mark_interrupted)
+            if stale:
+                log.warning("store.interrupted_sessions ids=%s", ",".join(map(str, stale)))
+            streams = await asyncio.to_thread(self.build_streams)
+            self.session = Session(
+                self.store,
+                streams,
+                feed=self.feed,
+                realtime=self.realtime,
+                queue_s=self.cfg["audio.queue_s"],
+                title=self.title,
+                language=self.cfg["engine.language"] or None,
+                on_update=self.view,
+                guard=self.echo_guard(streams),
+            )
+            if self._signals:
+                self.session.stop()
             for factory in self.services:
                 made = factory(self)
                 if made is None:
                     continue
                 start, close = made
-                await start()
                 self._closers.append(close)
+                await start()
+            if self.realtime and self.cfg.path is not None:
+                self._background.append(
+                    asyncio.create_task(self._watch_config(self.cfg.path), name="config-watch")
+                )
             return await self.session.run()
         finally:
+            if self.state != "stopping":  # ended on its own (end of file) or failed
+                self.state = "stopping"
+                self.notifier.stopping("stopping")
+            self._watch_stop.set()
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
             for close in reversed(self._closers):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(close(), SERVICE_CLOSE_TIMEOUT_S)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+            self._closers.clear()
+            if self.control is not None:
+                await self.control.close()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
-            await asyncio.to_thread(self.store.close)
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)
+            self.state = "stopped"
+            self.notifier.close()
+
+    # -- systemd: readiness, status, watchdog -----------------------------------------------
+
+    async def _supervise(self) -> None:
+        """READY=1 once capture has begun; STATUS= every few seconds; WATCHDOG=1 pings.
+
+        This runs on the event loop on purpose: if the loop hangs, the pings stop and systemd
+        restarts the service (``WatchdogSec=`` in the unit).
+        """
+        notifier = self.notifier
+        tick = min(STATUS_INTERVAL_S, notifier.watchdog_s or STATUS_INTERVAL_S)
+        next_status = 0.0
+        next_ping = 0.0
+        while True:
+            session = self.session
+            if not self.ready and session is not None and session.session_id is not None:
+                # Store open, engine built (model loaded), source opened, overlay listening
+                # (services start before the session), and the session row exists.
+                self.ready = True
+                self.state = "captioning"
+                log.info("daemon.ready session=%d pid=%d", session.session_id, os.getpid())
+                notifier.ready(self.status_line())
+            now = time.monotonic()
+            if notifier.watchdog_s is not None and now >= next_ping:
+                notifier.watchdog()
+                next_ping = now + tick
+            if self.ready and now >= next_status:
+                notifier.status(self.status_line())
+                next_status = now + STATUS_INTERVAL_S
+            # Short steps until ready, so READY=1 follows the start of capture closely.
+            await asyncio.sleep(tick if self.ready else READY_POLL_S)
+
+    # -- live reload ------------------------------------------------------------------------
+
+    async def _watch_config(self, path: Any) -> None:
+        """Reload whenever the config file changes (watchfiles watches its directory, so an
+        editor that replaces the file by renaming is seen too)."""
+        import watchfiles
+
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+
+        def relevant(_change: Any, changed: str) -> bool:
+            return os.path.realpath(changed) == target
+
+        async for _changes in watchfiles.awatch(
+            directory, watch_filter=relevant, debounce=RELOAD_DEBOUNCE_MS, recursive=False,
+            stop_event=self._watch_stop,
+        ):
+            await self.reload(trigger="file")
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(trigger="SIGHUP"))
+        self._background = [t for t in self._background if not t.done()]
+        self._background.append(task)
+
+    async def reload(self, *, trigger: str = "request") -> bool:
+        """Re-read the config file and apply what can change live. False if the edit is invalid
+        (the old config stays in force; the log names the key and the reason)."""
+        async with self._reload_lock:
+            path = self.cfg.path
+            try:
+                new = await asyncio.to_thread(
+                    config_module.load, path, overrides=reload_module.overrides_of(self.cfg)
+                )
+            except ConfigError as exc:
+                self.reload_errors += 1
+                log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
+                return False
+            _register_secrets(new)
+            plan = reload_module.plan(self.cfg, new, self._can_apply)
+            self.reloads += 1
+            # Restart-only changes are reported once per new value, and forgotten when the
+            # file goes back to the running value.
+            fresh: dict[str, list[str]] = {}
+            for component, names in plan.restart.items():
+                for name in names:
+                    if self._pending.get(name, _MISSING) != new[name]:
+                        fresh.setdefault(component, []).append(name)
+                    self._pending[name] = new[name]
+            for name in list(self._pending):
+                if new[name] == self.cfg[name]:
+                    del self._pending[name]
+            self.restart_needed = {}
+            for component, names in plan.restart.items():
+                kept = [n for n in names if n in self._pending]
+                if kept:
+                    self.restart_needed[component] = kept
+            if not plan.live and not fresh:
+                log.info("config.reloaded trigger=%s changed=none", trigger)
+                return True
+            if "audio.source" in plan.live and not await self._switch_source(plan.applied):
+                # The new device cannot be opened: keep capturing from the old one.
+                plan.live.discard("audio.source")
+                plan.applied = plan.applied.replace(audio__source=self.cfg["audio.source"])
+            engine_changes = {n for n in plan.live if n in _ENGINE_RESTART or n.startswith("openai.")}
+            if engine_changes and not await self._switch_engine(plan.applied):
+                # The new engine cannot be built: keep the running one and its settings.
+                plan.live -= engine_changes
+                plan.applied = plan.applied.replace(
+                    **{n.replace(".", "__"): self.cfg[n] for n in engine_changes}
+                )
+            self._apply(plan.applied, plan.live)
+            self.cfg = plan.applied
+            for component, names in fresh.items():
+                log.warning(
+                    "config.restart_needed component=%r settings=%s (restart: systemctl --user "
+                    "restart captiond)", component, ",".join(names),
+                )
+            log.info(
+                "config.reloaded trigger=%s applied=%s", trigger, ",".join(sorted(plan.live)) or "none"
+            )
+            return True
+
+    def _can_apply(self, name: str) -> bool:
+        if name == "audio.source":
+            # Restarted in place: the new device is opened, then takes over the stream.
+            return (
+                self.session is not None
+                and len(self.session.streams) == 1
+                and isinstance(self.session.streams[0].source, SwitchableSource)
+            )
+        if name in _ENGINE_RESTART or name.startswith("openai."):
+            # Restarted in place: the new engine (model loaded) takes over at the next block.
+            return (
+                self.session is not None
+                and len(self.session.streams) == 1
+                and isinstance(self.session.streams[0].engine, SwitchableEngine)
+            )
+        if not config_module.BY_NAME[name].live:
+            return False
+        if name.startswith(_ENGINE_LIVE):
+            return True
+        if name == "log.level":
+            return True
+        if name.startswith("overlay."):
+            return self.overlay is not None
+        return False
+
+    async def _switch_source(self, cfg: Config) -> bool:
+        """Open the configured source and hand it to the running stream; False if it fails."""
+        assert self.session is not None
+        try:
+            spec = parse_source(cfg["audio.source"])
+            new = await asyncio.to_thread(
+                open_source, spec, realtime=self.realtime, rate=cfg["audio.rate"],
+                channels=cfg["audio.channels"], block_ms=cfg["audio.block_ms"],
+            )
+        except CaptiondError as exc:
+            log.error("config.source_failed source=%r error=%r keeping=old", cfg["audio.source"],
+                      str(exc))
+            return False
+        stream = self.session.streams[0]
+        assert isinstance(stream.source, SwitchableSource)
+        stream.source.switch(new)
+        return True
+
+    async def _switch_engine(self, cfg: Config) -> bool:
+        """Build the configured engine (loading its model in a thread) and switch to it."""
+        assert self.session is not None
+        try:
+            new = await asyncio.to_thread(build_engine, cfg, realtime=self.realtime)
+        except Exception as exc:  # noqa: BLE001 - a model that does not load, a missing engine
+            log.error("config.engine_failed error=%r keeping=old", str(exc))
+            return False
+        stream = self.session.streams[0]
+        assert isinstance(stream.engine, SwitchableEngine)
+        try:
+            stream.engine.switch(new)
+        except ValueError as exc:
+            log.error("config.engine_failed error=%r keeping=old", str(exc))
+            return False
+        return True
+
+    def _apply(self, cfg: Config, names: set[str]) -> None:
+        if any(n.startswith(_ENGINE_LIVE) for n in names) and self.session is not None:
+            for stream in self.session.streams:
+                update = getattr(stream.engine, "update_settings", None)
+                if update is not None:
+                    update(
+                        segmenter_params(cfg, stream.engine.sample_rate),
+                        cfg["local.partial_interval_s"],
+                        cfg["local.word_timestamps"],
+                    )
+        if any(n.startswith("overlay.") for n in names) and self.overlay is not None:
+            self.overlay.reconfigure(cfg)
+        if "log.level" in names:
+            level = getattr(logging, str(cfg["log.level"]).upper(), logging.INFO)
+            logging.getLogger("captiond").setLevel(level)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
-        if self._signals == 1 and self.session is not None:
+        if self._signals == 1:
             log.info("daemon.stopping signal=%s", signal.Signals(sig).name)
-            self.session.stop()
+            self.state = "stopping"
+            self.notifier.stopping("stopping: finishing the last sentence, flushing the store")
+            if self.session is not None:
+                self.session.stop()  # else run() stops it as soon as it exists
             return
         log.warning("daemon.forced_exit signal=%s", signal.Signals(sig).name)
-        os._exit(130)
+        self.notifier.stopping("forced exit")
+        # Lines already committed are safe in the database (WAL); the one in flight is lost.
+        os._exit(FORCED_EXIT_STATUS)

@@ -25,3 +25,8 @@ def templates_dir() -> Path:
 
 def migrations_dir() -> Path:
     return _folder("captiond.migrations", "migrations")
+
+
+def systemd_dir() -> Path:
+    """The unit files (``systemd/``): ``captiond.service`` (user), ``captiond-system.service``."""
+    return _folder("captiond.systemd", "systemd")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -65,7 +66,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     daemon = Daemon(cfg, realtime=not args.fast, title=args.title)
     session_id = asyncio.run(daemon.run())
-    print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
+    if sys.stderr.isatty():
+        print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
+    else:
+        # A service's stderr is a log (journald, --log-format json): one event, not prose.
+        logging.getLogger("captiond.daemon").info("daemon.exited session=%d", session_id)
     return 0
 
 
