@@ -26,6 +26,7 @@ COMPONENT_OF_SECTION = {
     "overlay": "overlay server",
     "log": "logging",
     "export": "live subtitles",
+    "translate": "translation sessions",
 }
 
 
