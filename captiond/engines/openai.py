@@ -192,6 +192,23 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     return ceiling * rng.uniform(0.5, 1.0)
 
 
+async def open_socket(
+    url: str, key: str, *, ping_interval_s: float, ping_timeout_s: float
+) -> ClientConnection:
+    """Open a realtime WebSocket the way every OpenAI engine does: bearer auth, bounded
+    handshake, keepalive pings, bounded messages, no compression (audio does not compress)."""
+    return await connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {key}"},
+        open_timeout=OPEN_TIMEOUT_S,
+        ping_interval=ping_interval_s,
+        ping_timeout=ping_timeout_s,
+        close_timeout=CLOSE_TIMEOUT_S,
+        max_size=MAX_MESSAGE_BYTES,
+        compression=None,
+    )
+
+
 def classify_connect_error(exc: BaseException) -> tuple[str, str]:
     """One place decides: ``("fatal"|"rate_limited"|"retry", message)``."""
     if isinstance(exc, InvalidStatus):
@@ -603,15 +620,11 @@ class OpenAIEngine:
     async def _connect(self) -> None:
         rotating = self.protocol.live()
         try:
-            ws = await connect(
+            ws = await open_socket(
                 self.options.url,
-                additional_headers={"Authorization": f"Bearer {self._key}"},
-                open_timeout=OPEN_TIMEOUT_S,
-                ping_interval=self.options.ping_interval_s,
-                ping_timeout=self.options.ping_timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,
+                self._key,
+                ping_interval_s=self.options.ping_interval_s,
+                ping_timeout_s=self.options.ping_timeout_s,
             )
         except asyncio.CancelledError:
             raise

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from captiond.audio.block import AudioBlock, float_to_pcm16
@@ -43,14 +43,13 @@ from captiond.config import Config
 from captiond.engines.base import Emit
 from captiond.engines.openai import (
     CLOSE_TIMEOUT_S,
-    MAX_MESSAGE_BYTES,
-    OPEN_TIMEOUT_S,
     PING_INTERVAL_S,
     PING_TIMEOUT_S,
     READY_TIMEOUT_S,
     TICK_S,
     backoff_delay,
     classify_connect_error,
+    open_socket,
 )
 from captiond.errors import ConfigError, EngineError
 from captiond.logs import register_secret
@@ -356,15 +355,11 @@ class TranslationEngine:
 
     async def _connect(self) -> None:
         try:
-            ws = await connect(
+            ws = await open_socket(
                 self.options.url,
-                additional_headers={"Authorization": f"Bearer {self._key}"},
-                open_timeout=OPEN_TIMEOUT_S,
-                ping_interval=self.options.ping_interval_s,
-                ping_timeout=self.options.ping_timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,
+                self._key,
+                ping_interval_s=self.options.ping_interval_s,
+                ping_timeout_s=self.options.ping_timeout_s,
             )
         except asyncio.CancelledError:
             raise
