@@ -114,6 +114,7 @@ class TerminalView:
         self.out = out
         self.live = out.isatty() if live is None else live
         self._partial_shown = False
+        self._status_shown = False
 
     def __call__(self, update: LineUpdate) -> None:
         line = update.line
@@ -128,9 +129,7 @@ class TerminalView:
         elif update.kind is UpdateKind.REMOVED:
             self._clear()
         elif self.live and line.status is LineStatus.PARTIAL and line.text:
-            width = 100
-            with contextlib.suppress(OSError):
-                width = os.get_terminal_size(self.out.fileno()).columns - 1
+            width = self._width()
             text = f"… {who}{line.text}"
             if len(text) > width:
                 text = "…" + text[-(width - 1) :]
@@ -138,10 +137,22 @@ class TerminalView:
             self.out.flush()
             self._partial_shown = True
 
+    def status(self, text: str) -> None:
+        """On a terminal, the daemon's status line (engine, lag, cost) while nobody speaks."""
+        if self.live and not self._partial_shown:
+            self.out.write("\r\033[K\033[2m" + text[: self._width()] + "\033[0m")
+            self.out.flush()
+            self._status_shown = True
+
+    def _width(self) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return os.get_terminal_size(self.out.fileno()).columns - 1
+        return 100
+
     def _clear(self) -> None:
-        if self._partial_shown:
+        if self._partial_shown or self._status_shown:
             self.out.write("\r\033[K")
-            self._partial_shown = False
+            self._partial_shown = self._status_shown = False
 
 
 #: A service around the session: ``factory(daemon) -> (start, close)``, or None when the
@@ -329,6 +340,8 @@ class Daemon:
         )
         if st["viewers"] is not None:
             line += f", {st['viewers']} viewers"
+        if st.get("cost_usd"):
+            line += f", ${st['cost_usd']:.3f}"
         if self.restart_needed:
             line += ", restart needed for " + ",".join(sorted(self.restart_needed))
         return line
@@ -436,7 +449,10 @@ class Daemon:
                 notifier.watchdog()
                 next_ping = now + tick
             if self.ready and now >= next_status:
-                notifier.status(self.status_line())
+                line = self.status_line()
+                notifier.status(line)
+                if isinstance(self.view, TerminalView):
+                    self.view.status(line)
                 next_status = now + STATUS_INTERVAL_S
             # Short steps until ready, so READY=1 follows the start of capture closely.
             await asyncio.sleep(tick if self.ready else READY_POLL_S)
