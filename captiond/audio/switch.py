@@ -18,6 +18,7 @@ from typing import Any
 
 from captiond.audio.block import AudioBlock
 from captiond.audio.sources import Source
+from captiond.tasks import spawn
 
 log = logging.getLogger("captiond.audio")
 
@@ -42,7 +43,7 @@ class SwitchableSource:
         """Continue with ``new`` from its first block on (call on the event loop)."""
         old, self._next = self._next, new
         if old is not None:  # two switches in a row: the first one never ran
-            asyncio.get_running_loop().create_task(old.close())
+            spawn(old.close(), "source-close")
         self._switch.set()
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:

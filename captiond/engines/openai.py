@@ -74,6 +74,7 @@ from captiond.realtime.protocol import (
     TranscriptionProtocol,
     _Entry,
 )
+from captiond.tasks import spawn
 
 log = logging.getLogger("captiond.engine.openai")
 
@@ -553,7 +554,7 @@ class OpenAIEngine:
             link = self._links.get(handle)
             if link is not None:
                 log.info("openai.session_drained handle=%d", handle)
-                asyncio.get_running_loop().create_task(self._close_link(link, code))
+                spawn(self._close_link(link, code), f"openai-close{handle}")
         for gap in out.gaps:
             if self.on_gap is not None:
                 self.on_gap(gap)

@@ -62,6 +62,7 @@ from captiond.realtime.translate import (
     TranslateSettings,
     TranslationProtocol,
 )
+from captiond.tasks import spawn
 
 log = logging.getLogger("captiond.engine.translate")
 
@@ -313,7 +314,7 @@ class TranslationEngine:
                 continue
             if len(link.pending) >= MAX_PENDING_EVENTS:
                 log.warning("translate.link_stalled lang=%s handle=%d", self.target, handle)
-                asyncio.get_running_loop().create_task(self._close_link(link, 1011))
+                spawn(self._close_link(link, 1011), f"translate-close{handle}")
                 continue
             link.pending.append(event)
             if event["type"] != "session.input_audio_buffer.append":
@@ -321,7 +322,7 @@ class TranslationEngine:
         for handle, code in out.close:
             link = self._links.get(handle)
             if link is not None:
-                asyncio.get_running_loop().create_task(self._close_link(link, code))
+                spawn(self._close_link(link, code), f"translate-close{handle}")
         for gap in out.gaps:
             log.warning("translate.gap lang=%s start_ms=%d end_ms=%d",
                         self.target, gap.start_ms, gap.end_ms)
