@@ -95,13 +95,18 @@ def _extras(obj: Any, path: str, skip: frozenset[str] = frozenset()) -> list[str
     return found
 
 
+def validate_strictly(adapter: pydantic.TypeAdapter[Any], event: dict[str, Any], side: str) -> list[str]:
+    """Problems with an event by one of the openai models, unknown fields included (empty: valid)."""
+    try:
+        model = adapter.validate_python(event)
+    except pydantic.ValidationError as exc:
+        return [f"{side} {event.get('type')}: {exc.errors()[:3]}"]
+    return [f"{side} {event.get('type')}: unknown field {p}" for p in _extras(model, "")]
+
+
 def validate_client_event(event: dict[str, Any]) -> list[str]:
     """Problems with a client event by the openai models (empty: valid)."""
-    try:
-        model = _CLIENT.validate_python(event)
-    except pydantic.ValidationError as exc:
-        return [f"client {event.get('type')}: {exc.errors()[:3]}"]
-    return [f"client {event.get('type')}: unknown field {p}" for p in _extras(model, "")]
+    return validate_strictly(_CLIENT, event, "client")
 
 
 def validate_server_event(event: dict[str, Any]) -> list[str]:

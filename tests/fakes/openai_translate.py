@@ -42,7 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from fakes.openai_realtime import _extras
+from fakes.openai_realtime import validate_strictly
 
 RATE = 24_000
 FRAME_MS = 200
@@ -63,19 +63,13 @@ _EVENT_IDS = itertools.count(1)
 
 
 def validate_client_event(event: dict[str, Any]) -> list[str]:
-    try:
-        model = _CLIENT.validate_python(event)
-    except pydantic.ValidationError as exc:
-        return [f"client {event.get('type')}: {exc.errors()[:3]}"]
-    return [f"client {event.get('type')}: unknown field {p}" for p in _extras(model, "")]
+    """Problems with a translation client event by the openai models (empty: valid)."""
+    return validate_strictly(_CLIENT, event, "client")
 
 
 def validate_server_event(event: dict[str, Any]) -> list[str]:
-    try:
-        model = _SERVER.validate_python(event)
-    except pydantic.ValidationError as exc:
-        return [f"server {event.get('type')}: {exc.errors()[:3]}"]
-    return [f"server {event.get('type')}: unknown field {p}" for p in _extras(model, "")]
+    """Problems with a translation server event by the openai models (empty: valid)."""
+    return validate_strictly(_SERVER, event, "server")
 
 
 @dataclass
