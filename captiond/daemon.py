@@ -527,6 +527,12 @@ class Daemon:
                 plan.applied = plan.applied.replace(
                     **{n.replace(".", "__"): self.cfg[n] for n in engine_changes}
                 )
+            if "translate.targets" in plan.live and not await self._retarget(plan.applied):
+                # No key, a bad code, or the session ended: the running translations stay.
+                plan.live.discard("translate.targets")
+                plan.applied = plan.applied.replace(
+                    translate__targets=list(self.cfg["translate.targets"])
+                )
             self._apply(plan.applied, plan.live)
             self.cfg = plan.applied
             for component, names in fresh.items():
@@ -540,6 +546,9 @@ class Daemon:
             return True
 
     def _can_apply(self, name: str) -> bool:
+        if name == "translate.targets":
+            # Translation sessions are opened and closed next to the running captions.
+            return self.session is not None and self.realtime
         if name == "audio.source":
             # Restarted in place: the new device is opened, then takes over the stream.
             return (
@@ -563,6 +572,39 @@ class Daemon:
         if name.startswith("overlay."):
             return self.overlay is not None
         return False
+
+    async def _retarget(self, cfg: Config) -> bool:
+        """Open translation sessions for added targets and close those of removed ones, on
+        every stream; False (and nothing changed) if the new ones cannot be built."""
+        from captiond.engines.translate import build_translators, parse_targets
+
+        assert self.session is not None
+        try:
+            wanted = set(parse_targets(list(cfg["translate.targets"])))
+            plans = []
+            for stream in self.session.streams:
+                running = {t.engine.track for t in stream.tees}
+                added = sorted(wanted - running)
+                engines = await asyncio.to_thread(
+                    build_translators,
+                    cfg.replace(translate__targets=added),
+                    channel=stream.channel,
+                    realtime=self.realtime,
+                ) if added else []
+                plans.append((stream, engines, running - wanted))
+        except CaptiondError as exc:
+            log.error("config.translate_failed error=%r keeping=old", str(exc))
+            return False
+        for stream, engines, removed in plans:
+            if not await self.session.retarget(stream, engines, removed):
+                return False
+            log.info(
+                "translate.retargeted channel=%s added=%s removed=%s",
+                stream.channel or "-",
+                ",".join(e.track for e in engines) or "none",
+                ",".join(sorted(removed)) or "none",
+            )
+        return True
 
     async def _switch_source(self, cfg: Config) -> bool:
         """Open the configured source and hand it to the running stream; False if it fails."""

@@ -70,6 +70,10 @@ class Stream:
     reconciler: Reconciler = field(init=False)
     #: Translation engines fed the same audio (issue 9); each writes lines on its own track.
     translators: list[Any] = field(default_factory=list)
+    #: The translators being fed now (a live reload adds and ends some), and the task group
+    #: that runs them while the stream runs.
+    tees: list[_Tee] = field(default_factory=list, init=False)
+    group: asyncio.TaskGroup | None = field(default=None, init=False)
     captured_s: float = 0.0
     gaps: int = 0
     done: bool = False
@@ -210,12 +214,11 @@ class Session:
         queue: asyncio.Queue[Any] = asyncio.Queue(capacity)
         resample = Resampler(stream.engine.sample_rate)
         emit = self._emitter(stream)
-        tees = [_Tee(t, self.queue_s) for t in stream.translators]
-        tee_resample = (Resampler(tees[0].engine.sample_rate)
-                        if tees and tees[0].engine.sample_rate != stream.engine.sample_rate
-                        else None)
+        stream.tees = [_Tee(t, self.queue_s) for t in stream.translators]
+        tee_resample: Resampler | None = None
 
         async def capture() -> None:
+            nonlocal tee_resample
             lost_until: int | None = None
             next_start: int | None = None
             try:
@@ -234,8 +237,14 @@ class Session:
                     next_start = block.end
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
-                    if tees:
-                        await self._tee(stream, tees, tee_resample(block) if tee_resample else out)
+                    if stream.tees:
+                        rate = stream.tees[0].engine.sample_rate
+                        if rate == out.rate:
+                            await self._tee(stream, stream.tees, out)
+                        else:
+                            if tee_resample is None or tee_resample.out_rate != rate:
+                                tee_resample = Resampler(rate)
+                            await self._tee(stream, stream.tees, tee_resample(block))
                     if not len(out.samples):
                         continue
                     if self.realtime:
@@ -254,7 +263,7 @@ class Session:
                     await queue.put(tail)
             finally:
                 await queue.put(_END)
-                for tee in tees:
+                for tee in list(stream.tees):
                     await tee.end()
 
         async def blocks() -> AsyncIterator[AudioBlock]:
@@ -269,17 +278,37 @@ class Session:
         if gap_sink is not None:
             gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
+            stream.group = tg
             tg.create_task(capture(), name=f"capture-{stream.channel}")
-            for tee in tees:
+            for tee in stream.tees:
                 tg.create_task(self._run_translator(stream, tee),
                                name=f"translate-{stream.channel}-{tee.engine.track}")
             await stream.engine.run(blocks(), emit)
+        stream.group = None
         for update in stream.reconciler.settle_orphans():
             self._deliver(self._stamp(stream, update))
         stream.done = True
         if all(s.done for s in self.streams):
             # Every source ended on its own (end of file): let the stop watcher return.
             self._stopping.set()
+
+    async def retarget(self, stream: Stream, add: list[Any], remove: set[str]) -> bool:
+        """Live reload of translation targets: end the translators of the ``remove`` tracks
+        (their last words are flushed and stored) and start ``add`` on the same audio from
+        now on. False when the stream is not running (nothing changed)."""
+        group = stream.group
+        if group is None or stream.done:
+            return False
+        for tee in [t for t in stream.tees if t.engine.track in remove]:
+            stream.tees.remove(tee)
+            await tee.end()
+        for engine in add:
+            tee = _Tee(engine, self.queue_s)
+            stream.translators.append(engine)  # kept after it ends: its minutes cost money
+            stream.tees.append(tee)
+            group.create_task(self._run_translator(stream, tee),
+                              name=f"translate-{stream.channel}-{engine.track}")
+        return True
 
     async def _tee(self, stream: Stream, tees: list[_Tee], block: AudioBlock) -> None:
         """The same audio to every translator. Live: never waits (a full queue drops the

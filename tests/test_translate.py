@@ -470,3 +470,47 @@ def test_play_translation_is_checked_at_start(tmp_path) -> None:
     for e in engines:
         for sink in e.sinks:
             sink.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_editing_translate_targets_opens_and_closes_sessions_live(tmp_path, monkeypatch) -> None:
+    """A config edit from ["fr"] to ["de"] while the daemon runs: a German session opens and
+    its lines are stored; the French one is closed (its lines so far are kept); same session,
+    no restart."""
+    from captiond.config import load
+    from captiond.daemon import Daemon
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    path = tmp_path / "config.toml"
+    clip = FLEURS / "fleurs-es-000.ogg"
+    async with FakeRealtimeServer(KEY) as src, \
+            FakeTranslateServer(KEY, script=SCRIPT, source_language="es") as tr:
+        common = (f'[overlay]\nenabled = false\n[openai]\nurl = "{src.url}"\n'
+                  f'translate_url = "{tr.url}"\n[engine]\nname = "openai"\n')
+        path.write_text(common + '[translate]\ntargets = ["fr"]\n')
+        cfg = load(path, env={}, overrides={
+            "audio.source": f"file:{clip}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+        daemon = Daemon(cfg, services=[], view=lambda _u: None)
+        task = asyncio.create_task(daemon.run())
+        while not daemon.ready:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(2.0)  # French is translating
+        (french_engine,) = [t.engine for t in daemon.session.streams[0].tees]
+        assert french_engine.track == "fr"
+        path.write_text(common + '[translate]\ntargets = ["de"]\n')
+        assert await daemon.reload() is True
+        assert daemon.cfg["translate.targets"] == ["de"]
+        assert "translation sessions" not in daemon.restart_needed
+        tracks = [t.engine.track for t in daemon.session.streams[0].tees]
+        sid = await task
+    assert tracks == ["de"]
+    assert french_engine.cost_usd() > 0  # it streamed until the edit, then was closed
+    assert tr.violations == []
+    store = Store.open(cfg.database_url())
+    assert store.lines(sid, track="de"), "the added target produced lines"
+    french = store.lines(sid, track="fr", statuses=("final", "partial", "failed"))
+    assert all(x.status == "final" for x in french)  # closed cleanly, nothing left open
+    assert len({s.id for s, _ in store.list_sessions()}) == 1
