@@ -6,7 +6,8 @@ and the feed. Tasks are owned by one :class:`asyncio.TaskGroup`; shutdown order 
 :meth:`Session.run`:
 
 1. the sources end (end of file) or are closed (:meth:`Session.stop`);
-2. each engine commits the utterance in flight and waits (bounded) for its last results;
+2. each engine commits the utterance in flight and waits for its last results (bounded by
+   the engine's own drain timeout);
 3. items whose predecessor never came are settled, the writer flushes, the session row is
    closed as ``completed`` (a crash leaves it ``running``; the next start marks it
    ``interrupted``).
@@ -40,8 +41,6 @@ from captiond.transcript.store import Store, StoreWriter
 
 log = logging.getLogger("captiond.pipeline")
 
-#: How long shutdown waits for an engine to finish its last utterances.
-DRAIN_TIMEOUT_S = 30.0
 #: How long shutdown waits for the store to write the last lines.
 FLUSH_TIMEOUT_S = 10.0
 _END = object()
