@@ -20,7 +20,7 @@ ENGINE_FLAGS = {
     "--threads": "local.threads",
 }
 
-#: Live translation (issue 9): ``--translate es,de``, ``--play-translation es[:DEVICE]``.
+#: Live translation: ``--translate es,de``, ``--play-translation es[:DEVICE]``.
 TRANSLATE_FLAGS = {
     "--translate": "translate.targets",
     "--play-translation": "translate.play",

@@ -193,21 +193,42 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     return ceiling * rng.uniform(0.5, 1.0)
 
 
+def retry_delay(
+    kind: str, attempt: int, rng: random.Random, rate_limit_s: float = RATE_LIMIT_BACKOFF_S
+) -> float:
+    """How long to wait before reconnecting after a failure of this ``kind``."""
+    delay = backoff_delay(attempt, rng)
+    return max(delay, rate_limit_s) if kind == "rate_limited" else delay
+
+
 async def open_socket(
-    url: str, key: str, *, ping_interval_s: float, ping_timeout_s: float
+    url: str,
+    key: str,
+    *,
+    ping_interval_s: float = PING_INTERVAL_S,
+    ping_timeout_s: float = PING_TIMEOUT_S,
+    open_timeout_s: float = OPEN_TIMEOUT_S,
 ) -> ClientConnection:
     """Open a realtime WebSocket the way every OpenAI engine does: bearer auth, bounded
     handshake, keepalive pings, bounded messages, no compression (audio does not compress)."""
     return await connect(
         url,
         additional_headers={"Authorization": f"Bearer {key}"},
-        open_timeout=OPEN_TIMEOUT_S,
+        open_timeout=open_timeout_s,
         ping_interval=ping_interval_s,
         ping_timeout=ping_timeout_s,
         close_timeout=CLOSE_TIMEOUT_S,
         max_size=MAX_MESSAGE_BYTES,
         compression=None,
     )
+
+
+def connect_failure(exc: BaseException, refused: dict[int, int]) -> tuple[str, str]:
+    """:func:`classify_connect_error`, counting a refused upgrade by HTTP status in ``refused``."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        refused[status] = refused.get(status, 0) + 1
+    return classify_connect_error(exc)
 
 
 def classify_connect_error(exc: BaseException) -> tuple[str, str]:
@@ -233,14 +254,7 @@ async def probe(url: str, api_key: str, timeout_s: float) -> tuple[bool, str]:
     """Can a session be opened now? Connects, waits for ``session.created``, closes."""
     try:
         async with asyncio.timeout(timeout_s):
-            async with connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {api_key}"},
-                open_timeout=timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,
-            ) as ws:
+            async with await open_socket(url, api_key, open_timeout_s=timeout_s) as ws:
                 first = json.loads(await ws.recv())
                 kind = first.get("type") if isinstance(first, dict) else None
                 if kind in ("session.created", "transcription_session.created"):
@@ -630,19 +644,14 @@ class OpenAIEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified in one place below
-            kind, message = classify_connect_error(exc)
+            kind, message = connect_failure(exc, self.refused)
             self._last_error = message
-            if isinstance(exc, InvalidStatus):
-                status = exc.response.status_code
-                self.refused[status] = self.refused.get(status, 0) + 1
             if kind == "fatal":
                 log.error("openai.fatal %s", message)
                 self.fatal = OpenAIAuthError(message)
                 self.state = "failed"
                 return
-            delay = backoff_delay(self._attempt, self._rng)
-            if kind == "rate_limited":
-                delay = max(delay, self.options.rate_limit_backoff_s)
+            delay = retry_delay(kind, self._attempt, self._rng, self.options.rate_limit_backoff_s)
             self._attempt += 1
             self._backoff_until = time.monotonic() + delay
             log.warning("openai.connect_failed attempt=%d retry_in_s=%.2f reason=%r",

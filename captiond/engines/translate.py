@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from captiond.audio.block import AudioBlock, float_to_pcm16
 from captiond.config import Config
@@ -47,9 +47,9 @@ from captiond.engines.openai import (
     PING_TIMEOUT_S,
     READY_TIMEOUT_S,
     TICK_S,
-    backoff_delay,
-    classify_connect_error,
+    connect_failure,
     open_socket,
+    retry_delay,
 )
 from captiond.errors import ConfigError, EngineError
 from captiond.logs import register_secret
@@ -365,20 +365,15 @@ class TranslationEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified in one place
-            kind, message = classify_connect_error(exc)
+            kind, message = connect_failure(exc, self.refused)
             message = message.replace("openai.url", "openai.translate_url")
-            if isinstance(exc, InvalidStatus):
-                status = exc.response.status_code
-                self.refused[status] = self.refused.get(status, 0) + 1
             if kind == "fatal":
                 # Translation only: the source captions go on without it.
                 self.failed = f"translation to {self.target} stopped: {message}"
                 self.state = "failed"
                 log.error("translate.fatal lang=%s %s", self.target, message)
                 return
-            delay = backoff_delay(self._attempt, self._rng)
-            if kind == "rate_limited":
-                delay = max(delay, 5.0)
+            delay = retry_delay(kind, self._attempt, self._rng)
             self._attempt += 1
             self._backoff_until = time.monotonic() + delay
             log.warning("translate.connect_failed lang=%s attempt=%d retry_in_s=%.2f reason=%r",
