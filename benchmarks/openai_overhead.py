@@ -15,7 +15,7 @@ Prints:
   websockets, SQLite writer); one-time loading (imports, the VAD model, the database
   migration) is done before measuring and printed on its own.
 
-Targets (issue 3): p99 <= 30 ms each way, CPU <= 0.03 s per audio second.
+Targets: p99 <= 30 ms each way, CPU <= 0.03 s per audio second.
 
     python benchmarks/openai_overhead.py [--speed 1.0] [--clips PATH ...]
 """

@@ -277,7 +277,7 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1000,
         live=True,
     ),
-    # -- OpenAI realtime engine (issue 3) ---------------------------------------------------
+    # -- OpenAI realtime engine ---------------------------------------------------
     Setting(
         "openai.url",
         str,
@@ -351,7 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.0,
         maximum=10.0,
     ),
-    # -- live translation, gpt-realtime-translate (issue 9) ------------------------------
+    # -- live translation, gpt-realtime-translate ------------------------------
     Setting(
         "translate.targets",
         list,
@@ -732,7 +732,7 @@ SETTINGS += (
     ),
 )
 
-# -- system audio and the two-sided call (issue 8) -----------------------------------------
+# -- system audio and the two-sided call -----------------------------------------
 
 
 def _label(value: str) -> str | None:

@@ -6,7 +6,7 @@ configured) -> capture. Shutdown order (first SIGINT/SIGTERM): stop capture, fin
 utterance in flight, wait (bounded) for the last results, flush the store, close services.
 A second signal exits at once.
 
-Around that, the daemon is a good service (issue 7): it tells systemd when it is ready, what it
+Around that, the daemon is a good service: it tells systemd when it is ready, what it
 is doing and that its loop is alive (:mod:`captiond.sdnotify`), answers ``captiond status`` on
 its control socket (:mod:`captiond.control`), and reloads its config file when it changes or
 on SIGHUP (:mod:`captiond.reload` decides what applies live).

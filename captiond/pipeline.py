@@ -67,7 +67,7 @@ class Stream:
     channel: str = ""
     speaker: str | None = None
     reconciler: Reconciler = field(init=False)
-    #: Translation engines fed the same audio (issue 9); each writes lines on its own track.
+    #: Translation engines fed the same audio; each writes lines on its own track.
     translators: list[Any] = field(default_factory=list)
     #: The translators being fed now (a live reload adds and ends some), and the task group
     #: that runs them while the stream runs.

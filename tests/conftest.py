@@ -45,5 +45,5 @@ def db_url(tmp_path: Path) -> str:
 
 # Real SQLite and PostgreSQL fixtures for the transcript-database tests.
 pytest_plugins = ["db_support"]
-# A private PulseAudio server for the system-audio tests (issue 8).
+# A private PulseAudio server for the system-audio tests.
 pytest_plugins += ["pulse_support"]

@@ -1,4 +1,4 @@
-"""A private PulseAudio server for the system-audio tests (issue 8).
+"""A private PulseAudio server for the system-audio tests.
 
 The ``pulse`` fixture starts ``pulseaudio`` with its own runtime directory (so it never
 touches the desktop's server), no default modules (``-n``), the native protocol on a socket

@@ -1,5 +1,5 @@
 """`captiond run` on system audio and on a two-sided call, with FLEURS speech played through a
-private PulseAudio server in real time (issue 8). The daemon runs as users run it: a child
+private PulseAudio server in real time. The daemon runs as users run it: a child
 process stopped with SIGINT."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The two-sided call without audio: how --source becomes streams, the echo guard, and how
-subtitles name the speakers (issue 8)."""
+subtitles name the speakers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from captiond.transcript.echo import ECHO_REASON, EchoGuard, echo_score, is_echo
 
 
 def test_single_source_keeps_one_unlabelled_stream() -> None:
-    """`mic` or `system:X` alone: one stream, no channel or speaker (as before issue 8)."""
+    """`mic` or `system:X` alone: one stream, no channel or speaker (a single-source session)."""
     (plan,) = plan_streams("system:alsa_output.usb")
     assert (plan.spec.kind, plan.spec.arg, plan.channel, plan.speaker) == ("system", "alsa_output.usb", "", None)
 

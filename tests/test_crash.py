@@ -1,4 +1,4 @@
-"""Crash safety (issue 7): kill -9 at random moments, a capture device that vanishes and comes
+"""Crash safety: kill -9 at random moments, a capture device that vanishes and comes
 back, and no leaks over many daemon starts in one process."""
 
 from __future__ import annotations

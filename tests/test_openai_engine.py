@@ -1,4 +1,4 @@
-"""The OpenAI engine against the fake realtime server: every fault of issue 3, real sockets.
+"""The OpenAI engine against the fake realtime server: every fault it must survive, real sockets.
 
 Each run streams the same two FLEURS clips (with pauses) through the real VAD at 5x real time,
 so the utterance cuts are the same in every run; the fake answers "<ms> ms" for each

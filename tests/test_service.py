@@ -1,4 +1,4 @@
-"""The daemon as a service (issue 7): the real ``captiond run`` subprocess on FLEURS speech,
+"""The daemon as a service: the real ``captiond run`` subprocess on FLEURS speech,
 a real notify socket, real config edits, real signals, the real database afterwards."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """System audio through a real (private) PulseAudio server: discovery, clear errors, the
-server's rates and channel layouts, surviving the server going away (issue 8)."""
+server's rates and channel layouts, surviving the server going away."""
 
 from __future__ import annotations
 

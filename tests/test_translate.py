@@ -1,4 +1,4 @@
-"""Live translation (issue 9): protocol, segmentation, alignment, storage, faults, cost.
+"""Live translation: protocol, segmentation, alignment, storage, faults, cost.
 
 The service is the fake in ``fakes/openai_translate.py`` (real WebSocket on 127.0.0.1), every
 event validated against ``openai.types.realtime``'s translation models; input is the non-English

@@ -63,7 +63,7 @@ PULSE_MIC_PREFIX = "pulse:"
 
 
 def _open_system(arg: str, **kwargs: Any) -> Source:
-    """``system[:SINK]`` (issue 8): imported on use, it needs the sound-server tools."""
+    """``system[:SINK]``: imported on use, it needs the sound-server tools."""
     from captiond.audio.system import open_system
 
     return open_system(arg, **kwargs)
