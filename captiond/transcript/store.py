@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 
-from captiond.errors import SessionNotFound, StoreError
+from captiond.errors import InvalidSessionRef, SessionNotFound, StoreError
 from captiond.events import Line, LineStatus, LineUpdate
 from captiond.resources import migrations_dir
 from captiond.transcript.models import GapRow, SegmentRow, SessionRow, utcnow
@@ -43,6 +43,11 @@ WRITER_MAX_PENDING = 50_000
 #: Retries of a transaction that failed for a transient reason (locked database).
 WRITE_RETRIES = 8
 WRITE_RETRY_BASE_S = 0.1
+#: Modes of what the store creates: transcripts are private to the user.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+#: Largest session id: the id column is a signed 64-bit integer in SQLite and PostgreSQL.
+SESSION_ID_MAX = 2**63 - 1
 
 
 def default_url(data_dir: Path) -> str:
@@ -66,6 +71,19 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists. SQLite gives its -wal and -shm
+    files the mode of the database file, so the whole database stays private (an empty file
+    is a new database to SQLite)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports what is wrong with the path when it opens it, in its words
+    os.close(fd)
 
 
 def alembic_config(connection: Any = None) -> Any:
@@ -108,7 +126,8 @@ class Store:
             if path and path != ":memory:":
                 directory = Path(path).expanduser().resolve().parent
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
+                    # Transcripts are private: a directory we create is the user's alone.
+                    directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(
                         f"cannot create the data directory {directory}: {exc.strerror} "
@@ -119,6 +138,7 @@ class Store:
                         f"the data directory {directory} is not writable "
                         "(fix its permissions or set database.url to a writable place)"
                     )
+                create_private_file(Path(path).expanduser())
             engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(engine, "connect", _on_sqlite_connect)
             return engine
@@ -273,6 +293,12 @@ class Store:
                     raise SessionNotFound(
                         f"'{ref}' is not a session (use a number from `captiond sessions` or 'last')"
                     ) from None
+                if not 1 <= sid <= SESSION_ID_MAX:
+                    # Beyond what the id column holds: the driver would overflow, not miss.
+                    raise InvalidSessionRef(
+                        f"session id {sid} is out of range (ids are numbers from 1 to "
+                        f"{SESSION_ID_MAX}; see `captiond sessions`)"
+                    )
                 row = s.get(SessionRow, sid)
                 if row is None:
                     raise SessionNotFound(

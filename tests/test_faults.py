@@ -1,0 +1,189 @@
+"""Hostile input that used to crash captiond or leak: non-finite numbers, huge session ids,
+HTTP methods the server does not serve, database file modes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from overlay_helpers import overlay_config
+from service_helpers import ROOT, daemon_env
+
+from captiond import config
+from captiond.api import handle_api
+from captiond.errors import CaptiondError, ConfigError
+from captiond.feed import Feed
+from captiond.overlay import style
+from captiond.overlay.server import OverlayServer
+from captiond.transcript.store import Store
+
+BIG_ID = str(2**63)
+
+
+# -- non-finite numbers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+@pytest.mark.parametrize("name", ["vad.max_utterance_s", "vad.threshold", "overlay.linger_s"])
+def test_non_finite_number_in_the_file_is_refused(name: str, value: str) -> None:
+    """`nan`/`inf` in the TOML file fail with file:line, the key, the value and the fix."""
+    section, key = name.split(".")
+    text = f"[{section}]\n{key} = {value}\n"
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text, path=Path("/etc/captiond.toml"), env={})
+    message = str(exc.value)
+    assert message.startswith("/etc/captiond.toml:2: ") and name in message
+    assert "finite number" in message and "write a number from" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity", " nan "])
+def test_non_finite_number_in_environment_and_flags_is_refused(value: str) -> None:
+    """CAPTIOND_AUDIO_QUEUE_S=nan and a flag given nan are refused, not accepted silently."""
+    with pytest.raises(ConfigError, match=r"^environment CAPTIOND_AUDIO_QUEUE_S: audio.queue_s "
+                                          r"must be a finite number"):
+        config.parse("", env={"CAPTIOND_AUDIO_QUEUE_S": value})
+    with pytest.raises(ConfigError, match=r"^--partial_interval_s: .*finite number"):
+        config.parse("", env={}, overrides={"local.partial_interval_s": value})
+
+
+def test_nan_in_the_environment_is_one_line_at_start(tmp_path: Path) -> None:
+    """`captiond run` with CAPTIOND_AUDIO_QUEUE_S=nan exits 2 with one line, no traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "captiond", "run", "--source", "stdin"],
+        env=daemon_env(tmp_path, CAPTIOND_AUDIO_QUEUE_S="nan"), cwd=ROOT, input="",
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "captiond: environment CAPTIOND_AUDIO_QUEUE_S: audio.queue_s must be a finite number "
+        "(nan and inf are not numbers captiond can use), got 'nan' (write a number from 1 to 600)"
+    ]
+
+
+@pytest.mark.parametrize("query", [{"linger_s": "nan"}, {"outline_px": "inf"},
+                                   {"background_opacity": "NaN"}])
+def test_non_finite_overlay_url_parameter_is_a_style_error(query: dict[str, str]) -> None:
+    """?linger_s=nan is refused as a bad URL parameter (a 400), not rendered into a 500."""
+    with pytest.raises(style.StyleError, match="finite number"):
+        style.resolve(overlay_config(), query)
+
+
+def test_show_at_nan_is_a_usage_error(tmp_path: Path) -> None:
+    """`captiond show last --at nan` is an argparse error, not a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "captiond", "show", "last", "--at", "nan"],
+        env=daemon_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'nan' is not a time" in result.stderr
+
+
+# -- session ids beyond 64 bits ----------------------------------------------------------------
+
+
+def test_session_id_beyond_64_bits_is_a_bad_request(db_url: str) -> None:
+    """/api/sessions/2**63 (and its lines, and search's session=) answer 400 with one line."""
+    store = Store.open(db_url)
+    try:
+        for path, query in ((f"/api/sessions/{BIG_ID}", ""),
+                            (f"/api/sessions/{BIG_ID}/lines", ""),
+                            (f"/api/sessions/-{BIG_ID}9", ""),
+                            ("/api/search", f"q=hello&session={BIG_ID}")):
+            code, body = handle_api(store, path, query)
+            assert code == 400, (path, body)
+            assert "out of range" in body["error"] and "\n" not in body["error"]
+        with pytest.raises(CaptiondError):
+            store.resolve_session(BIG_ID)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("command", [["show", BIG_ID], ["export", BIG_ID, "--format", "srt"]])
+def test_session_id_beyond_64_bits_on_the_command_line(tmp_path: Path, command: list[str]) -> None:
+    """`captiond show 9223372036854775808` prints one line and exits 1, no traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "captiond", *command], env=daemon_env(tmp_path), cwd=ROOT,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"captiond: session id {BIG_ID} is out of range (ids are numbers from 1 to "
+        f"{2**63 - 1}; see `captiond sessions`)"
+    ]
+
+
+# -- HTTP methods ------------------------------------------------------------------------------
+
+
+async def _raw(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str],
+                                                                             bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head_raw, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head_raw.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(status_line.split()[1]), headers, rest
+
+
+@pytest.mark.asyncio
+async def test_only_get_and_head_are_served() -> None:
+    """POST/PUT/DELETE/PATCH get 405 with Allow; HEAD gets GET's headers and no body; pages
+    may be framed by the server's own index only (frame-ancestors)."""
+    server = OverlayServer(overlay_config(), Feed(), dict)
+    await server.start()
+    try:
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            for path in ("/", "/overlay", "/status", "/api/sessions"):
+                status, headers, _ = await _raw(server.port, method, path)
+                assert status == 405, (method, path)
+                assert headers["allow"] == "GET, HEAD"
+        get_status, get_headers, get_body = await _raw(server.port, "GET", "/overlay")
+        head_status, head_headers, head_body = await _raw(server.port, "HEAD", "/overlay")
+        assert get_status == head_status == 200 and get_body and head_body == b""
+        assert head_headers["content-length"] == str(len(get_body))
+        assert head_headers["content-type"] == get_headers["content-type"]
+        assert (await _raw(server.port, "HEAD", "/ws"))[0] == 426
+        csp = get_headers["content-security-policy"]
+        assert "frame-ancestors 'self'" in csp
+        assert get_headers["x-frame-options"] == "SAMEORIGIN"
+    finally:
+        await server.close()
+
+
+# -- file modes --------------------------------------------------------------------------------
+
+
+def test_database_and_data_directory_are_private(tmp_path: Path) -> None:
+    """Outside systemd (umask 022) the data dir is created 0700 and the database, -wal and
+    -shm 0600."""
+    old = os.umask(0o022)
+    try:
+        data = tmp_path / "data" / "captiond"
+        store = Store.open(f"sqlite:///{data / 'captiond.db'}")
+        sid = store.begin_session(source="stdin", engine="local")
+        store.end_session(sid)
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = sorted(p.name for p in data.iterdir())
+        assert files == ["captiond.db", "captiond.db-shm", "captiond.db-wal"]
+        for p in data.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    finally:
+        store.close()
