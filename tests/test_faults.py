@@ -187,3 +187,58 @@ def test_database_and_data_directory_are_private(tmp_path: Path) -> None:
             assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     finally:
         store.close()
+
+
+# -- live reload: a failed switch does not pin the old value -------------------------------------
+
+
+def test_failed_source_switch_does_not_pin_and_flags_are_reported(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After config.source_failed, a corrected audio.source edit is applied by the next reload
+    (it used to log changed=none until a restart); nan in a live edit keeps the old config; a
+    file value that a command-line flag overrides is named in the log."""
+    import io
+    import logging
+
+    from captiond.daemon import Daemon
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    path = tmp_path / "config.toml"
+    head = "[overlay]\nport = 0\n"
+    path.write_text(head + f'[audio]\nsource = "file:{fleurs_en[2]}"\n')
+    cfg = config.load(path, env={}, overrides={
+        "database.url": f"sqlite:///{tmp_path / 'a.db'}", "local.threads": "1"})
+    caplog.set_level(logging.INFO, logger="captiond")
+
+    async def main() -> tuple[bool, bool, int, str, str]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        task = asyncio.create_task(daemon.run())
+        while not daemon.ready:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        path.write_text(head + f'[audio]\nsource = "file:{tmp_path / "missing.wav"}"\n')
+        await daemon.reload()
+        path.write_text(head + f'[audio]\nsource = "file:{fleurs_en[2]}"\n'
+                        "[vad]\nmax_utterance_s = nan\n")
+        refused_nan = not await daemon.reload()
+        path.write_text(head + f'[audio]\nsource = "file:{fleurs_en[4]}"\n'
+                        '[local]\nthreads = 3\n')
+        applied = await daemon.reload()
+        await asyncio.sleep(0.5)  # the new source takes over at the next block
+        daemon.session.stop()
+        await task
+        switches = daemon.session.streams[0].source.switches
+        return refused_nan, applied, switches, daemon.cfg["audio.source"], \
+            daemon.cfg.origins["audio.source"]
+
+    refused_nan, applied, switches, source, origin = asyncio.run(main())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("config.source_failed") for m in messages), messages
+    assert refused_nan and any("config.reload_failed" in m and "finite number" in m
+                               for m in messages)
+    assert applied and switches == 1 and source == f"file:{fleurs_en[4]}"
+    assert origin == str(path)
+    overridden = [m for m in messages if m.startswith("config.overridden")]
+    assert len(overridden) == 1 and "setting=local.threads file=3 in_force=1" in overridden[0]
