@@ -242,3 +242,71 @@ def test_failed_source_switch_does_not_pin_and_flags_are_reported(
     assert origin == str(path)
     overridden = [m for m in messages if m.startswith("config.overridden")]
     assert len(overridden) == 1 and "setting=local.threads file=3 in_force=1" in overridden[0]
+
+
+# -- --engine auto at stop with the service unreachable ------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_auto_engine_stop_with_service_unreachable_transcribes_locally(
+    fleurs_en: list[Path], db_url: str
+) -> None:
+    """--engine auto, the OpenAI endpoint refusing connections, stopped mid-meeting before
+    openai.grace_s: the speech taken in is transcribed locally (it used to wait 30 s, log
+    engine.switch_timeout and store nothing)."""
+    import socket
+
+    from conftest import normalise, reference
+    from fakes.speech import ArraySource, conversation
+
+    from captiond.audio.segmenter import Params
+    from captiond.engines.auto import AutoEngine
+    from captiond.engines.local import LocalEngine
+    from captiond.engines.openai import OpenAIEngine, OpenAIOptions
+    from captiond.engines.whisper import WhisperBackend
+    from captiond.pipeline import Session, Stream
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{probe.getsockname()[1]}/v1/realtime"
+    backend = WhisperBackend(None, threads=1)
+    key = "sk-test-unreachable-000000000000"
+
+    def decode(samples: object, offset_ms: int) -> tuple[str, tuple[object, ...]]:
+        d = backend.decode(samples, offset_ms=offset_ms)
+        return d.text, d.words
+
+    engine = AutoEngine(
+        lambda prefix: OpenAIEngine(key, OpenAIOptions(url=url), id_prefix=prefix),
+        lambda prefix: LocalEngine(backend, Params(rate=16_000), partial_interval_s=0.0,
+                                   id_prefix=prefix),
+        decode=decode, grace_s=600.0, url=url, api_key=key, language="en",
+    )
+    clips = fleurs_en[3:5]
+    audio = conversation(clips, pause_s=1.0)
+    speed = 4.0
+    # Stop in the middle of the second clip: the first is complete, the second cut off.
+    first_s = 1.0 + len(conversation(clips[:1], pause_s=0.0)) / 16_000 + 1.0
+    stop_after_s = (first_s + 1.5) / speed
+    store = Store.open(db_url)
+
+    async def main() -> int:
+        session = Session(store, [Stream(ArraySource(audio, speed=speed), engine)], feed=Feed(),
+                          queue_s=60.0)
+        asyncio.get_running_loop().call_later(stop_after_s, session.stop)
+        return await session.run()
+
+    try:
+        sid = asyncio.run(main())
+        rows = store.lines(sid, statuses=())
+        gaps = store.gaps(sid)
+    finally:
+        store.close()
+    assert rows, "no line stored for the speech taken in"
+    assert all(r.status == "final" and r.engine == "local" for r in rows), \
+        [(r.status, r.engine, r.error) for r in rows]
+    text = normalise(" ".join(r.text for r in rows))
+    words = reference(clips[0]).split()
+    assert sum(w in text.split() for w in words) >= 0.7 * len(words), text
+    # The second clip's opening was taken in too: it is there as text or as a gap.
+    assert max(r.audio_end_ms for r in rows) > first_s * 1000 or gaps
