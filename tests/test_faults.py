@@ -310,3 +310,54 @@ def test_auto_engine_stop_with_service_unreachable_transcribes_locally(
     assert sum(w in text.split() for w in words) >= 0.7 * len(words), text
     # The second clip's opening was taken in too: it is there as text or as a gap.
     assert max(r.audio_end_ms for r in rows) > first_s * 1000 or gaps
+
+
+# -- damaged audio files -------------------------------------------------------------------------
+
+
+def _damaged(tmp_path: Path, clip: Path, suffix: str) -> Path:
+    """``clip`` re-encoded as ``suffix`` (or copied for .ogg) with 2,000 bytes flipped mid-file."""
+    out = tmp_path / f"damaged{suffix}"
+    if suffix == clip.suffix:
+        out.write_bytes(clip.read_bytes())
+    else:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), str(out)],
+                       check=True, timeout=60)
+    data = bytearray(out.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 2000):
+        data[i] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".ogg", ".mp3"])
+def test_damaged_file_warns_with_the_time_and_keeps_the_audio(
+    fleurs_en: list[Path], tmp_path: Path, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flipped bytes mid-file: a warning names the time of the damage, decoding goes on after
+    it and the stream keeps the file's length (an .ogg used to stop silently at the damage,
+    an .mp3 to fail the whole run)."""
+    import logging
+    import re
+
+    from captiond.audio.sources import FileSource
+
+    path = _damaged(tmp_path, fleurs_en[2], suffix)
+    caplog.set_level(logging.WARNING, logger="captiond.audio")
+    source = FileSource(path, realtime=False)
+
+    async def read() -> float:
+        end = 0
+        async for block in source.blocks():
+            end = block.end
+        return end / source.rate
+
+    length_s = asyncio.run(read())
+    warnings = [r.getMessage() for r in caplog.records if "audio.file_damaged" in r.getMessage()]
+    assert warnings, "no warning for a damaged file"
+    at = re.search(r"at=(\d\d):(\d\d):(\d\d)\.\d", warnings[0])
+    assert at is not None, warnings[0]
+    seconds = int(at.group(2)) * 60 + int(at.group(3))
+    assert 1 <= seconds < (source.duration_s or 0) - 1, warnings[0]
+    assert length_s >= 0.95 * (source.duration_s or 0), (length_s, source.duration_s)
