@@ -361,3 +361,64 @@ def test_damaged_file_warns_with_the_time_and_keeps_the_audio(
     seconds = int(at.group(2)) * 60 + int(at.group(3))
     assert 1 <= seconds < (source.duration_s or 0) - 1, warnings[0]
     assert length_s >= 0.95 * (source.duration_s or 0), (length_s, source.duration_s)
+
+
+# -- the database file deleted while the daemon runs ---------------------------------------------
+
+
+def _final(i: int) -> object:
+    from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
+
+    line = Line(item_id=f"i{i}", previous_item_id=f"i{i - 1}" if i else None, seq=i,
+                audio_start_ms=i * 1000, audio_end_ms=i * 1000 + 800, text=f"line {i}",
+                status=LineStatus.FINAL)
+    return LineUpdate(UpdateKind.UPDATED, line)
+
+
+@pytest.mark.parametrize("from_memory", [False, True])
+def test_deleted_database_is_noticed_and_written_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, from_memory: bool
+) -> None:
+    """`rm captiond.db*` while a session runs: an error is logged, counted as a store error,
+    and the database is recreated with the session and every line (from the still-open file,
+    or from the writer's memory when that copy fails); lines after it land in it too."""
+    import logging
+
+    from captiond.transcript.store import StoreWriter
+
+    caplog.set_level(logging.INFO, logger="captiond.store")
+    path = tmp_path / "data" / "captiond.db"
+    store = Store.open(f"sqlite:///{path}")
+    earlier = store.begin_session(source="mic", engine="local", title="earlier")
+    store.end_session(earlier)
+    sid = store.begin_session(source="mic", engine="local", title="live")
+    writer = StoreWriter(store, sid)
+    try:
+        writer.submit([_final(i) for i in range(5)])
+        writer.flush().result(10)
+        if from_memory:
+            writer._keeper.close()  # the open copy is unusable: only memory is left
+        for p in path.parent.glob("captiond.db*"):
+            p.unlink()
+        writer.submit([_final(i) for i in range(5, 8)])
+        writer.flush().result(10)
+        writer.submit([_final(8)])
+        writer.flush().result(10)
+        errors = writer.errors
+    finally:
+        writer.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("store.database_vanished") and "how=deleted" in m for m in messages)
+    assert errors >= 1
+    store.end_session(sid)
+    store.close()
+    reopened = Store.open(f"sqlite:///{path}")
+    try:
+        assert [r.text for r in reopened.lines(sid)] == [f"line {i}" for i in range(9)]
+        row = reopened.resolve_session(sid)
+        assert row.title == "live" and row.status == "completed"
+        titles = [r.title for r, _ in reopened.list_sessions()]
+        assert titles == (["live"] if from_memory else ["live", "earlier"])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        reopened.close()

@@ -8,7 +8,9 @@ a second of being shown.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import queue
@@ -149,6 +151,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def sqlite_path(self) -> Path | None:
+        """The database file, for a SQLite database on disk; else None."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            return None
+        if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            return None
+        return Path(parsed.database).expanduser().resolve()
 
     def describe_error(self, exc: BaseException) -> str:
         text = str(getattr(exc, "orig", exc) or exc)
@@ -450,6 +461,18 @@ class StoreWriter:
         self.session_id = session_id
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, str], Line] = {}
+        #: Every line of the session as last written: what is written back if the database
+        #: file vanishes and cannot be copied from the still-open file.
+        self._written: dict[tuple[str, str, str], Line] = {}
+        #: SQLite only: the file's identity and a connection that keeps the file open, so a
+        #: deleted database is noticed and can be copied back (see :meth:`_check_file`).
+        self._path = store.sqlite_path()
+        self._identity: tuple[int, int] | None = None
+        self._keeper: sqlite3.Connection | None = None
+        self._session_row: dict[str, Any] | None = None
+        self.restores = 0
+        if self._path is not None:
+            self._watch_file()
         self._wake = threading.Event()
         self._stop = False
         self._flush_waiters: list[Future[None]] = []
@@ -506,6 +529,7 @@ class StoreWriter:
         while True:
             self._wake.wait(PARTIAL_FLUSH_S)
             self._wake.clear()
+            self._check_file()
             self._write_pending()
             while True:
                 try:
@@ -524,6 +548,9 @@ class StoreWriter:
                 if not w.done():
                     w.set_result(None)
             if self._stop and empty and self._other.empty():
+                if self._keeper is not None:
+                    self._keeper.close()
+                    self._keeper = None
                 return
 
     def _write_pending(self) -> None:
@@ -547,6 +574,109 @@ class StoreWriter:
             return
         self.written += len(lines)
         self.final_written += sum(1 for line in lines if line.status is LineStatus.FINAL)
+        if self._path is not None:
+            for line in lines:
+                self._written[(line.track, line.channel, line.item_id)] = line
+
+    # -- the database file vanishing under the daemon (SQLite) ---------------------------------
+
+    def _watch_file(self) -> None:
+        """Remember the file's identity; keep a connection open on it (a deleted file stays
+        readable through it); remember the session row."""
+        assert self._path is not None
+        try:
+            st = os.stat(self._path)
+            keeper = sqlite3.connect(str(self._path), check_same_thread=False)
+            keeper.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            # A first read opens the -wal file too, so it stays readable after an unlink.
+            keeper.execute("SELECT count(*) FROM sessions").fetchall()
+            cur = keeper.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,))
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("store.watch_unavailable path=%s error=%r", self._path, str(exc))
+            return
+        self._identity = (st.st_dev, st.st_ino)
+        self._keeper = keeper
+        self._session_row = dict(zip(names, row, strict=True)) if row is not None else None
+
+    def _check_file(self) -> None:
+        """Notice that the database file was deleted or replaced (``rm captiond.db*``, a
+        restore by rename) and put the database back where it was, so no line is lost."""
+        if self._path is None or self._identity is None:
+            return
+        try:
+            st = os.stat(self._path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+            how = "replaced"
+        except FileNotFoundError:
+            how = "deleted"
+        except OSError:
+            return  # cannot tell now (a directory permission): checked again next time
+        self.errors += 1
+        self.last_error = (f"database {self._path} was {how} while captiond ran; it was "
+                           "recreated with the running session")
+        log.error("store.database_vanished path=%s how=%s (recreating it and writing the "
+                  "running session back)", self._path, how)
+        try:
+            if how == "replaced":
+                aside = self._path.with_name(f"{self._path.name}.replaced-{int(time.time())}")
+                for suffix in ("", "-wal", "-shm"):
+                    src = self._path.with_name(self._path.name + suffix)
+                    if src.exists():
+                        os.replace(src, aside.with_name(aside.name + suffix))
+                log.warning("store.foreign_file_moved path=%s to=%s", self._path, aside)
+            restored = self._copy_back()
+        except Exception as exc:  # noqa: BLE001 - fall back to what the writer holds
+            log.error("store.copy_back_failed path=%s error=%r", self._path, str(exc))
+            restored = self._write_back()
+        self.restores += 1
+        log.warning("store.database_restored path=%s from=%s session=%d lines=%d",
+                    self._path, restored, self.session_id, len(self._written))
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
+        self._watch_file()
+
+    def _copy_back(self) -> str:
+        """Copy the whole database, through the connection that still has the deleted file
+        open, into a new file at the path. Every session survives, not only the running one."""
+        if self._keeper is None:
+            raise StoreError("no open copy of the database")
+        assert self._path is not None
+        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        create_private_file(self._path)
+        target = sqlite3.connect(str(self._path))
+        try:
+            self._keeper.backup(target)
+        finally:
+            target.close()
+        # Pooled connections still point at the deleted file: open new ones.
+        self.store.engine.dispose()
+        return "open_copy"
+
+    def _write_back(self) -> str:
+        """A new database with the running session and every line written so far."""
+        assert self._path is not None
+        self.store.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path.with_name(self._path.name + suffix))
+        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        create_private_file(self._path)
+        self.store.upgrade()
+        if self._session_row is not None:
+            row = dict(self._session_row)
+            for key in ("started_at", "ended_at"):
+                if isinstance(row.get(key), str):
+                    row[key] = dt.datetime.fromisoformat(row[key])
+            if isinstance(row.get("meta"), str):
+                row["meta"] = json.loads(row["meta"])
+            with self.store.engine.begin() as conn:
+                conn.execute(insert(SessionRow).values(**row))
+        self.store.write_lines(self.session_id, list(self._written.values()))
+        return "memory"
 
     def _retry(self, fn: Any) -> Any:
         delay = WRITE_RETRY_BASE_S
