@@ -422,3 +422,47 @@ def test_deleted_database_is_noticed_and_written_back(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         reopened.close()
+
+
+def test_replaced_database_is_moved_aside_and_ours_put_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A different file renamed over the database while running: it is moved aside (not
+    written into, not lost) and the running database is put back at the path."""
+    import logging
+
+    from captiond.transcript.store import StoreWriter
+
+    caplog.set_level(logging.INFO, logger="captiond.store")
+    path = tmp_path / "captiond.db"
+    other = tmp_path / "other" / "captiond.db"
+    foreign = Store.open(f"sqlite:///{other}")
+    foreign.end_session(foreign.begin_session(source="x", engine="local", title="foreign"))
+    foreign.close()
+    store = Store.open(f"sqlite:///{path}")
+    sid = store.begin_session(source="mic", engine="local", title="live")
+    writer = StoreWriter(store, sid)
+    try:
+        writer.submit([_final(i) for i in range(3)])
+        writer.flush().result(10)
+        os.replace(other, path)
+        writer.submit([_final(3)])
+        writer.flush().result(10)
+        writer.submit([_final(4)])
+        writer.flush().result(10)
+    finally:
+        writer.close()
+        store.close()
+    assert any("how=replaced" in r.getMessage() for r in caplog.records)
+    aside = [p for p in tmp_path.glob("captiond.db.replaced-*") if not p.name.endswith(("-wal",
+                                                                                         "-shm"))]
+    assert len(aside) == 1
+    moved = Store(f"sqlite:///{aside[0]}")
+    ours = Store(f"sqlite:///{path}")
+    try:
+        assert [r.title for r, _ in moved.list_sessions()] == ["foreign"]
+        assert [r.title for r, _ in ours.list_sessions()] == ["live"]
+        assert len(ours.lines(sid)) == 5
+    finally:
+        moved.close()
+        ours.close()

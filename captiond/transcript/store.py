@@ -621,12 +621,15 @@ class StoreWriter:
                   "running session back)", self._path, how)
         try:
             if how == "replaced":
+                # Someone else's file: kept, beside ours.
                 aside = self._path.with_name(f"{self._path.name}.replaced-{int(time.time())}")
-                for suffix in ("", "-wal", "-shm"):
-                    src = self._path.with_name(self._path.name + suffix)
-                    if src.exists():
-                        os.replace(src, aside.with_name(aside.name + suffix))
+                os.replace(self._path, aside)
                 log.warning("store.foreign_file_moved path=%s to=%s", self._path, aside)
+            # A -wal or -shm still at the path is the running database's (its connections
+            # hold them; they read on through their open files): a new file must not meet it.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path.with_name(self._path.name + suffix))
             restored = self._copy_back()
         except Exception as exc:  # noqa: BLE001 - fall back to what the writer holds
             log.error("store.copy_back_failed path=%s error=%r", self._path, str(exc))
