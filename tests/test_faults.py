@@ -466,3 +466,36 @@ def test_replaced_database_is_moved_aside_and_ours_put_back(
     finally:
         moved.close()
         ours.close()
+
+
+def test_truncated_file_says_where_decoding_stopped(
+    fleurs_en: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MP3 cut off half-way (its header still states the whole length): audio.file_cut_off
+    names the time where decoding stopped; what came before is kept."""
+    import logging
+    import re
+
+    from captiond.audio.sources import FileSource
+
+    full = tmp_path / "full.mp3"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(fleurs_en[2]), str(full)],
+                   check=True, timeout=60)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 2])
+    caplog.set_level(logging.WARNING, logger="captiond.audio")
+    source = FileSource(cut, realtime=False)
+
+    async def read() -> float:
+        end = 0
+        async for block in source.blocks():
+            end = block.end
+        return end / source.rate
+
+    length_s = asyncio.run(read())
+    assert 0.4 * (source.duration_s or 0) < length_s < 0.6 * (source.duration_s or 0)
+    cut_off = [r.getMessage() for r in caplog.records if "audio.file_cut_off" in r.getMessage()]
+    assert len(cut_off) == 1, cut_off
+    at = re.search(r"stopped_at=00:00:(\d\d)\.\d", cut_off[0])
+    assert at is not None and abs(int(at.group(1)) - length_s) <= 1, cut_off
