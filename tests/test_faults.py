@@ -158,6 +158,8 @@ async def test_only_get_and_head_are_served() -> None:
         assert head_headers["content-length"] == str(len(get_body))
         assert head_headers["content-type"] == get_headers["content-type"]
         assert (await _raw(server.port, "HEAD", "/ws"))[0] == 426
+        status, _, body = await _raw(server.port, "GET", "/overlay?linger_s=nan")
+        assert status == 400 and b"URL parameter linger_s: must be a finite number" in body
         csp = get_headers["content-security-policy"]
         assert "frame-ancestors 'self'" in csp
         assert get_headers["x-frame-options"] == "SAMEORIGIN"
