@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any
 
-from captiond.config import Config
+from captiond.config import Config, finite_problem
 from captiond.transcript.store import Store, session_duration
 
 #: Longest ``--at`` offset accepted (a year of audio); beyond it the time is a typo.
@@ -36,7 +36,7 @@ def parse_clock(text: str) -> int:
     for n in numbers:
         seconds = seconds * 60 + n
     # nan and inf parse as floats but are no time; a time beyond a year is a typo.
-    if not math.isfinite(seconds) or abs(seconds) > MAX_CLOCK_S:
+    if finite_problem(seconds) or abs(seconds) > MAX_CLOCK_S:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not a time (write HH:MM:SS, MM:SS or seconds)"
         )
