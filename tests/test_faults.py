@@ -74,17 +74,6 @@ def test_non_finite_overlay_url_parameter_is_a_style_error(query: dict[str, str]
         style.resolve(overlay_config(), query)
 
 
-def test_show_at_nan_is_a_usage_error(tmp_path: Path) -> None:
-    """`captiond show last --at nan` is an argparse error, not a traceback."""
-    result = subprocess.run(
-        [sys.executable, "-m", "captiond", "show", "last", "--at", "nan"],
-        env=daemon_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "'nan' is not a time" in result.stderr
-
-
 # -- session ids beyond 64 bits ----------------------------------------------------------------
 
 
