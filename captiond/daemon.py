@@ -230,11 +230,11 @@ class Daemon:
         self.reloads = 0
         self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
         self.reload_errors = 0
-        #: Settings a command-line flag holds against a different value in the file.
-        self._overridden: dict[str, tuple[object, object]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
         self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
+        #: Settings a command-line flag holds against a different value in the file.
+        self._overridden: dict[str, tuple[object, object]] = {}
 
     def build_streams(self) -> list[Stream]:
         """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
@@ -502,6 +502,8 @@ class Daemon:
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
                 return False
             _register_secrets(new)
+            plan = reload_module.plan(self.cfg, new, self._can_apply)
+            self.reloads += 1
             _register_secrets(file_cfg)
             overridden = reload_module.overridden(file_cfg, new)
             if overridden != self._overridden:
@@ -514,8 +516,6 @@ class Daemon:
                             name, _shown(name, in_file), _shown(name, in_force),
                         )
                 self._overridden = overridden
-            plan = reload_module.plan(self.cfg, new, self._can_apply)
-            self.reloads += 1
             # Restart-only changes are reported once per new value, and forgotten when the
             # file goes back to the running value.
             fresh: dict[str, list[str]] = {}
