@@ -13,6 +13,7 @@ raises :class:`~captiond.errors.ConfigError` naming the file, line, key, value a
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
@@ -813,6 +814,15 @@ class Config(Mapping[str, Any]):
 
     def changed(self, other: Config) -> set[str]:
         return {k for k in self._values if self._values[k] != other._values.get(k)}
+
+    def restored(self, names: Iterable[str], source: Config) -> Config:
+        """A copy with ``names`` set back to ``source``'s values, under ``source``'s origins
+        (values already checked; everything else about this config is kept)."""
+        names = list(names)
+        out = copy.copy(self)
+        out._values = MappingProxyType({**self._values, **{n: source[n] for n in names}})
+        out.origins = MappingProxyType({**self.origins, **{n: source.origins[n] for n in names}})
+        return out
 
     def data_dir(self) -> Path:
         if self["database.data_dir"]:

@@ -501,9 +501,6 @@ class Daemon:
                 self.reload_errors += 1
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
                 return False
-            _register_secrets(new)
-            plan = reload_module.plan(self.cfg, new, self._can_apply)
-            self.reloads += 1
             _register_secrets(file_cfg)
             overridden = reload_module.overridden(file_cfg, new)
             if overridden != self._overridden:
@@ -516,6 +513,9 @@ class Daemon:
                             name, _shown(name, in_file), _shown(name, in_force),
                         )
                 self._overridden = overridden
+            _register_secrets(new)
+            plan = reload_module.plan(self.cfg, new, self._can_apply)
+            self.reloads += 1
             # Restart-only changes are reported once per new value, and forgotten when the
             # file goes back to the running value.
             fresh: dict[str, list[str]] = {}

@@ -92,19 +92,7 @@ def keep_running(applied: Config, current: Config, names: set[str]) -> Config:
     file again and a corrected edit applies (a value marked as an override would be fed back
     over the file on every reload).
     """
-    if not names:
-        return applied
-    values = {name: applied[name] for name in applied}
-    origins = dict(applied.origins)
-    for name in names:
-        values[name] = current[name]
-        origins[name] = current.origins[name]
-    return Config(values, origins, applied.path)
-
-
-def overrides_of(cfg: Config) -> dict[str, object]:
-    """Values given on the command line: a reload keeps them over the file."""
-    return {name: cfg[name] for name, origin in cfg.origins.items() if origin == "command line"}
+    return applied.restored(names, current) if names else applied
 
 
 def overridden(file_cfg: Config, cfg: Config) -> dict[str, tuple[object, object]]:
@@ -116,4 +104,13 @@ def overridden(file_cfg: Config, cfg: Config) -> dict[str, tuple[object, object]
         if origin == "command line"
         and file_cfg.origins[name] not in ("default", "environment")
         and file_cfg[name] != cfg[name]
+    }
+
+
+def overrides_of(cfg: Config) -> dict[str, object]:
+    """Values that came from the command line: a reload must keep them over the file."""
+    return {
+        name: cfg[name]
+        for name, origin in cfg.origins.items()
+        if origin == "command line"  # not a value restored after a failed switch
     }
