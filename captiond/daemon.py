@@ -501,18 +501,6 @@ class Daemon:
                 self.reload_errors += 1
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
                 return False
-            _register_secrets(file_cfg)
-            overridden = reload_module.overridden(file_cfg, new)
-            if overridden != self._overridden:
-                # Said once per file value: the edit is read, but the flag wins until a restart.
-                for name, (in_file, in_force) in sorted(overridden.items()):
-                    if self._overridden.get(name) != (in_file, in_force):
-                        log.warning(
-                            "config.overridden setting=%s file=%r in_force=%r by=command_line "
-                            "(the flag wins over the file; restart without it to use the file)",
-                            name, _shown(name, in_file), _shown(name, in_force),
-                        )
-                self._overridden = overridden
             _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
@@ -527,6 +515,18 @@ class Daemon:
             for name in list(self._pending):
                 if new[name] == self.cfg[name]:
                     del self._pending[name]
+            _register_secrets(file_cfg)
+            overridden = reload_module.overridden(file_cfg, new)
+            if overridden != self._overridden:
+                # Said once per file value: the edit is read, but the flag wins until a restart.
+                for name, (in_file, in_force) in sorted(overridden.items()):
+                    if self._overridden.get(name) != (in_file, in_force):
+                        log.warning(
+                            "config.overridden setting=%s file=%r in_force=%r by=command_line "
+                            "(the flag wins over the file; restart without it to use the file)",
+                            name, _shown(name, in_file), _shown(name, in_force),
+                        )
+                self._overridden = overridden
             self.restart_needed = {}
             for component, names in plan.restart.items():
                 kept = [n for n in names if n in self._pending]
