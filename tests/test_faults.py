@@ -490,3 +490,33 @@ def test_truncated_file_says_where_decoding_stopped(
     assert len(cut_off) == 1, cut_off
     at = re.search(r"stopped_at=00:00:(\d\d)\.\d", cut_off[0])
     assert at is not None and abs(int(at.group(1)) - length_s) <= 1, cut_off
+
+
+def test_file_unreadable_from_some_point_keeps_the_lines_before_it(
+    fleurs_en: list[Path], tmp_path: Path
+) -> None:
+    """Speech, then bytes no decoder reads: `transcribe` stores the lines of the speech before
+    the damage, then exits 1 with one line naming the time where decoding stopped."""
+    import numpy as np
+
+    data = fleurs_en[0].read_bytes()
+    bad = tmp_path / "torn.ogg"
+    rng = np.random.default_rng(1)
+    bad.write_bytes(data[:12_000] + rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    db = tmp_path / "c.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "captiond", "transcribe", str(bad), "--no-progress",
+         "--db", f"sqlite:///{db}"],
+        env=daemon_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=180,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"captiond: cannot decode {bad} after 00:00:03."), last
+    store = Store(f"sqlite:///{db}")
+    try:
+        (row, lines), = store.list_sessions()
+        assert lines >= 1 and row.status == "completed"
+    finally:
+        store.close()

@@ -220,11 +220,14 @@ def decode_file_chunks(path: Path, rate: int, duration_s: float | None = None) -
     except Exception as exc:
         if not decoded:
             raise AudioError(f"cannot decode {path}: {exc}") from exc
-        # Keep what came before the damage, and say where it stopped.
+        # The caller keeps what came before the damage; the error says where it stopped.
         log.warning("audio.file_cut_off path=%s stopped_at=%s error=%r (the rest of the file "
                     "cannot be decoded; what came before is kept)", path, _clock(decoded / rate),
                     str(exc))
-        return
+        raise AudioError(
+            f"cannot decode {path} after {_clock(decoded / rate)}: {exc} (the file is damaged "
+            "from there on; the audio before it was captioned and stored)"
+        ) from exc
     decoded_s = decoded / rate
     if duration_s is not None and duration_s - decoded_s > max(
         SHORT_DECODE_S, duration_s * SHORT_DECODE_SHARE
@@ -252,6 +255,8 @@ class FileSource:
         self.position = 0
         #: Monotonic time at which sample 0 "played" (paced mode): the stream's wall clock.
         self.started_at: float | None = None
+        #: Why decoding stopped before the end of the file (set once the rest is unreadable).
+        self.error: AudioError | None = None
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
         loop = asyncio.get_running_loop()
@@ -261,7 +266,15 @@ class FileSource:
         done = False
         while not self._closed:
             while len(pending) < self.block and not done:
-                chunk = await asyncio.to_thread(next, chunks, None)
+                try:
+                    chunk = await asyncio.to_thread(next, chunks, None)
+                except AudioError as exc:
+                    if not self.position and not len(pending):
+                        raise
+                    # Damaged from here on: what was decoded goes out first; the session
+                    # raises the error once it is transcribed and stored.
+                    self.error = exc
+                    chunk = None
                 if chunk is None:
                     done = True
                 else:
