@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 
 from captiond.commands.browse import format_ms
-from captiond.errors import CaptiondError, SessionNotFound, StoreError
+from captiond.errors import CaptiondError, InvalidSessionRef, SessionNotFound, StoreError
 from captiond.transcript.models import GapRow, SegmentRow, SessionRow
 from captiond.transcript.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 from captiond.transcript.search import SearchSyntaxError, search
@@ -284,7 +284,7 @@ def handle_api(
         return 404, {
             "error": f"no such API route: {path} (see /api/sessions, /api/search?q=, /api/status)"
         }
-    except (BadRequest, SearchSyntaxError) as exc:
+    except (BadRequest, SearchSyntaxError, InvalidSessionRef) as exc:
         return 400, {"error": str(exc)}
     except SessionNotFound as exc:
         return 404, {"error": str(exc)}

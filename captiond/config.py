@@ -13,7 +13,9 @@ raises :class:`~captiond.errors.ConfigError` naming the file, line, key, value a
 
 from __future__ import annotations
 
+import copy
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -813,6 +815,15 @@ class Config(Mapping[str, Any]):
     def changed(self, other: Config) -> set[str]:
         return {k for k in self._values if self._values[k] != other._values.get(k)}
 
+    def restored(self, names: Iterable[str], source: Config) -> Config:
+        """A copy with ``names`` set back to ``source``'s values, under ``source``'s origins
+        (values already checked; everything else about this config is kept)."""
+        names = list(names)
+        out = copy.copy(self)
+        out._values = MappingProxyType({**self._values, **{n: source[n] for n in names}})
+        out.origins = MappingProxyType({**self.origins, **{n: source.origins[n] for n in names}})
+        return out
+
     def data_dir(self) -> Path:
         if self["database.data_dir"]:
             return Path(self["database.data_dir"]).expanduser()
@@ -894,6 +905,10 @@ def _coerce_value(setting: Setting, raw: Any, where: str, *, from_text: bool = F
         elif t is str and not isinstance(value, str):
             hint = f' (put it in quotes: "{value}")'
         raise ConfigError(f"{where}: {name} must be {_type_name(t)}, got {value!r}{hint}")
+    if t is float:
+        problem = finite_problem(value)
+        if problem:
+            raise ConfigError(f"{where}: {name} {problem}, got {raw!r}{_range_hint(setting)}")
     if setting.choices and value not in setting.choices:
         raise ConfigError(
             f"{where}: {name} must be one of {', '.join(setting.choices)}, got {value!r}"
@@ -907,6 +922,20 @@ def _coerce_value(setting: Setting, raw: Any, where: str, *, from_text: bool = F
         if problem:
             raise ConfigError(f"{where}: {name} {problem}, got {value!r}")
     return value
+
+
+def finite_problem(value: float) -> str | None:
+    """Why a number read from outside is unusable, or None: NaN and infinity pass every ``<``
+    and ``>`` check (NaN compares false to everything), so they are refused by name."""
+    if not math.isfinite(value):
+        return "must be a finite number (nan and inf are not numbers captiond can use)"
+    return None
+
+
+def _range_hint(setting: Setting) -> str:
+    if setting.minimum is not None and setting.maximum is not None:
+        return f" (write a number from {setting.minimum:g} to {setting.maximum:g})"
+    return " (write a number such as 1.5)"
 
 
 def _line_of(text: str, section: str, key: str | None) -> int | None:

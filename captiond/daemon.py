@@ -175,6 +175,11 @@ _MISSING = object()
 _PRIVATE_STATUS = frozenset({"source", "config", "pid"})
 
 
+def _shown(name: str, value: Any) -> Any:
+    """A setting's value as a log line may show it (secrets hidden)."""
+    return "<hidden>" if config_module.BY_NAME[name].secret and value else value
+
+
 def _register_secrets(cfg: Config) -> None:
     """Secret settings (tokens, database URLs with passwords) never appear in a log line."""
     from captiond.config import SETTINGS
@@ -228,6 +233,8 @@ class Daemon:
         self._background: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
         self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
+        #: Settings a command-line flag holds against a different value in the file.
+        self._overridden: dict[str, tuple[object, object]] = {}
 
     def build_streams(self) -> list[Stream]:
         """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
@@ -486,10 +493,10 @@ class Daemon:
         (the old config stays in force; the log names the key and the reason)."""
         async with self._reload_lock:
             path = self.cfg.path
+            flags = reload_module.overrides_of(self.cfg)
             try:
-                new = await asyncio.to_thread(
-                    config_module.load, path, overrides=reload_module.overrides_of(self.cfg)
-                )
+                new = await asyncio.to_thread(config_module.load, path, overrides=flags)
+                file_cfg = await asyncio.to_thread(config_module.load, path) if flags else new
             except ConfigError as exc:
                 self.reload_errors += 1
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
@@ -508,6 +515,18 @@ class Daemon:
             for name in list(self._pending):
                 if new[name] == self.cfg[name]:
                     del self._pending[name]
+            _register_secrets(file_cfg)
+            overridden = reload_module.overridden(file_cfg, new)
+            if overridden != self._overridden:
+                # Said once per file value: the edit is read, but the flag wins until a restart.
+                for name, (in_file, in_force) in sorted(overridden.items()):
+                    if self._overridden.get(name) != (in_file, in_force):
+                        log.warning(
+                            "config.overridden setting=%s file=%r in_force=%r by=command_line "
+                            "(the flag wins over the file; restart without it to use the file)",
+                            name, _shown(name, in_file), _shown(name, in_force),
+                        )
+                self._overridden = overridden
             self.restart_needed = {}
             for component, names in plan.restart.items():
                 kept = [n for n in names if n in self._pending]
@@ -516,22 +535,22 @@ class Daemon:
             if not plan.live and not fresh:
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
+            # A change that fails to apply keeps the running value without pinning it: the
+            # next reload compares the file with it again, so a corrected edit applies.
             if "audio.source" in plan.live and not await self._switch_source(plan.applied):
                 # The new device cannot be opened: keep capturing from the old one.
                 plan.live.discard("audio.source")
-                plan.applied = plan.applied.replace(audio__source=self.cfg["audio.source"])
+                plan.applied = reload_module.keep_running(plan.applied, self.cfg, {"audio.source"})
             engine_changes = {n for n in plan.live if n in _ENGINE_RESTART or n.startswith("openai.")}
             if engine_changes and not await self._switch_engine(plan.applied):
                 # The new engine cannot be built: keep the running one and its settings.
                 plan.live -= engine_changes
-                plan.applied = plan.applied.replace(
-                    **{n.replace(".", "__"): self.cfg[n] for n in engine_changes}
-                )
+                plan.applied = reload_module.keep_running(plan.applied, self.cfg, engine_changes)
             if "translate.targets" in plan.live and not await self._retarget(plan.applied):
                 # No key, a bad code, or the session ended: the running translations stay.
                 plan.live.discard("translate.targets")
-                plan.applied = plan.applied.replace(
-                    translate__targets=list(self.cfg["translate.targets"])
+                plan.applied = reload_module.keep_running(
+                    plan.applied, self.cfg, {"translate.targets"}
                 )
             self._apply(plan.applied, plan.live)
             self.cfg = plan.applied

@@ -9,7 +9,8 @@
      ├── EngineError                an engine that cannot start or run
      │    └── EngineFatal           no point retrying (bad key, missing model)
      ├── StoreError                 the database cannot be opened, migrated or written
-     └── SessionNotFound            `show 12` for a session that does not exist
+     ├── SessionNotFound            `show 12` for a session that does not exist
+     └── InvalidSessionRef          `show 99999999999999999999`: no database holds that id
 
 Foreign exceptions are translated where they enter (``raise AudioError(...) from exc``).
 """
@@ -47,3 +48,7 @@ class StoreError(CaptiondError):
 
 class SessionNotFound(CaptiondError):
     pass
+
+
+class InvalidSessionRef(CaptiondError):
+    """A session reference no database can hold (a number beyond 64 bits): a bad request."""

@@ -192,6 +192,12 @@ class Session:
             raise
         finally:
             await self._finish(status)
+        # A source that stopped early (a file damaged from some point on) ended its stream so
+        # everything before was transcribed and stored; its error is reported now.
+        for stream in self.streams:
+            error = getattr(stream.source, "error", None)
+            if isinstance(error, BaseException):
+                raise error
         return self.session_id
 
     # -- internals ---------------------------------------------------------------------------

@@ -84,10 +84,33 @@ def keep_names(keep: dict[str, object]) -> set[str]:
     return {k.replace("__", ".") for k in keep}
 
 
+def keep_running(applied: Config, current: Config, names: set[str]) -> Config:
+    """``applied`` with the running value of ``names`` back, under the running value's origin.
+
+    For a change that could not be put into effect (the new device or engine failed): the
+    value is restored, not pinned. Its origin stays the file's, so the next reload reads the
+    file again and a corrected edit applies (a value marked as an override would be fed back
+    over the file on every reload).
+    """
+    return applied.restored(names, current) if names else applied
+
+
+def overridden(file_cfg: Config, cfg: Config) -> dict[str, tuple[object, object]]:
+    """Settings the config file sets to something else than the command-line value in force:
+    name -> (file value, value in force). ``file_cfg`` is the file read without flags."""
+    return {
+        name: (file_cfg[name], cfg[name])
+        for name, origin in cfg.origins.items()
+        if origin == "command line"
+        and file_cfg.origins[name] not in ("default", "environment")
+        and file_cfg[name] != cfg[name]
+    }
+
+
 def overrides_of(cfg: Config) -> dict[str, object]:
     """Values that came from the command line: a reload must keep them over the file."""
     return {
         name: cfg[name]
         for name, origin in cfg.origins.items()
-        if origin in ("command line", "override")
+        if origin == "command line"  # not a value restored after a failed switch
     }

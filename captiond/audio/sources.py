@@ -137,21 +137,109 @@ def probe_file(path: Path) -> tuple[int, float | None]:
         ) from exc
 
 
-def decode_file_chunks(path: Path, rate: int) -> Any:
-    """Mono float32 chunks at the file's own rate (channels averaged, no rate change)."""
+#: Damaged packets skipped in one file before decoding gives up on the rest of it.
+MAX_BAD_PACKETS = 1_000
+#: Decoded audio this much shorter than the file says it lasts counts as cut off (s), also
+#: as a share of the duration (containers round their durations).
+SHORT_DECODE_S = 0.5
+SHORT_DECODE_SHARE = 0.02
+#: A jump in frame timestamps longer than this is audio lost to damage (s).
+HOLE_MIN_S = 0.1
+#: Longest hole filled with silence to keep the stream clock on the file's (s).
+HOLE_FILL_MAX_S = 600.0
+
+
+def _frame_time(frame: Any) -> float | None:
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return float(frame.pts * frame.time_base)
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}.{int(seconds * 10) % 10}"
+
+
+def decode_file_chunks(path: Path, rate: int, duration_s: float | None = None) -> Any:
+    """Mono float32 chunks at the file's own rate (channels averaged, no rate change).
+
+    A damaged file is decoded as far as it can be: packets the decoder refuses are skipped and
+    audio the demuxer lost is filled with silence, so the stream clock stays the file's
+    (``audio.file_damaged`` names the time), and when the decoded audio ends well before the
+    ``duration_s`` the container states, ``audio.file_cut_off`` names where decoding stopped.
+    What was decoded is kept either way.
+    """
     import av
 
+    decoded = 0
+    bad = 0
+    origin: float | None = None  # time of the first frame: the file's clock starts there
     try:
         with av.open(str(path)) as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    bad += 1
+                    if bad == 1:
+                        log.warning(
+                            "audio.file_damaged path=%s at=%s (a damaged part is skipped; "
+                            "decoding goes on after it)", path, _clock(decoded / rate),
+                        )
+                    if bad >= MAX_BAD_PACKETS:
+                        break
+                    continue
+                for frame in frames:
+                    at = _frame_time(frame)
+                    if at is not None:
+                        if origin is None:
+                            origin = at
+                        missing = at - origin - decoded / rate
+                        if missing > HOLE_MIN_S:
+                            # Damaged pages were dropped by the demuxer: say where, and keep
+                            # the stream clock on the file's by filling the hole with silence.
+                            log.warning(
+                                "audio.file_damaged path=%s at=%s missing_s=%.2f (a damaged "
+                                "part could not be decoded; decoding goes on after it)",
+                                path, _clock(decoded / rate), missing,
+                            )
+                            bad += 1
+                            fill = int(min(missing, HOLE_FILL_MAX_S) * rate)
+                            decoded += fill
+                            yield np.zeros(fill, dtype=np.float32)
+                    for out in resampler.resample(frame):
+                        chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                        decoded += len(chunk)
+                        yield chunk
             for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                decoded += len(chunk)
+                yield chunk
     except Exception as exc:
-        raise AudioError(f"cannot decode {path}: {exc}") from exc
+        if not decoded:
+            raise AudioError(f"cannot decode {path}: {exc}") from exc
+        # The caller keeps what came before the damage; the error says where it stopped.
+        log.warning("audio.file_cut_off path=%s stopped_at=%s error=%r (the rest of the file "
+                    "cannot be decoded; what came before is kept)", path, _clock(decoded / rate),
+                    str(exc))
+        raise AudioError(
+            f"cannot decode {path} after {_clock(decoded / rate)}: {exc} (the file is damaged "
+            "from there on; the audio before it was captioned and stored)"
+        ) from exc
+    decoded_s = decoded / rate
+    if duration_s is not None and duration_s - decoded_s > max(
+        SHORT_DECODE_S, duration_s * SHORT_DECODE_SHARE
+    ):
+        log.warning(
+            "audio.file_cut_off path=%s stopped_at=%s duration=%s damaged_parts=%d (the file "
+            "is damaged or truncated: decoding stopped early; what came before is kept)",
+            path, _clock(decoded_s), _clock(duration_s), bad,
+        )
+    elif bad:
+        log.warning("audio.file_damaged path=%s damaged_parts=%d decoded=%s", path, bad,
+                    _clock(decoded_s))
 
 
 class FileSource:
@@ -167,16 +255,26 @@ class FileSource:
         self.position = 0
         #: Monotonic time at which sample 0 "played" (paced mode): the stream's wall clock.
         self.started_at: float | None = None
+        #: Why decoding stopped before the end of the file (set once the rest is unreadable).
+        self.error: AudioError | None = None
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
         loop = asyncio.get_running_loop()
-        chunks = decode_file_chunks(self.path, self.rate)
+        chunks = decode_file_chunks(self.path, self.rate, self.duration_s)
         pending = np.zeros(0, dtype=np.float32)
         t0 = self.started_at = loop.time()
         done = False
         while not self._closed:
             while len(pending) < self.block and not done:
-                chunk = await asyncio.to_thread(next, chunks, None)
+                try:
+                    chunk = await asyncio.to_thread(next, chunks, None)
+                except AudioError as exc:
+                    if not self.position and not len(pending):
+                        raise
+                    # Damaged from here on: what was decoded goes out first; the session
+                    # raises the error once it is transcribed and stored.
+                    self.error = exc
+                    chunk = None
                 if chunk is None:
                     done = True
                 else:

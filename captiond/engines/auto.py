@@ -34,12 +34,19 @@ from captiond.engines.base import Emit, Engine
 from captiond.engines.openai import OpenAIEngine, probe
 from captiond.errors import EngineFatal
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, TranscriptEvent
-from captiond.realtime.protocol import SAMPLE_RATE
+from captiond.realtime.protocol import SAMPLE_RATE, Gap
 
 log = logging.getLogger("captiond.engine.auto")
 
 #: How long a finished engine run may take to return its last results when switching.
 SWITCH_DRAIN_S = 30.0
+#: At the end of the input: the OpenAI engine unreachable this long gets no more waiting; what
+#: it holds is transcribed locally at once (a session that just dropped may come back).
+STOP_UNREACHABLE_S = 2.0
+#: How often the end of a run checks whether the service is still unreachable.
+STOP_POLL_S = 0.1
+#: After detaching at the end, how long the OpenAI run may take to close its sockets.
+DETACHED_CLOSE_S = 5.0
 #: Probe handshake bound.
 PROBE_TIMEOUT_S = 10.0
 _END = object()
@@ -80,6 +87,9 @@ class AutoEngine:
         self._tail: str | None = None
         self._openai_cost = 0.0
         self._rescues: list[asyncio.Future[Any]] = []
+        #: Rescued utterances by future: (item id, start ms, end ms), for what never finished.
+        self._rescued: dict[asyncio.Future[Any], tuple[str, int, int]] = {}
+        self._given_up: set[str] = set()
         self._probe_ok = False
         self._next_probe = 0.0
         self._probe_task: asyncio.Task[Any] | None = None
@@ -132,6 +142,7 @@ class AutoEngine:
                 self._probe_task.cancel()
             if self._rescues:
                 await asyncio.wait(self._rescues, timeout=SWITCH_DRAIN_S)
+                self._give_up_rescues(emit)
 
     async def _run_one(self, engine: Engine, source: AsyncIterator[AudioBlock],
                        emit: Emit) -> bool:
@@ -144,6 +155,9 @@ class AutoEngine:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         to_rate = Resampler(engine.sample_rate) if engine.sample_rate != SAMPLE_RATE else None
 
+        # Set once the engine has taken every block: it has committed its last utterance.
+        fed = asyncio.Event()
+
         async def blocks() -> AsyncIterator[AudioBlock]:
             while True:
                 item = await queue.get()
@@ -151,6 +165,7 @@ class AutoEngine:
                     tail = to_rate.flush() if to_rate is not None else None
                     if tail is not None:
                         yield tail
+                    fed.set()
                     return
                 yield item
 
@@ -178,7 +193,10 @@ class AutoEngine:
                 self._rescue(engine.detach(), emit)
             queue.put_nowait(_END)
             try:
-                await asyncio.wait_for(asyncio.shield(task), SWITCH_DRAIN_S)
+                if ended and isinstance(engine, OpenAIEngine):
+                    await self._end_openai(engine, task, fed, emit)
+                else:
+                    await asyncio.wait_for(asyncio.shield(task), SWITCH_DRAIN_S)
             except EngineFatal as exc:
                 log.error("engine.fatal name=%s error=%s", engine.name, exc)
                 if isinstance(engine, OpenAIEngine) and not engine.detached:
@@ -187,6 +205,32 @@ class AutoEngine:
                 log.error("engine.switch_timeout name=%s", engine.name)
                 task.cancel()
         return ended
+
+    async def _end_openai(self, engine: OpenAIEngine, task: asyncio.Task[None],
+                          fed: asyncio.Event, emit: Emit) -> None:
+        """The input ended on OpenAI (end of file, or the daemon stops): wait for the last
+        answers while the service answers; when it is unreachable, or has not answered within
+        :data:`SWITCH_DRAIN_S`, every utterance still without text is transcribed locally.
+        Speech the daemon took in is never dropped for an unreachable service."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SWITCH_DRAIN_S
+        while not task.done():
+            if fed.is_set() and not engine.detached and (
+                engine.fatal is not None or engine.unreachable_s() >= STOP_UNREACHABLE_S
+            ):
+                log.warning("engine.stop_unreachable name=%s unreachable_s=%.1f by=local",
+                            engine.name, engine.unreachable_s())
+                self._rescue(engine.detach(), emit)
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("engine.stop_timeout name=%s waited_s=%.0f by=local",
+                            engine.name, SWITCH_DRAIN_S)
+                self._rescue(engine.detach(), emit)
+                break
+            await asyncio.wait({task}, timeout=min(STOP_POLL_S, remaining))
+        # Detached, the run ends as soon as its sockets are closed.
+        await asyncio.wait_for(asyncio.shield(task), DETACHED_CLOSE_S)
 
     def _should_switch(self, engine: Engine) -> bool:
         now = time.monotonic()
@@ -225,6 +269,22 @@ class AutoEngine:
 
         return chained
 
+    def _give_up_rescues(self, emit: Emit) -> None:
+        """Local transcriptions still running at the end: failed, and their audio stored as
+        a gap with the reason, so the session shows what is missing."""
+        sink = getattr(self, "_gap_sink", None)
+        for fut, (item, start_ms, end_ms) in self._rescued.items():
+            if fut.done():
+                continue
+            self._given_up.add(item)
+            reason = (f"local fallback did not finish within {SWITCH_DRAIN_S:.0f} s "
+                      "of the end (openai unreachable)")
+            log.error("engine.rescue_unfinished item=%s start_ms=%d end_ms=%d",
+                      item, start_ms, end_ms)
+            emit(ItemFailed(item, reason))
+            if sink is not None:
+                sink(Gap(start_ms, end_ms, reason))
+
     def _rescue(self, entries: list[Any], emit: Emit) -> None:
         """Transcribe locally what the OpenAI engine had not got text for, keeping the ids."""
         loop = asyncio.get_running_loop()
@@ -244,7 +304,7 @@ class AutoEngine:
 
             def done(f: asyncio.Future[Any], item: str = item) -> None:
                 self._engine_of[item] = "local"
-                if f.cancelled():
+                if f.cancelled() or item in self._given_up:
                     return
                 if f.exception() is not None:
                     emit(ItemFailed(item, f"local fallback failed: {f.exception()}"))
@@ -254,5 +314,7 @@ class AutoEngine:
 
             fut.add_done_callback(done)
             self._rescues.append(fut)
+            end_ms = offset + len(samples) * 1000 // SAMPLE_RATE
+            self._rescued[fut] = (item, offset, end_ms)
         if entries:
             log.warning("engine.rescued items=%d by=local", len(entries))

@@ -29,6 +29,7 @@ Feed messages, as JSON text frames (the line/session/status schema is :mod:`capt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -135,8 +136,13 @@ _RELOAD: dict[str, Any] = {"type": "reload"}
 _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:; font-src 'self' data:; frame-src 'self'; "
-    "base-uri 'none'; form-action 'none'"
+    "base-uri 'none'; form-action 'none'; "
+    # OBS's browser source loads the page top-level, so this does not touch it; only the
+    # index page's own preview may frame a page, no other site (clickjacking).
+    "frame-ancestors 'self'"
 )
+#: HTTP methods the server answers; everything here is read-only.
+ALLOWED_METHODS = ("GET", "HEAD")
 
 
 class OverlayError(CaptiondError):
@@ -347,7 +353,7 @@ class OverlayServer:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         register_secret(token)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="ascii") as f:
                 f.write(token + "\n")
@@ -377,6 +383,21 @@ class OverlayServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        if request.method not in ALLOWED_METHODS:
+            response = _text(405, f"{request.method[:20]} is not allowed here: this server "
+                                  f"only reads (use {' or '.join(ALLOWED_METHODS)})\n")
+            response.headers["Allow"] = ", ".join(ALLOWED_METHODS)
+            return response
+        response = await self._answer(connection, request)
+        if request.method == "HEAD" and response is None:
+            # A feed client must GET: a HEAD never upgrades.
+            response = _text(426, "this is the live caption feed: connect with a WebSocket client\n")
+        if request.method == "HEAD" and response is not None:
+            # The headers GET would send (Content-Length included), without the body.
+            response = dataclasses.replace(response, body=b"")
+        return response
+
+    async def _answer(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path or "/"
         try:
@@ -690,6 +711,8 @@ def _response(
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
+        # For browsers older than CSP frame-ancestors: only this server may frame a page.
+        ("X-Frame-Options", "SAMEORIGIN"),
     ])
     for name, value in extra or ():
         headers[name] = value

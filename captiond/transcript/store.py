@@ -8,7 +8,9 @@ a second of being shown.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import queue
@@ -27,7 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 
-from captiond.errors import SessionNotFound, StoreError
+from captiond.errors import InvalidSessionRef, SessionNotFound, StoreError
 from captiond.events import Line, LineStatus, LineUpdate
 from captiond.resources import migrations_dir
 from captiond.transcript.models import GapRow, SegmentRow, SessionRow, utcnow
@@ -43,6 +45,11 @@ WRITER_MAX_PENDING = 50_000
 #: Retries of a transaction that failed for a transient reason (locked database).
 WRITE_RETRIES = 8
 WRITE_RETRY_BASE_S = 0.1
+#: Modes of what the store creates: transcripts are private to the user.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+#: Largest session id: the id column is a signed 64-bit integer in SQLite and PostgreSQL.
+SESSION_ID_MAX = 2**63 - 1
 
 
 def default_url(data_dir: Path) -> str:
@@ -66,6 +73,19 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists. SQLite gives its -wal and -shm
+    files the mode of the database file, so the whole database stays private (an empty file
+    is a new database to SQLite)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports what is wrong with the path when it opens it, in its words
+    os.close(fd)
 
 
 def alembic_config(connection: Any = None) -> Any:
@@ -108,7 +128,8 @@ class Store:
             if path and path != ":memory:":
                 directory = Path(path).expanduser().resolve().parent
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
+                    # Transcripts are private: a directory we create is the user's alone.
+                    directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(
                         f"cannot create the data directory {directory}: {exc.strerror} "
@@ -119,6 +140,7 @@ class Store:
                         f"the data directory {directory} is not writable "
                         "(fix its permissions or set database.url to a writable place)"
                     )
+                create_private_file(Path(path).expanduser())
             engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(engine, "connect", _on_sqlite_connect)
             return engine
@@ -129,6 +151,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def sqlite_path(self) -> Path | None:
+        """The database file, for a SQLite database on disk; else None."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            return None
+        if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            return None
+        return Path(parsed.database).expanduser().resolve()
 
     def describe_error(self, exc: BaseException) -> str:
         text = str(getattr(exc, "orig", exc) or exc)
@@ -273,6 +304,12 @@ class Store:
                     raise SessionNotFound(
                         f"'{ref}' is not a session (use a number from `captiond sessions` or 'last')"
                     ) from None
+                if not 1 <= sid <= SESSION_ID_MAX:
+                    # Beyond what the id column holds: the driver would overflow, not miss.
+                    raise InvalidSessionRef(
+                        f"session id {sid} is out of range (ids are numbers from 1 to "
+                        f"{SESSION_ID_MAX}; see `captiond sessions`)"
+                    )
                 row = s.get(SessionRow, sid)
                 if row is None:
                     raise SessionNotFound(
@@ -424,6 +461,18 @@ class StoreWriter:
         self.session_id = session_id
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, str], Line] = {}
+        #: Every line of the session as last written: what is written back if the database
+        #: file vanishes and cannot be copied from the still-open file.
+        self._written: dict[tuple[str, str, str], Line] = {}
+        #: SQLite only: the file's identity and a connection that keeps the file open, so a
+        #: deleted database is noticed and can be copied back (see :meth:`_check_file`).
+        self._path = store.sqlite_path()
+        self._identity: tuple[int, int] | None = None
+        self._keeper: sqlite3.Connection | None = None
+        self._session_row: dict[str, Any] | None = None
+        self.restores = 0
+        if self._path is not None:
+            self._watch_file()
         self._wake = threading.Event()
         self._stop = False
         self._flush_waiters: list[Future[None]] = []
@@ -480,6 +529,7 @@ class StoreWriter:
         while True:
             self._wake.wait(PARTIAL_FLUSH_S)
             self._wake.clear()
+            self._check_file()
             self._write_pending()
             while True:
                 try:
@@ -498,6 +548,9 @@ class StoreWriter:
                 if not w.done():
                     w.set_result(None)
             if self._stop and empty and self._other.empty():
+                if self._keeper is not None:
+                    self._keeper.close()
+                    self._keeper = None
                 return
 
     def _write_pending(self) -> None:
@@ -521,6 +574,112 @@ class StoreWriter:
             return
         self.written += len(lines)
         self.final_written += sum(1 for line in lines if line.status is LineStatus.FINAL)
+        if self._path is not None:
+            for line in lines:
+                self._written[(line.track, line.channel, line.item_id)] = line
+
+    # -- the database file vanishing under the daemon (SQLite) ---------------------------------
+
+    def _watch_file(self) -> None:
+        """Remember the file's identity; keep a connection open on it (a deleted file stays
+        readable through it); remember the session row."""
+        assert self._path is not None
+        try:
+            st = os.stat(self._path)
+            keeper = sqlite3.connect(str(self._path), check_same_thread=False)
+            keeper.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            # A first read opens the -wal file too, so it stays readable after an unlink.
+            keeper.execute("SELECT count(*) FROM sessions").fetchall()
+            cur = keeper.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,))
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("store.watch_unavailable path=%s error=%r", self._path, str(exc))
+            return
+        self._identity = (st.st_dev, st.st_ino)
+        self._keeper = keeper
+        self._session_row = dict(zip(names, row, strict=True)) if row is not None else None
+
+    def _check_file(self) -> None:
+        """Notice that the database file was deleted or replaced (``rm captiond.db*``, a
+        restore by rename) and put the database back where it was, so no line is lost."""
+        if self._path is None or self._identity is None:
+            return
+        try:
+            st = os.stat(self._path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+            how = "replaced"
+        except FileNotFoundError:
+            how = "deleted"
+        except OSError:
+            return  # cannot tell now (a directory permission): checked again next time
+        self.errors += 1
+        self.last_error = (f"database {self._path} was {how} while captiond ran; it was "
+                           "recreated with the running session")
+        log.error("store.database_vanished path=%s how=%s (recreating it and writing the "
+                  "running session back)", self._path, how)
+        try:
+            if how == "replaced":
+                # Someone else's file: kept, beside ours.
+                aside = self._path.with_name(f"{self._path.name}.replaced-{int(time.time())}")
+                os.replace(self._path, aside)
+                log.warning("store.foreign_file_moved path=%s to=%s", self._path, aside)
+            # A -wal or -shm still at the path is the running database's (its connections
+            # hold them; they read on through their open files): a new file must not meet it.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path.with_name(self._path.name + suffix))
+            restored = self._copy_back()
+        except Exception as exc:  # noqa: BLE001 - fall back to what the writer holds
+            log.error("store.copy_back_failed path=%s error=%r", self._path, str(exc))
+            restored = self._write_back()
+        self.restores += 1
+        log.warning("store.database_restored path=%s from=%s session=%d lines=%d",
+                    self._path, restored, self.session_id, len(self._written))
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
+        self._watch_file()
+
+    def _copy_back(self) -> str:
+        """Copy the whole database, through the connection that still has the deleted file
+        open, into a new file at the path. Every session survives, not only the running one."""
+        if self._keeper is None:
+            raise StoreError("no open copy of the database")
+        assert self._path is not None
+        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        create_private_file(self._path)
+        target = sqlite3.connect(str(self._path))
+        try:
+            self._keeper.backup(target)
+        finally:
+            target.close()
+        # Pooled connections still point at the deleted file: open new ones.
+        self.store.engine.dispose()
+        return "open_copy"
+
+    def _write_back(self) -> str:
+        """A new database with the running session and every line written so far."""
+        assert self._path is not None
+        self.store.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path.with_name(self._path.name + suffix))
+        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        create_private_file(self._path)
+        self.store.upgrade()
+        if self._session_row is not None:
+            row = dict(self._session_row)
+            for key in ("started_at", "ended_at"):
+                if isinstance(row.get(key), str):
+                    row[key] = dt.datetime.fromisoformat(row[key])
+            if isinstance(row.get("meta"), str):
+                row["meta"] = json.loads(row["meta"])
+            with self.store.engine.begin() as conn:
+                conn.execute(insert(SessionRow).values(**row))
+        self.store.write_lines(self.session_id, list(self._written.values()))
+        return "memory"
 
     def _retry(self, fn: Any) -> Any:
         delay = WRITE_RETRY_BASE_S
