@@ -146,6 +146,13 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=8,
     ),
     Setting(
+        "audio.stdin_live",
+        bool,
+        False,
+        "Raw PCM on stdin is a live capture: audio the engine cannot keep up with is dropped "
+        "(one gap per outage). Off: stdin is a pipe that waits for the engine and loses nothing.",
+    ),
+    Setting(
         "audio.block_ms",
         int,
         32,

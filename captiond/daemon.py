@@ -253,6 +253,7 @@ class Daemon:
                     rate=self.cfg["audio.rate"],
                     channels=self.cfg["audio.channels"],
                     block_ms=self.cfg["audio.block_ms"],
+                    stdin_live=self.cfg["audio.stdin_live"],
                 )
                 engine = build_engine(self.cfg, channel=plan.channel, realtime=self.realtime)
                 if self.realtime:
@@ -614,6 +615,7 @@ class Daemon:
             new = await asyncio.to_thread(
                 open_source, spec, realtime=self.realtime, rate=cfg["audio.rate"],
                 channels=cfg["audio.channels"], block_ms=cfg["audio.block_ms"],
+                stdin_live=cfg["audio.stdin_live"],
             )
         except CaptiondError as exc:
             log.error("config.source_failed source=%r error=%r keeping=old", cfg["audio.source"],

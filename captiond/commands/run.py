@@ -35,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Capture audio, caption it live and store every line.",
     )
     add_setting_flags(
-        p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels"}
+        p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels",
+            "--stdin-live": "audio.stdin_live"}
     )
     add_setting_flags(p, {"--live": "export.live"})
     add_setting_flags(p, ENGINE_FLAGS)
