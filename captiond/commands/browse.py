@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from captiond.config import Config
+from captiond.exports.minutes import differs
 from captiond.transcript.store import Store, session_duration
 
 
@@ -68,6 +69,7 @@ def cmd_sessions(args: argparse.Namespace, cfg: Config) -> int:
                 "source": r.source,
                 "engine": r.engine,
                 "audio_seconds": r.audio_seconds,
+                "wall_seconds": _wall_seconds(r),
                 "lines": n,
             }
             for r, n in rows
@@ -77,14 +79,24 @@ def cmd_sessions(args: argparse.Namespace, cfg: Config) -> int:
     if not rows:
         print("no sessions yet (start one with `captiond run` or `captiond transcribe FILE`)")
         return 0
-    print(f"{'id':>5}  {'started':19}  {'length':>8}  {'status':11}  {'lines':>5}  title/source")
+    # "audio": the session's length on its own clock; "wall": start to end, where it differs.
+    print(f"{'id':>5}  {'started':19}  {'audio':>8}  {'wall':>8}  {'status':11}  {'lines':>5}  "
+          "title/source")
     for r, n in rows:
-        duration = session_duration(r)
-        length = format_ms(int(duration.total_seconds() * 1000)) if duration else "-"
+        audio_ms = int(round((r.audio_seconds or 0.0) * 1000))
+        wall = _wall_seconds(r)
+        wall_ms = None if wall is None else int(wall * 1000)
+        wall_text = format_ms(wall_ms) if differs(wall_ms, audio_ms) and wall_ms is not None else ""
         started = r.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         label = r.title or r.source
-        print(f"{r.id:>5}  {started}  {length:>8}  {r.status:11}  {n:>5}  {label}")
+        print(f"{r.id:>5}  {started}  {format_ms(audio_ms):>8}  {wall_text:>8}  {r.status:11}  "
+              f"{n:>5}  {label}")
     return 0
+
+
+def _wall_seconds(row: Any) -> float | None:
+    duration = session_duration(row)
+    return None if duration is None else round(duration.total_seconds(), 1)
 
 
 def cmd_show(args: argparse.Namespace, cfg: Config) -> int:

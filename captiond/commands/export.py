@@ -71,9 +71,16 @@ def limits_from(cfg: Config) -> CueLimits:
 def _format(args: argparse.Namespace) -> str:
     if args.format:
         return str(args.format)
-    if args.output is not None and args.output.suffix.lower() in SUFFIXES:
-        return SUFFIXES[args.output.suffix.lower()]
-    return "srt"
+    if args.output is None:
+        return "srt"
+    suffix = args.output.suffix.lower()
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    known = ", ".join(sorted(SUFFIXES))
+    raise ExportError(
+        f"cannot tell the format of {args.output} from its extension '{suffix or '(none)'}' "
+        f"(use {known}, or --format {'|'.join(FORMATS)})"
+    )
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
