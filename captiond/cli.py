@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "captiond.commands.configcmd",
     "captiond.commands.export",
     "captiond.commands.service",
+    "captiond.commands.models",
 )
 
 log = logging.getLogger("captiond")
@@ -93,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     from captiond.logs import setup_logging

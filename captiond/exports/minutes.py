@@ -229,7 +229,8 @@ def minutes_context(doc: SessionExport, findings: Sequence[Finding]) -> dict[str
             "duration": duration_text(doc.duration_ms),
             # Wall time only where it tells something: a recording transcribed faster (or a
             # session that waited) is not as long as its audio.
-            "wall": duration_text(doc.wall_ms) if differs(doc.wall_ms, doc.duration_ms) else None,
+            "wall": duration_text(doc.wall_ms)
+            if doc.wall_ms is not None and differs(doc.wall_ms, doc.duration_ms) else None,
             "engines": doc.engines,
             "languages": doc.languages,
             "channels": doc.channels,
