@@ -3,8 +3,8 @@ OpenAI session's transcription prompt."""
 
 from __future__ import annotations
 
-from faster_whisper import decode_audio
 from fakes.openai_realtime import validate_client_event
+from faster_whisper import decode_audio
 
 from captiond import config
 from captiond.engines.factory import whisper_backend
