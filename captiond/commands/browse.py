@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from captiond.config import Config
+from captiond.errors import CaptiondError
 from captiond.exports.minutes import differs
 from captiond.transcript.store import Store, session_duration
 
@@ -25,12 +28,14 @@ def format_ms(ms: int, *, millis: bool = False) -> str:
 def parse_clock(text: str) -> int:
     """Milliseconds from ``HH:MM:SS``, ``MM:SS`` or seconds (``--at``)."""
     parts = text.strip().split(":")
+    bad = argparse.ArgumentTypeError(f"'{text}' is not a time (write HH:MM:SS, MM:SS or seconds)")
     try:
         numbers = [float(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a time (write HH:MM:SS, MM:SS or seconds)"
-        ) from None
+        raise bad from None
+    if (len(numbers) > 3 or not all(math.isfinite(n) and n >= 0 for n in numbers)
+            or any(n >= 60 for n in numbers[1:])):
+        raise bad
     seconds = 0.0
     for n in numbers:
         seconds = seconds * 60 + n
@@ -38,7 +43,25 @@ def parse_clock(text: str) -> int:
 
 
 def open_store(cfg: Config) -> Store:
-    return Store.open(cfg.database_url())
+    """The database for a command that reads it. A SQLite URL given explicitly (--db,
+    database.url) whose folder does not exist is a mistake, not a new empty database."""
+    url = cfg.database_url()
+    if cfg["database.url"]:
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except Exception:  # noqa: BLE001 - Store.open explains a bad URL
+            parsed = None
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database \
+                and parsed.database != ":memory:":
+            folder = Path(parsed.database).expanduser().parent
+            if not folder.is_dir():
+                raise CaptiondError(
+                    f"no database at {parsed.database}: the folder {folder} does not exist "
+                    "(check --db or database.url)"
+                )
+    return Store.open(url)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -104,6 +127,13 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
     session = store.resolve_session(args.session)
     lines = store.lines(session.id, track=args.track)
     if args.at is not None:
+        end_ms = max((ln.audio_end_ms for ln in lines), default=0)
+        end_ms = max(end_ms, int((session.audio_seconds or 0) * 1000))
+        if args.at > end_ms:
+            raise CaptiondError(
+                f"--at {format_ms(args.at)} is past the end of session {session.id} "
+                f"(it ends at {format_ms(end_ms)})"
+            )
         lines = [ln for ln in lines if ln.audio_end_ms >= args.at]
     out = sys.stdout
     if args.json:

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from captiond.commands.browse import open_store
 from captiond.config import Config
 from captiond.events import ORIGINAL
 from captiond.exports.cues import CueLimits, build_cues, qc_report
 from captiond.exports.document import ExportError, SessionExport, load_session, to_json
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
-from captiond.transcript.store import Store
 
 FORMATS = ("srt", "vtt", "md", "json")
 SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
@@ -92,7 +92,7 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     if subtitles and lang == "all" and args.output is None:
         raise ExportError("--lang all writes one subtitle file per language: give -o FILE")
     limits = limits_from(cfg)
-    store = Store.open(cfg.database_url())
+    store = open_store(cfg)
     try:
         doc = load_session(store, args.session, lang=lang)
     finally:
