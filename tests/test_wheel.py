@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    print(f"$ {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
+    print(proc.stdout + proc.stderr)
     return proc.stdout + proc.stderr
 
 
@@ -85,4 +87,3 @@ def test_wheel_runs_outside_the_checkout(installed: Path, tmp_path: Path) -> Non
     unit = home / ".config/systemd/user/captiond.service"
     assert f"ExecStart={captiond} run" in unit.read_text(), unit.read_text()
     assert "PYTHONPATH" not in unit.read_text()  # installed, not a checkout
-    print(out)
