@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "captiond.commands.configcmd",
     "captiond.commands.export",
     "captiond.commands.service",
+    "captiond.commands.models",
 )
 
 log = logging.getLogger("captiond")
@@ -68,23 +69,38 @@ def load_config(args: argparse.Namespace) -> config.Config:
     return config.load(getattr(args, "config", None), overrides=setting_overrides(args))
 
 
+#: The common options' values when not given.
+COMMON_DEFAULTS = {"config": None, "verbose": False, "setting__log__format": None,
+                   "setting__database__url": None}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    s = argparse.SUPPRESS
+    p.add_argument("--config", default=s,
+                   help="config file (default ~/.config/captiond/config.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", default=s, help="debug logging")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), dest="setting__log__format", default=s,
+        help="log format on stderr [log.format]",
+    )
+    p.add_argument(
+        "--db", dest="setting__database__url", default=s, metavar="URL",
+        help="database URL (default: SQLite in the data directory) [database.url]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captiond",
         description="Live captions and meeting transcripts, local or with OpenAI realtime.",
     )
     parser.add_argument("--version", action="version", version=f"captiond {__version__}")
+    # The options every command takes, accepted before the command too (`captiond --db URL
+    # sessions`). Unset options stay absent (SUPPRESS) so the command's copy cannot hide the
+    # global one; main() fills in the defaults.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default ~/.config/captiond/config.toml)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common.add_argument(
-        "--log-format", choices=("text", "json"), dest="setting__log__format", default=None,
-        help="log format on stderr [log.format]",
-    )
-    common.add_argument(
-        "--db", dest="setting__database__url", default=None, metavar="URL",
-        help="database URL (default: SQLite in the data directory) [database.url]",
-    )
+    _add_common(common)
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in COMMAND_MODULES:
@@ -93,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    for key, value in COMMON_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
     from captiond.logs import setup_logging
 
     try:
@@ -103,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CaptiondError as exc:
         setup_logging("info", "text")
         print(f"captiond: {exc}", file=sys.stderr)
-        return 2
+        if not getattr(args, "config_optional", False):
+            return 2
+        # `captiond status` is most needed when the file is broken: the running daemon keeps
+        # its last good settings, and its status says so.
+        cfg = config.parse("", env={})
     setup_logging("debug" if args.verbose else cfg["log.level"], cfg["log.format"])
     try:
         return int(args.func(args, cfg) or 0)

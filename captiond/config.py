@@ -148,6 +148,13 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=8,
     ),
     Setting(
+        "audio.stdin_live",
+        bool,
+        False,
+        "Raw PCM on stdin is a live capture: audio the engine cannot keep up with is dropped "
+        "(one gap per outage). Off: stdin is a pipe that waits for the engine and loses nothing.",
+    ),
+    Setting(
         "audio.block_ms",
         int,
         32,
@@ -183,7 +190,16 @@ SETTINGS: tuple[Setting, ...] = (
         "local.model",
         str,
         "",
-        "Path of a CTranslate2 Whisper model directory; empty uses the bundled tiny.en.",
+        "Whisper model: empty for the bundled tiny.en, a faster-whisper name (base.en, small, "
+        "distil-large-v3, large-v3-turbo, ...; downloaded once into the Hugging Face cache), a "
+        "Hugging Face repo id, or a CTranslate2 model directory. `captiond models` lists them.",
+    ),
+    Setting(
+        "local.device",
+        str,
+        "auto",
+        "Where the local model runs: auto (CUDA when CTranslate2 sees a GPU), cpu or cuda.",
+        choices=("auto", "cpu", "cuda"),
     ),
     Setting(
         "local.threads",
@@ -196,9 +212,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "local.compute_type",
         str,
-        "int8",
-        "CTranslate2 compute type.",
-        choices=("int8", "int8_float32", "float32"),
+        "auto",
+        "CTranslate2 compute type; auto: int8 on the CPU, float16 on CUDA.",
+        choices=("auto", "int8", "int8_float32", "int8_float16", "float16", "float32"),
+    ),
+    Setting(
+        "local.hotwords",
+        str,
+        "",
+        "Words and names to favour, e.g. \"Sintra, Kubernetes, Nguyen\" (faster-whisper's "
+        "hotwords); also sent in the OpenAI transcription prompt.",
+    ),
+    Setting(
+        "local.initial_prompt",
+        str,
+        "",
+        "Text that sets the vocabulary and style before every utterance (faster-whisper's "
+        "initial_prompt); also sent as the OpenAI transcription prompt.",
     ),
     Setting(
         "local.beam_size",

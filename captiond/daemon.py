@@ -186,8 +186,22 @@ def _register_secrets(cfg: Config) -> None:
     from captiond.logs import register_secret
 
     for setting in SETTINGS:
-        if setting.secret and cfg[setting.name]:
-            register_secret(str(cfg[setting.name]))
+        value = cfg[setting.name]
+        if not (setting.secret and value):
+            continue
+        if setting.name == "database.url":
+            # The URL says which database (worth logging); only its password is secret.
+            value = _url_password(str(value))
+        register_secret(str(value or ""))
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:  # noqa: BLE001 - unparsable: hide all of it
+        return url
 
 
 class Daemon:
@@ -230,6 +244,8 @@ class Daemon:
         self.reloads = 0
         self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
         self.reload_errors = 0
+        #: Why the last reload was refused (cleared by the next good one), for `status`.
+        self.reload_error: str | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
         self._watch_stop = asyncio.Event()  # ends the config watcher's thread promptly
@@ -260,6 +276,7 @@ class Daemon:
                     rate=self.cfg["audio.rate"],
                     channels=self.cfg["audio.channels"],
                     block_ms=self.cfg["audio.block_ms"],
+                    stdin_live=self.cfg["audio.stdin_live"],
                 )
                 engine = build_engine(self.cfg, channel=plan.channel, realtime=self.realtime)
                 if self.realtime:
@@ -328,6 +345,7 @@ class Daemon:
             "cost_usd": stats.get("cost_usd", 0.0),
             "config": str(self.cfg.path) if self.cfg.path else None,
             "reloads": self.reloads,
+            "reload_error": self.reload_error,
             "restart_needed": self.restart_needed,
         }
 
@@ -449,7 +467,9 @@ class Daemon:
                 # (services start before the session), and the session row exists.
                 self.ready = True
                 self.state = "captioning"
-                log.info("daemon.ready session=%d pid=%d", session.session_id, os.getpid())
+                # A batch run (transcribe) is not a service: readiness is not news there.
+                log.log(logging.INFO if self.realtime else logging.DEBUG,
+                        "daemon.ready session=%d pid=%d", session.session_id, os.getpid())
                 notifier.ready(self.status_line())
             now = time.monotonic()
             if notifier.watchdog_s is not None and now >= next_ping:
@@ -499,8 +519,10 @@ class Daemon:
                 file_cfg = await asyncio.to_thread(config_module.load, path) if flags else new
             except ConfigError as exc:
                 self.reload_errors += 1
+                self.reload_error = str(exc)
                 log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
                 return False
+            self.reload_error = None
             _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
@@ -633,6 +655,7 @@ class Daemon:
             new = await asyncio.to_thread(
                 open_source, spec, realtime=self.realtime, rate=cfg["audio.rate"],
                 channels=cfg["audio.channels"], block_ms=cfg["audio.block_ms"],
+                stdin_live=cfg["audio.stdin_live"],
             )
         except CaptiondError as exc:
             log.error("config.source_failed source=%r error=%r keeping=old", cfg["audio.source"],

@@ -12,9 +12,11 @@ and the feed. Tasks are owned by one :class:`asyncio.TaskGroup`; shutdown order 
    closed as ``completed`` (a crash leaves it ``running``; the next start marks it
    ``interrupted``).
 
-The capture side never waits for the engine in live mode: audio goes through a bounded queue
-(``audio.queue_s``) and what does not fit is recorded as a gap. In fast mode (files as fast as
-possible) the queue applies back-pressure instead.
+The capture side never waits for the engine when the source is live (a microphone, a system
+monitor, a file paced in real time, stdin declared live): audio goes through a bounded queue
+(``audio.queue_s``) and what does not fit is recorded as one gap per outage (adjacent lost
+blocks merge). Every other source (a pipe on stdin, a file read ``--fast``) can wait, so the
+queue applies back-pressure instead and nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ log = logging.getLogger("captiond.pipeline")
 
 #: How long shutdown waits for the store to write the last lines.
 FLUSH_TIMEOUT_S = 10.0
+#: What an overflow warning tells the user to do.
+OVERFLOW_ADVICE = (
+    "the engine is slower than real time: use a smaller local.model, more local.threads or "
+    "--engine openai; a recording is better read with --fast or piped to stdin without "
+    "--stdin-live, which waits for the engine instead of dropping audio"
+)
 _END = object()
 
 
@@ -75,6 +83,8 @@ class Stream:
     group: asyncio.TaskGroup | None = field(default=None, init=False)
     captured_s: float = 0.0
     gaps: int = 0
+    #: The source may drop audio the engine cannot take (set when the stream starts).
+    live: bool = True
     done: bool = False
     #: Audio blocks a translator could not take (its queue was full), by track.
     translate_dropped: dict[str, int] = field(default_factory=dict)
@@ -220,11 +230,24 @@ class Session:
         resample = Resampler(stream.engine.sample_rate)
         emit = self._emitter(stream)
         stream.tees = [_Tee(t, self.queue_s) for t in stream.translators]
+        stream.live = self.realtime and getattr(stream.source, "live", True)
         tee_resample: Resampler | None = None
 
+        # Live sources lose audio the engine cannot take; the others wait for it.
+        live = stream.live
+        #: The outage being dropped now: [start_ms, end_ms] (stored once it ends).
+        lost: list[int] | None = None
+
+        def end_outage() -> None:
+            nonlocal lost
+            if lost is not None:
+                log.warning("audio.overflow_ended channel=%s lost_s=%.1f", stream.channel,
+                            (lost[1] - lost[0]) / 1000)
+                self._record_gap(stream, lost[0], lost[1], "engine behind")
+                lost = None
+
         async def capture() -> None:
-            nonlocal tee_resample
-            lost_until: int | None = None
+            nonlocal tee_resample, lost
             next_start: int | None = None
             try:
                 async for block in stream.source.blocks():
@@ -252,21 +275,25 @@ class Session:
                             await self._tee(stream, stream.tees, tee_resample(block))
                     if not len(out.samples):
                         continue
-                    if self.realtime:
+                    if live:
                         try:
                             queue.put_nowait(out)
+                            end_outage()
                         except asyncio.QueueFull:
-                            stream.gaps += 1
-                            if lost_until is None:
-                                log.warning("audio.overflow channel=%s", stream.channel)
-                            lost_until = out.end
-                            self._record_gap(stream, out.start_ms, out.end_ms, "engine behind")
+                            if lost is None:
+                                stream.gaps += 1
+                                log.warning("audio.overflow channel=%s at=%.1fs (%s)",
+                                            stream.channel, out.start_ms / 1000, OVERFLOW_ADVICE)
+                                lost = [out.start_ms, out.end_ms]
+                            else:
+                                lost[1] = out.end_ms
                     else:
                         await queue.put(out)
                 tail = resample.flush()
                 if tail is not None and not self._stopping.is_set():
                     await queue.put(tail)
             finally:
+                end_outage()
                 await queue.put(_END)
                 for tee in list(stream.tees):
                     await tee.end()
@@ -323,7 +350,7 @@ class Session:
         for tee in tees:
             if tee.finished:
                 continue
-            if self.realtime:
+            if stream.live:
                 try:
                     tee.queue.put_nowait(block)
                 except asyncio.QueueFull:

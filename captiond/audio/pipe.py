@@ -48,6 +48,7 @@ class PipeSource:
         self.bytes_per_block = max(1, self.rate * block_ms // 1000) * 2
         self.description = f"pipe:{self.path}"
         self.duration_s: float | None = None
+        self.live = True  # its stream clock follows the wall clock
         self.position = 0
         self.reopens = 0
         self._closed = False

@@ -5,6 +5,11 @@ source's own rate) on the session's stream clock. Capture never blocks on the pi
 sounddevice callback hands frames to the loop with ``call_soon_threadsafe`` into a bounded
 queue; what does not fit is counted and shows up as a gap in the stream clock.
 
+A source is *live* (:attr:`Source.live`) when its audio happens in real time and cannot wait:
+the microphone, a system monitor, a file paced in real time, stdin declared live
+(``audio.stdin_live``). Only a live source may lose audio when the engine falls behind; a
+pipe on stdin or a file read ``--fast`` waits for the engine instead (back-pressure).
+
 ``--source`` grammar: ``mic``, ``mic:DEVICE`` (index or name substring), ``mic:pulse:SOURCE``
 (a sound-server source), ``file:PATH``, ``stdin``, ``system[:SINK]`` (the monitor of a sink,
 see :mod:`captiond.audio.system`). Other modules may add kinds through :data:`SOURCE_KINDS`.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +48,8 @@ class Source(Protocol):
     description: str
     #: Set by the source when it knows the recording ends (files).
     duration_s: float | None
+    # Optional ``live: bool``: real-time audio that cannot wait (see the module docstring);
+    # a source without it is live.
 
     def blocks(self) -> AsyncIterator[AudioBlock]: ...
 
@@ -90,13 +98,16 @@ def open_source(
     rate: int = 16_000,
     channels: int = 1,
     block_ms: int = 32,
+    stdin_live: bool = False,
 ) -> Source:
+    """``stdin_live``: raw PCM on stdin is a live capture (may drop audio when the engine
+    falls behind) rather than a pipe that can wait."""
     if isinstance(spec, str):
         spec = parse_source(spec)
     if spec.kind == "file":
         return FileSource(Path(spec.arg), realtime=realtime, block_ms=block_ms)
     if spec.kind == "stdin":
-        return StdinSource(rate=rate, channels=channels, block_ms=block_ms)
+        return StdinSource(rate=rate, channels=channels, block_ms=block_ms, live=stdin_live)
     if spec.kind == "mic" and spec.arg.startswith(PULSE_MIC_PREFIX):
         from captiond.audio.system import open_server_capture
 
@@ -249,6 +260,7 @@ class FileSource:
         self.path = path
         self.rate, self.duration_s = probe_file(path)
         self.realtime = realtime
+        self.live = realtime
         self.block = max(1, self.rate * block_ms // 1000)
         self.description = f"file:{path}"
         self._closed = False
@@ -299,24 +311,57 @@ class FileSource:
 
 
 class StdinSource:
-    """Raw interleaved PCM16 little-endian on standard input, at ``rate``."""
+    """Raw interleaved PCM16 little-endian on standard input, at ``rate``.
+
+    Reads wait on the event loop (never in a worker thread), so a writer that keeps the pipe
+    open but silent does not keep a stopping daemon alive: :meth:`close` ends the wait."""
 
     duration_s: float | None = None
 
-    def __init__(self, *, rate: int, channels: int = 1, block_ms: int = 32) -> None:
+    def __init__(self, *, rate: int, channels: int = 1, block_ms: int = 32,
+                 live: bool = False, fd: int | None = None) -> None:
         self.rate = rate
         self.channels = channels
         self.bytes_per_block = max(1, rate * block_ms // 1000) * 2 * channels
         self.description = f"stdin:{rate}Hz"
+        self.live = live
         self.position = 0
+        self.fd = fd
         self._closed = False
+        self._wake: asyncio.Future[bool] | None = None
+
+    async def _read(self, loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+        """The next bytes (b"" at end of input or once closed)."""
+        fut: asyncio.Future[bool] = loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(True)
+
+        try:
+            loop.add_reader(fd, ready)
+        except (PermissionError, ValueError, NotImplementedError):
+            # A regular file on stdin (`< talk.pcm`): reading it never waits for a writer.
+            return await asyncio.to_thread(os.read, fd, self.bytes_per_block)
+        self._wake = fut
+        try:
+            if not await fut:
+                return b""
+        finally:
+            loop.remove_reader(fd)
+            self._wake = None
+        try:
+            return os.read(fd, self.bytes_per_block)  # readable: returns without waiting
+        except BlockingIOError:
+            return await self._read(loop, fd)
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
-        stream: Any = sys.stdin.buffer
+        loop = asyncio.get_running_loop()
+        fd = self.fd if self.fd is not None else sys.stdin.fileno()
         leftover = b""
         frame = 2 * self.channels
         while not self._closed:
-            data = await asyncio.to_thread(stream.read1, self.bytes_per_block)
+            data = await self._read(loop, fd)
             if not data:
                 return
             data = leftover + data
@@ -331,6 +376,8 @@ class StdinSource:
 
     async def close(self) -> None:
         self._closed = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(False)
 
 
 # -- microphone --------------------------------------------------------------------------
@@ -402,6 +449,7 @@ class MicSource:
     was away becomes a gap in the stream clock (blocks resume at the right place)."""
 
     duration_s: float | None = None
+    live = True
 
     def __init__(self, device: str | None, *, block_ms: int = 32) -> None:
         self.wanted = device

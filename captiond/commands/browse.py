@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from captiond.config import Config
+from captiond.errors import CaptiondError
+from captiond.exports.minutes import differs
 from captiond.transcript.store import Store, session_duration
 
 
@@ -24,12 +28,14 @@ def format_ms(ms: int, *, millis: bool = False) -> str:
 def parse_clock(text: str) -> int:
     """Milliseconds from ``HH:MM:SS``, ``MM:SS`` or seconds (``--at``)."""
     parts = text.strip().split(":")
+    bad = argparse.ArgumentTypeError(f"'{text}' is not a time (write HH:MM:SS, MM:SS or seconds)")
     try:
         numbers = [float(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a time (write HH:MM:SS, MM:SS or seconds)"
-        ) from None
+        raise bad from None
+    if (len(numbers) > 3 or not all(math.isfinite(n) and n >= 0 for n in numbers)
+            or any(n >= 60 for n in numbers[1:])):
+        raise bad
     seconds = 0.0
     for n in numbers:
         seconds = seconds * 60 + n
@@ -37,7 +43,25 @@ def parse_clock(text: str) -> int:
 
 
 def open_store(cfg: Config) -> Store:
-    return Store.open(cfg.database_url())
+    """The database for a command that reads it. A SQLite URL given explicitly (--db,
+    database.url) whose folder does not exist is a mistake, not a new empty database."""
+    url = cfg.database_url()
+    if cfg["database.url"]:
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except Exception:  # noqa: BLE001 - Store.open explains a bad URL
+            parsed = None
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database \
+                and parsed.database != ":memory:":
+            folder = Path(parsed.database).expanduser().parent
+            if not folder.is_dir():
+                raise CaptiondError(
+                    f"no database at {parsed.database}: the folder {folder} does not exist "
+                    "(check --db or database.url)"
+                )
+    return Store.open(url)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -68,6 +92,7 @@ def cmd_sessions(args: argparse.Namespace, cfg: Config) -> int:
                 "source": r.source,
                 "engine": r.engine,
                 "audio_seconds": r.audio_seconds,
+                "wall_seconds": _wall_seconds(r),
                 "lines": n,
             }
             for r, n in rows
@@ -77,14 +102,24 @@ def cmd_sessions(args: argparse.Namespace, cfg: Config) -> int:
     if not rows:
         print("no sessions yet (start one with `captiond run` or `captiond transcribe FILE`)")
         return 0
-    print(f"{'id':>5}  {'started':19}  {'length':>8}  {'status':11}  {'lines':>5}  title/source")
+    # "audio": the session's length on its own clock; "wall": start to end, where it differs.
+    print(f"{'id':>5}  {'started':19}  {'audio':>8}  {'wall':>8}  {'status':11}  {'lines':>5}  "
+          "title/source")
     for r, n in rows:
-        duration = session_duration(r)
-        length = format_ms(int(duration.total_seconds() * 1000)) if duration else "-"
+        audio_ms = int(round((r.audio_seconds or 0.0) * 1000))
+        wall = _wall_seconds(r)
+        wall_ms = None if wall is None else int(wall * 1000)
+        wall_text = format_ms(wall_ms) if differs(wall_ms, audio_ms) and wall_ms is not None else ""
         started = r.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         label = r.title or r.source
-        print(f"{r.id:>5}  {started}  {length:>8}  {r.status:11}  {n:>5}  {label}")
+        print(f"{r.id:>5}  {started}  {format_ms(audio_ms):>8}  {wall_text:>8}  {r.status:11}  "
+              f"{n:>5}  {label}")
     return 0
+
+
+def _wall_seconds(row: Any) -> float | None:
+    duration = session_duration(row)
+    return None if duration is None else round(duration.total_seconds(), 1)
 
 
 def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
@@ -92,6 +127,13 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
     session = store.resolve_session(args.session)
     lines = store.lines(session.id, track=args.track)
     if args.at is not None:
+        end_ms = max((ln.audio_end_ms for ln in lines), default=0)
+        end_ms = max(end_ms, int((session.audio_seconds or 0) * 1000))
+        if args.at > end_ms:
+            raise CaptiondError(
+                f"--at {format_ms(args.at)} is past the end of session {session.id} "
+                f"(it ends at {format_ms(end_ms)})"
+            )
         lines = [ln for ln in lines if ln.audio_end_ms >= args.at]
     out = sys.stdout
     if args.json:

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from captiond.commands.browse import open_store
 from captiond.config import Config
 from captiond.events import ORIGINAL
 from captiond.exports.cues import CueLimits, build_cues, qc_report
 from captiond.exports.document import ExportError, SessionExport, load_session, to_json
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
-from captiond.transcript.store import Store
 
 FORMATS = ("srt", "vtt", "md", "json")
 SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
@@ -71,9 +71,16 @@ def limits_from(cfg: Config) -> CueLimits:
 def _format(args: argparse.Namespace) -> str:
     if args.format:
         return str(args.format)
-    if args.output is not None and args.output.suffix.lower() in SUFFIXES:
-        return SUFFIXES[args.output.suffix.lower()]
-    return "srt"
+    if args.output is None:
+        return "srt"
+    suffix = args.output.suffix.lower()
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    known = ", ".join(sorted(SUFFIXES))
+    raise ExportError(
+        f"cannot tell the format of {args.output} from its extension '{suffix or '(none)'}' "
+        f"(use {known}, or --format {'|'.join(FORMATS)})"
+    )
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
@@ -85,7 +92,7 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     if subtitles and lang == "all" and args.output is None:
         raise ExportError("--lang all writes one subtitle file per language: give -o FILE")
     limits = limits_from(cfg)
-    store = Store.open(cfg.database_url())
+    store = open_store(cfg)
     try:
         doc = load_session(store, args.session, lang=lang)
     finally:

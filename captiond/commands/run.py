@@ -35,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Capture audio, caption it live and store every line.",
     )
     add_setting_flags(
-        p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels"}
+        p, {"--source": "audio.source", "--rate": "audio.rate", "--channels": "audio.channels",
+            "--stdin-live": "audio.stdin_live"}
     )
     add_setting_flags(p, {"--live": "export.live"})
     add_setting_flags(p, ENGINE_FLAGS)
@@ -50,7 +51,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="transcribe a recording as fast as possible",
         description="Run the captioning pipeline on a recording, print and store the transcript.",
     )
-    p.add_argument("file", help="audio or video file (anything FFmpeg decodes)")
+    p.add_argument("file", help="audio or video file (anything FFmpeg decodes); - reads it "
+                   "from stdin")
     p.add_argument("--title", help="session title (default: the file name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--timestamps", action="store_true", help="print [HH:MM:SS] before each line")
@@ -105,6 +107,18 @@ class _Progress:
 
 
 def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
+    if args.file == "-":
+        # A recording on stdin (`curl … | captiond transcribe -`): spooled to a private
+        # temporary file first, since many formats need to seek while decoding.
+        import shutil
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="captiond-stdin-") as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.flush()
+            args.title = args.title or "stdin"
+            args.file = spool.name
+            return cmd_transcribe(args, cfg)
     cfg = cfg.replace(audio__source=f"file:{args.file}")
     finals: list[LineUpdate] = []
 
@@ -134,7 +148,11 @@ def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
                 progress.close()
         return task.result()
 
-    session_id = asyncio.run(main())
+    try:
+        session_id = asyncio.run(main())
+    except BaseException:
+        _drop_if_empty(cfg, daemon)
+        raise
     assert daemon.store is not None
     # The stored transcript is the truth: ordered, with late corrections applied.
     from captiond.transcript.store import Store
@@ -149,6 +167,26 @@ def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
         store.close()
     print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
     return 0
+
+
+def _drop_if_empty(cfg: Config, daemon: Daemon) -> None:
+    """A transcription that failed before any line or gap was stored leaves no session (an
+    empty ``interrupted`` row would only clutter ``sessions``)."""
+    session = daemon.session
+    if session is None or session.session_id is None:
+        return
+    from captiond.transcript.store import Store
+
+    store = Store(cfg.database_url())
+    try:
+        sid = session.session_id
+        if not store.lines(sid, track=None, statuses=("final", "partial", "failed")) \
+                and not store.gaps(sid):
+            store.delete_session(sid)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
+    finally:
+        store.close()
 
 
 def cmd_devices(args: argparse.Namespace, cfg: Config) -> int:

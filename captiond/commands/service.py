@@ -29,7 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Ask the running daemon (over its control socket) for its status.",
     )
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=cmd_status, config_optional=True)
 
     p = sub.add_parser(
         "install-service",
@@ -80,6 +80,8 @@ def format_status(st: dict[str, Any]) -> str:
         rows.append(("overlay", st["overlay_url"]))
     if st.get("store_errors"):
         rows.append(("store errors", str(st["store_errors"])))
+    if st.get("reload_error"):
+        rows.append(("config", f"last reload failed, old settings kept: {st['reload_error']}"))
     for component, names in (st.get("restart_needed") or {}).items():
         rows.append(("restart needed", f"{component}: {', '.join(names)}"))
     width = max(len(k) for k, _ in rows)

@@ -9,7 +9,7 @@ from captiond.engines.base import Engine
 from captiond.engines.local import LocalEngine
 from captiond.engines.whisper import WhisperBackend
 
-_backends: dict[tuple[str, int, str, str, int], WhisperBackend] = {}
+_backends: dict[tuple[object, ...], WhisperBackend] = {}
 _lock = threading.Lock()
 
 
@@ -21,6 +21,9 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
         cfg["local.compute_type"],
         cfg["engine.language"],
         cfg["local.beam_size"],
+        cfg["local.device"],
+        cfg["local.hotwords"],
+        cfg["local.initial_prompt"],
     )
     with _lock:
         backend = _backends.get(key)
@@ -31,6 +34,9 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
                 compute_type=cfg["local.compute_type"],
                 language=cfg["engine.language"] or None,
                 beam_size=cfg["local.beam_size"],
+                device=cfg["local.device"],
+                hotwords=cfg["local.hotwords"],
+                initial_prompt=cfg["local.initial_prompt"],
             )
             _backends[key] = backend
         return backend

@@ -152,6 +152,8 @@ class LocalEngine:
         self.dropped = 0
         self.last_final_lag_s = 0.0
         self._warned_at = float("-inf")
+        #: Warn when finals lag (live runs; a batch run lags by design).
+        self.warn_lag = partials
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -287,7 +289,8 @@ class LocalEngine:
     def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
         self.last_final_lag_s = time.monotonic() - cut_at
-        if self.last_final_lag_s > LAG_WARN_S and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S:
+        if (self.warn_lag and self.last_final_lag_s > LAG_WARN_S
+                and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S):
             self._warned_at = time.monotonic()
             log.warning(
                 "engine.behind lag_s=%.1f partials_skipped=%d (a smaller model or more "

@@ -138,6 +138,8 @@ class OpenAIOptions:
     ping_timeout_s: float = PING_TIMEOUT_S
     rate_limit_backoff_s: float = RATE_LIMIT_BACKOFF_S
     segmenter: Params = field(default_factory=Params)
+    #: The transcription prompt: the same glossary the local engine gets.
+    prompt: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> OpenAIOptions:
@@ -155,7 +157,13 @@ class OpenAIOptions:
             rotate_before_s=cfg["openai.rotate_before_s"],
             price_per_min=cfg["openai.price_per_min"],
             segmenter=segmenter_params(cfg),
+            prompt=glossary(cfg) or None,
         )
+
+
+def glossary(cfg: Config) -> str:
+    """local.initial_prompt and local.hotwords as one transcription prompt."""
+    return " ".join(p for p in (cfg["local.initial_prompt"].strip(), cfg["local.hotwords"].strip()) if p)
 
 
 def resolve_api_key(cfg: Config, env: Mapping[str, str] | None = None) -> str | None:
@@ -336,7 +344,8 @@ class OpenAIEngine:
         o = self.options
         self.protocol = TranscriptionProtocol(
             SessionSettings(
-                model=o.model, language=o.language, delay=o.delay, noise_reduction=o.noise_reduction
+                model=o.model, language=o.language, delay=o.delay, noise_reduction=o.noise_reduction,
+                prompt=o.prompt,
             ),
             item_prefix=id_prefix,
             buffer_bytes=int(o.buffer_s * SAMPLE_RATE * BYTES_PER_SAMPLE),

