@@ -165,9 +165,10 @@ ServiceFactory = Callable[
 def default_services() -> list[ServiceFactory]:
     """What ``captiond run`` starts around a session, in start order."""
     from captiond.exports.live import live_service
+    from captiond.outputs.service import outputs_service
     from captiond.overlay.service import overlay_service
 
-    return [live_service, overlay_service]
+    return [live_service, overlay_service, outputs_service]
 
 
 _MISSING = object()
@@ -212,6 +213,8 @@ class Daemon:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         #: The overlay server, when the overlay service runs (it sets this).
         self.overlay: Any = None
+        #: The caption outputs (captiond.outputs.service.OutputSet), when that service runs.
+        self.outputs: Any = None
         self.notifier = Notifier()
         #: Serve ``captiond status`` on the control socket (live daemons only).
         self.control_socket = control_socket
@@ -322,6 +325,8 @@ class Daemon:
             "config": str(self.cfg.path) if self.cfg.path else None,
             "reloads": self.reloads,
             "restart_needed": self.restart_needed,
+            "outputs": self.outputs.status() if self.outputs is not None else [],
+            "outputs_summary": self.outputs.summary() if self.outputs is not None else "",
         }
 
     def public_status(self) -> dict[str, Any]:
@@ -497,6 +502,11 @@ class Daemon:
             _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
+            if self.outputs is not None and new.outputs != self.cfg.outputs \
+                    and not await self.outputs.apply(new.outputs):
+                # An added output cannot start (its secret is missing): the running ones stay.
+                plan.applied = Config(plan.applied, plan.applied.origins, plan.applied.path,
+                                      self.cfg.outputs)
             # Restart-only changes are reported once per new value, and forgotten when the
             # file goes back to the running value.
             fresh: dict[str, list[str]] = {}
@@ -514,6 +524,7 @@ class Daemon:
                 if kept:
                     self.restart_needed[component] = kept
             if not plan.live and not fresh:
+                self.cfg = plan.applied  # the same settings; the outputs may have changed
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
             if "audio.source" in plan.live and not await self._switch_source(plan.applied):

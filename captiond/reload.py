@@ -76,6 +76,7 @@ def plan(
         {name: (current.origins[name] if name in keep_names(keep) else new.origins[name])
          for name in applied},
         new.path or current.path,
+        new.outputs,
     )
     return ReloadPlan(applied, live, restart)
 
@@ -86,8 +87,12 @@ def keep_names(keep: dict[str, object]) -> set[str]:
 
 def overrides_of(cfg: Config) -> dict[str, object]:
     """Values that came from the command line: a reload must keep them over the file."""
-    return {
+    kept: dict[str, object] = {
         name: cfg[name]
         for name, origin in cfg.origins.items()
         if origin in ("command line", "override")
     }
+    flags = [o.flag for o in cfg.outputs if o.origin == "command line"]
+    if flags:
+        kept["outputs"] = flags  # --output flags (captiond.config.OUTPUTS_KEY)
+    return kept
