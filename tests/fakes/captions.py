@@ -57,11 +57,14 @@ class _Server:
                 body = self.rfile.read(length) if length else b""
                 owner._release.wait(STALL_MAX_S)
                 status, answer = owner.handle(self.command, self.path, dict(self.headers), body)
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the client gave up waiting (a stalled request timed out)
 
             do_GET = do_POST = do_PUT = _handle  # noqa: N815
 
