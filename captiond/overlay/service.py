@@ -30,6 +30,8 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
         "audio_s": stats.get("audio_s"),
         "finals": stats.get("finals"),
         "lag_s": stats.get("lag_s"),
+        # One line per page: "zoom ok, youtube failing (HTTP 503)" (no URLs, no secrets).
+        "outputs_summary": daemon.outputs.summary() if daemon.outputs is not None else None,
     }
 
 
