@@ -4,7 +4,8 @@ OBS writes its caption SEI after the slice data, which FFmpeg's decoder skips ("
 not implemented"), so ``movie=out.flv[out+subcc]`` yields nothing for OBS streams. This reads
 the packets with PyAV, finds the ATSC A/53 ``GA94`` cc_data in them and decodes field 1's
 pop-on captions: each End Of Caption (EOC) gives the text then on screen, rows joined with
-newlines.
+newlines. Only Erase Non-displayed Memory starts a caption afresh (OBS repeats Resume Caption
+Loading when a caption spans two SEI messages).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 _BASIC = {0x2A: "á", 0x5C: "é", 0x5E: "í", 0x5F: "ó", 0x60: "ú", 0x7B: "ç", 0x7C: "÷",
           0x7D: "Ñ", 0x7E: "ñ", 0x7F: "█"}
 _SPECIAL = "®°½¿™¢£♪à èâêîôû"
+#: Extended characters (channel 1: 0x12 / 0x13 then 0x20..0x3f); each replaces the basic
+#: character sent before it as a fallback.
+_EXTENDED = {0x12: "ÁÉÓÚÜü‘¡*'—©℠•“”ÀÂÇÈÊËëÎÏïÔÙùÛ«»",
+             0x13: "ÃãÍÌìÒòÕõ{}\\^_|~ÄäÖöß¥¤¦ÅåØø┌┐└┘"}
 _GA94 = b"GA94\x03"
 
 
@@ -53,14 +58,14 @@ def captions(path: Path | str) -> list[str]:
                     last_control = (c1, c2)
                     if c1 in (0x14, 0x1C) and c2 == 0x2F:  # end of caption: flip memories
                         shown.append("".join(buffer).strip())
-                    elif c1 in (0x14, 0x1C) and c2 in (0x20, 0x2E):  # RCL / ENM: a new caption
+                    elif c1 in (0x14, 0x1C) and c2 == 0x2E:  # erase non-displayed memory
                         buffer = []
                     elif c1 in (0x11, 0x19) and 0x30 <= c2 <= 0x3F:
                         buffer.append(_SPECIAL[c2 - 0x30])
                     elif c1 in (0x12, 0x13, 0x1A, 0x1B) and 0x20 <= c2 <= 0x3F:
-                        if buffer:
-                            buffer.pop()  # extended characters replace the fallback before
-                        buffer.append("?")
+                        if buffer and buffer[-1] != "\n":
+                            buffer.pop()  # the fallback character sent before it
+                        buffer.append(_EXTENDED[0x12 + (c1 & 1)][c2 - 0x20])
                     elif 0x40 <= c2 <= 0x7F and buffer and buffer[-1] != "\n":
                         buffer.append("\n")  # a preamble address code: a new row
                     continue

@@ -53,7 +53,7 @@ def test_outputs_tables_parse_with_defaults_and_names() -> None:
     assert names == [("youtube", "youtube", "original"), ("youtube-2", "youtube", "es"),
                      ("obs", "obs", "original")]
     assert cfg["vad.min_silence_ms"] == 500
-    assert cfg.outputs[2].partials and not cfg.outputs[0].partials
+    assert not cfg.outputs[2].partials  # finals only unless asked
     assert cfg.outputs[2].min_interval_s == 0.5
 
 
@@ -151,7 +151,7 @@ def test_rollup_rows_fit_608_and_keep_every_word(lines: list[list[str]]) -> None
 
 def test_obs_sends_only_stable_text() -> None:
     """A partial's unstable tail, and a word cut by the stable mark, are never sent."""
-    p = core.ObsPlanner(spec("obs", speakers=False))
+    p = core.ObsPlanner(spec("obs", speakers=False, partials=True))
     p.offer(msg("a", "the quick brown fax", "partial", stable=13), now=0.0)  # "the quick bro"
     assert [s.text for s in p.pending] == ["the quick"]
     p.offer(msg("a", "the quick brown fox jumps", "partial", stable=16), now=0.1)

@@ -76,7 +76,7 @@ def test_obs_output_authenticates_and_sends_roll_up_captions(caplog: pytest.LogC
     async def main() -> None:
         obs = await FakeObs(password="s3cret-obs-pass").start()
         feed = Feed()
-        output = Output(make("obs", min_interval_s=0.0), Secrets(obs.url, "s3cret-obs-pass"), feed)
+        output = Output(make("obs", min_interval_s=0.0, partials=True), Secrets(obs.url, "s3cret-obs-pass"), feed)
         task = await running(output)
         try:
             feed.publish(line("a", "the quick brown fox jumps over", "partial", stable=16))

@@ -62,7 +62,7 @@ class OutputSpec:
     track: str = "original"
     speakers: bool = True
     lang: str = "en-US"
-    partials: bool = True
+    partials: bool = False
     min_interval_s: float = 0.0
     timeout_s: float = DEFAULT_TIMEOUT_S
     where: str = field(default="", compare=False)
@@ -186,7 +186,10 @@ def _check(raw: Mapping[str, Any], where_of: Any, label: str) -> dict[str, Any]:
         if out.get(a) and out.get(b):
             raise ConfigError(f"{w(b)}: {label} sets {a} and {b}; give the secret one way")
     out.setdefault("min_interval_s", DEFAULT_INTERVAL_S[kind])
-    out.setdefault("partials", kind == "obs")
+    # Off by default: the local engine's "stable" prefix is two decodes agreeing, and its
+    # final (beam search) still changes a word now and then; a caption in a stream cannot be
+    # taken back.
+    out.setdefault("partials", False)
     return out
 
 
