@@ -97,3 +97,17 @@ def test_outputs_run_in_the_daemon_and_follow_reloads(tmp_path: Path, speech: Pa
     for secret in (HOOK_KEY, zoom.token, yt.stream_id):
         assert secret not in log and secret not in api and secret not in index
         assert secret.encode() not in raw_db
+
+
+def test_missing_output_secret_stops_run_with_one_line(tmp_path: Path, fleurs_en: list[Path]) -> None:
+    """An output whose URL file is missing stops `captiond run` with one line naming the
+    output and the file; no traceback."""
+    env = daemon_env(tmp_path, CAPTIOND_OVERLAY_ENABLED="false")
+    missing = tmp_path / "zoom-url"
+    result = subprocess.run(
+        [sys.executable, "-m", "captiond", "run", "--db", f"sqlite:///{tmp_path / 'c.db'}",
+         "--source", f"file:{fleurs_en[1]}", "--output", f"kind=zoom,url_file={missing}"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert f"captiond: output zoom: cannot read URL file {missing}" in result.stderr
+    assert "Traceback" not in result.stderr

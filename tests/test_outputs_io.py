@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fakes.captions import FakeWebhook, FakeYouTube, FakeZoom
@@ -39,7 +40,8 @@ def line(item: str, text: str, status: str = "final", *, stable: int = 0,
 
 
 def make(kind: str, **kw: object) -> OutputSpec:
-    table = {"kind": kind, **({"url": "http://127.0.0.1:1/x"} if kind != "obs" else {}), **kw}
+    url = {"url": "http://127.0.0.1:1/x"} if kind != "obs" and "url_file" not in kw else {}
+    table = {"kind": kind, **url, **kw}
     text = "[[outputs]]\n" + "".join(
         f"{k} = {v!r}\n".replace("'", '"') if not isinstance(v, bool)
         else f"{k} = {str(v).lower()}\n" for k, v in table.items())
@@ -272,3 +274,42 @@ def test_webhook_posts_signed_json_per_final() -> None:
     assert hook.lines[0] == {"type": "line", "session": 1, "item_id": "0", "channel": "",
                              "track": "original", "speaker": "Ann", "start_ms": 0,
                              "end_ms": 1000, "text": SENTENCES[0]}
+
+
+# -- the set of outputs (what a reload changes) ------------------------------------------------
+
+
+def test_reload_adds_removes_and_refuses_outputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Applying a new [[outputs]] list starts added outputs and stops removed ones; one whose
+    secret file is missing is refused with config.outputs_failed and the running ones stay."""
+    from captiond.outputs.service import OutputSet
+
+    caplog.set_level(logging.INFO, logger="captiond")
+    first, second = FakeWebhook(), FakeWebhook()
+
+    def hook(name: str, url: str) -> OutputSpec:
+        return make("webhook", name=name, url=url, min_interval_s=0.0)
+
+    async def main() -> None:
+        feed = Feed()
+        outputs = OutputSet(feed)
+        outputs.start([hook("one", first.url)])
+        feed.publish(line("a", "only the first"))
+        await until(lambda: len(first.lines) == 1)
+        assert await outputs.apply([hook("two", second.url)])
+        assert list(outputs.outputs) == ["two"]
+        feed.publish(line("b", "only the second"))
+        await until(lambda: len(second.lines) == 1)
+        missing = make("webhook", name="three", url_file=str(tmp_path / "absent"))
+        assert not await outputs.apply([hook("two", second.url), missing])
+        assert list(outputs.outputs) == ["two"]
+        await outputs.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        first.close()
+        second.close()
+    assert [h["text"] for h in first.lines] == ["only the first"]
+    assert [h["text"] for h in second.lines] == ["only the second"]
+    assert "config.outputs_failed" in caplog.text and "cannot read URL file" in caplog.text
