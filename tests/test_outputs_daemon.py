@@ -29,10 +29,10 @@ def _status(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="module")
 def speech(fleurs_en: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two FLEURS sentences back to back (clip 4, then clip 0)."""
+    """Two short FLEURS sentences back to back (clip 3, then clip 4: 10 s)."""
     import numpy as np
 
-    audio = np.concatenate([decode_16k(fleurs_en[4]), decode_16k(fleurs_en[0])])
+    audio = np.concatenate([decode_16k(fleurs_en[3]), decode_16k(fleurs_en[4])])
     return write_wav(tmp_path_factory.mktemp("speech") / "speech.wav", audio)
 
 

@@ -102,7 +102,7 @@ def test_real_obs_carries_the_finals_as_cea608(tmp_path: Path, fleurs_en: list[P
     import numpy as np
 
     speech = write_wav(tmp_path / "speech.wav", np.concatenate(
-        [decode_16k(fleurs_en[1]), decode_16k(fleurs_en[3])]))
+        [decode_16k(fleurs_en[3]), decode_16k(fleurs_en[4])]))
     ws_port, rtmp_port = _free_port(), _free_port()
     rtmp = f"rtmp://127.0.0.1:{rtmp_port}/live/test"
     home = tmp_path / "home"
