@@ -299,3 +299,14 @@ def test_config_command_lists_outputs_without_secrets(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert "# output zoom: kind=zoom target=https://wmcapi.zoom.us track=original" in result.stdout
     assert "SECRETSIG" not in result.stdout
+
+
+def test_obs_skips_captions_too_old_for_a_live_stream() -> None:
+    """After OBS was unreachable, captions older than OBS_MAX_AGE_S are skipped (counted as
+    stale) and the newest are sent."""
+    p = core.ObsPlanner(spec("obs", speakers=False))
+    p.offer(msg("a", "said long ago " * 4), now=0.0)
+    p.offer(msg("b", "said just now"), now=core.OBS_MAX_AGE_S + 5)
+    send = p.next_send(core.OBS_MAX_AGE_S + 5)
+    assert send is not None and send.text.endswith("now") and send.lines == 1
+    assert p.status()["stale"] >= 1 and len(p.pending) == 1

@@ -49,6 +49,9 @@ YOUTUBE_MAX_AGE_S = 45.0
 SEEN_LINES = 5_000
 #: Delivery delays kept for the status and the benchmark.
 DELAYS_KEPT = 2_000
+#: Caption states older than this when OBS can take them again are skipped (a live stream
+#: shows what is said now; the lines stay in the store).
+OBS_MAX_AGE_S = 15.0
 #: The obs-websocket status code for "the stream is not live" (OutputNotRunning).
 OBS_NOT_RUNNING = 501
 
@@ -148,13 +151,13 @@ class Planner:
                 ))
         elif message.get("status") == "partial" and self.spec.partials:
             self.on_stable(key, str(message.get("text") or ""), int(message.get("stable") or 0),
-                           message.get("speaker") if self.spec.speakers else None)
+                           message.get("speaker") if self.spec.speakers else None, now)
 
     def on_final(self, final: Final) -> None:
         self._push(final)
 
     def on_stable(self, key: tuple[str, str], text: str, stable: int,
-                  speaker: str | None) -> None:
+                  speaker: str | None, now: float) -> None:
         """Stable partial text (only OBS uses it)."""
 
     def on_gone(self, key: tuple[str, str]) -> None:
@@ -253,6 +256,7 @@ def wrap_words(rows: list[str], words: list[str], width: int = ROW_CHARS) -> Non
 class _CaptionState:
     first_row: int
     text: str
+    created: float
     arrived: list[float] = field(default_factory=list)
     lines: int = 0
 
@@ -275,6 +279,7 @@ class ObsPlanner(Planner):
         self._words_sent: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._speaker: str | None = None
         self.not_live = 0
+        self.stale = 0
 
     def _add(self, key: tuple[str, str], words: list[str], speaker: str | None,
              now: float, final: bool) -> None:
@@ -318,7 +323,7 @@ class ObsPlanner(Planner):
         elif tail is not None and tail.text == text:
             pass
         else:
-            tail = _CaptionState(first, text)
+            tail = _CaptionState(first, text, now)
             self._push(tail)
         if final:
             tail.arrived.append(now)
@@ -328,7 +333,7 @@ class ObsPlanner(Planner):
         self._add(final.key, final.text.split(), final.speaker, final.arrived, True)
 
     def on_stable(self, key: tuple[str, str], text: str, stable: int,
-                  speaker: str | None) -> None:
+                  speaker: str | None, now: float) -> None:
         stable = max(0, min(stable, len(text)))
         if stable == 0:
             return
@@ -338,9 +343,17 @@ class ObsPlanner(Planner):
                 and not prefix[-1].isspace():
             words = words[:-1]  # the last word may still grow
         if words:
-            self._add(key, words, speaker, 0.0, False)
+            self._add(key, words, speaker, now, False)
+
+    def has_work(self) -> bool:
+        return bool(self.pending)
 
     def build(self, now: float, wall: float) -> Send | None:
+        # Captions held back (OBS down, or not reachable) longer than OBS_MAX_AGE_S would only
+        # confuse viewers of a live stream: skip to the newest ones (the lines stay stored).
+        while len(self.pending) > 1 and now - self.pending[0].created > OBS_MAX_AGE_S:
+            self.pending.popleft()
+            self.stale += 1
         state = self.pending[0]
         return Send("caption", text=state.text, lines=state.lines, arrived=tuple(state.arrived))
 
@@ -353,7 +366,7 @@ class ObsPlanner(Planner):
         super().skipped(send, now)
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "not_live": self.not_live}
+        return {**super().status(), "not_live": self.not_live, "stale": self.stale}
 
 
 def obs_auth(password: str, salt: str, challenge: str) -> str:
