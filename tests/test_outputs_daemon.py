@@ -94,6 +94,8 @@ def test_outputs_run_in_the_daemon_and_follow_reloads(tmp_path: Path, speech: Pa
     log = daemon.stderr_text()
     assert "output.start name=youtube" in log
     raw_db = db.read_bytes()
+    assert str(tmp_path) not in api  # no file paths on a page (url_file)
+    assert all(o["target"].startswith("http://127.0.0.1:") for o in json.loads(api)["outputs"])
     for secret in (HOOK_KEY, zoom.token, yt.stream_id):
         assert secret not in log and secret not in api and secret not in index
         assert secret.encode() not in raw_db

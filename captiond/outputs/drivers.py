@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from captiond.feed import Feed, Subscription
 from captiond.outputs.core import OBS_NOT_RUNNING, Planner, Send, ZoomPlanner, obs_auth, planner_for
-from captiond.outputs.spec import OutputSpec, Secrets
+from captiond.outputs.spec import OutputSpec, Secrets, safe_url
 
 log = logging.getLogger("captiond.outputs")
 
@@ -212,7 +212,8 @@ class Output:
         delays = sorted(self.planner.delays)
         p50 = delays[len(delays) // 2] if delays else None
         return {
-            "name": self.spec.name, "kind": self.spec.kind, "target": self.spec.target(),
+            # The resolved URL's scheme and host: never a token, a file path or a variable name.
+            "name": self.spec.name, "kind": self.spec.kind, "target": safe_url(self._secrets.url),
             "track": self.spec.track, "state": self.state, "error": self.last_error,
             "failures": self.planner.failures,
             "delay_p50_s": None if p50 is None else round(p50, 3),
@@ -229,7 +230,7 @@ class Output:
     async def run(self) -> None:
         self.subscribe()
         log.info("output.start name=%s kind=%s target=%s track=%s", self.spec.name,
-                 self.spec.kind, self.spec.target(), self.spec.track)
+                 self.spec.kind, safe_url(self._secrets.url), self.spec.track)
         reader = asyncio.create_task(self._read(), name=f"output-{self.spec.name}-read")
         try:
             await self._send_loop()

@@ -74,13 +74,22 @@ class OutputSpec:
     def target(self) -> str:
         """Where it sends, safe to show: scheme and host of a literal URL, else the source."""
         if self.url:
-            parts = urlsplit(self.url)
-            return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+            return safe_url(self.url)
         if self.url_file:
             return f"url from file {self.url_file}"
         if self.url_env:
             return f"url from ${self.url_env}"
         return OBS_DEFAULT_URL if self.kind == "obs" else "-"
+
+
+def safe_url(url: str) -> str:
+    """A URL as it may be shown: scheme, host and port (the path and query carry tokens)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 #: key -> (type, kinds it applies to; empty: all).
@@ -242,7 +251,9 @@ def parse_flag(flag: str) -> dict[str, Any]:
             if i == 0:
                 raw["kind"] = part
                 continue
-            raise ConfigError(f"--output {part!r} is not key=value (e.g. --output "
+            # Not echoed: it may be a piece of a URL with a comma in it (and its token).
+            raise ConfigError(f"--output: item {i + 1} is not key=value (a URL with a comma "
+                              f"goes in url_file or url_env; e.g. --output "
                               f"kind=youtube,url_env=YT_CAPTION_URL)")
         key, _, value = part.partition("=")
         key = key.strip()
@@ -264,7 +275,7 @@ def parse_flag(flag: str) -> dict[str, Any]:
 
 def parse_flags(flags: Sequence[str], before: Sequence[OutputSpec] = ()) -> list[OutputSpec]:
     """``--output`` values, named after those of the file (``before``)."""
-    checked = [(_check(parse_flag(f), lambda _k: "--output", "--output"), "--output")
+    checked = [(_check(parse_flag(f), lambda _k: "--output", "output"), "--output")
                for f in flags]
     specs = _finish(checked, "command line", before)
     # The flag as a reload parses it again: with the name it got, so the output keeps it.
