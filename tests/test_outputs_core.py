@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from captiond import config, reload
@@ -130,7 +130,8 @@ _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz'", min_size=1, max_size=40)
 
 
 @given(st.lists(st.lists(_word, min_size=1, max_size=12), min_size=1, max_size=20))
-@settings(max_examples=200, deadline=None)
+@example([["aaaaaaaaaa", "aa", "aa", "a", "a", "a"], ["aaaaaaaaaa", "aa", "aa", "a", "a", "a"] * 2])
+@settings(max_examples=300, deadline=None)
 def test_rollup_rows_fit_608_and_keep_every_word(lines: list[list[str]]) -> None:
     """Rows never exceed 32 characters, captions show at most 2 rows, and the rows shown in
     order hold every word of every final, even when sends lag far behind."""

@@ -320,8 +320,6 @@ class ObsPlanner(Planner):
         tail = self.pending[-1] if self.pending else None
         if tail is not None and tail.first_row == first:
             tail.text = text  # same top row: the newer state shows everything the older did
-        elif tail is not None and tail.text == text:
-            pass
         else:
             tail = _CaptionState(first, text, now)
             self._push(tail)
