@@ -9,8 +9,8 @@ time is captiond's side only. For each output kind alone:
   answered (the planner's own stamps), p50/p99; it includes each output's rate limit
   (min_interval_s: OBS 0.5 s, YouTube/Zoom 1.0 s, webhook 0).
 - burst: ``--burst`` finals at once (a backlog after an outage), each output alone: CPU ms per
-  line and how long the backlog takes to drain (OBS keeps at most 64 caption states: a
-  backlog beyond that is dropped, by design, since old captions in a live stream help nobody).
+  line and how long the backlog takes to drain (OBS keeps at most 64 caption states and skips
+  states older than 15 s: by design, since old captions in a live stream help nobody).
 
 CPU figures are process CPU time (stable on a busy machine); delays are wall time: report
 ``uptime`` with them.
