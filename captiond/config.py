@@ -26,8 +26,12 @@ from types import MappingProxyType
 from typing import Any
 
 from captiond.errors import ConfigError
+from captiond.outputs.spec import parse_flags as parse_output_flags
+from captiond.outputs.spec import parse_tables as parse_output_tables
 
 ENV_PREFIX = "CAPTIOND_"
+#: The config file's array of ``[[outputs]]`` tables (and the overrides key of ``--output``).
+OUTPUTS_KEY = "outputs"
 
 
 @dataclass(frozen=True)
@@ -818,10 +822,14 @@ BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 class Config(Mapping[str, Any]):
     """Frozen, validated settings by name (``cfg["audio.source"]``)."""
 
-    def __init__(self, values: Mapping[str, Any], origins: Mapping[str, str], path: Path | None):
+    def __init__(self, values: Mapping[str, Any], origins: Mapping[str, str], path: Path | None,
+                 outputs: tuple[Any, ...] = ()):
         self._values = MappingProxyType(dict(values))
         self.origins = MappingProxyType(dict(origins))
         self.path = path
+        #: The caption outputs (``[[outputs]]`` tables, then ``--output`` flags): a tuple of
+        #: :class:`captiond.outputs.spec.OutputSpec`.
+        self.outputs = tuple(outputs)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -840,7 +848,7 @@ class Config(Mapping[str, Any]):
         for name, raw in overrides.items():
             values[name] = _coerce(BY_NAME[name], raw, "override")
             origins[name] = "override"
-        return Config(values, origins, self.path)
+        return Config(values, origins, self.path, self.outputs)
 
     def changed(self, other: Config) -> set[str]:
         return {k for k in self._values if self._values[k] != other._values.get(k)}
@@ -998,6 +1006,7 @@ def parse(
 ) -> Config:
     """Settings from TOML text, environment and overrides (already typed, e.g. from argparse)."""
     label = str(path) if path else "config"
+    outputs: list[Any] = []
     values = {s.name: s.default for s in SETTINGS}
     origins = {s.name: "default" for s in SETTINGS}
     if text:
@@ -1006,6 +1015,7 @@ def parse(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{label}: not valid TOML: {exc} (fix the syntax there)") from None
         sections = {s.section for s in SETTINGS}
+        outputs = parse_output_tables(data.pop(OUTPUTS_KEY, []), text, label)
         for section, table in data.items():
             if not isinstance(table, dict):
                 guess = [s.name for s in SETTINGS if s.key == section]
@@ -1044,11 +1054,14 @@ def parse(
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue
+        if name == OUTPUTS_KEY:  # --output flags, after the file's outputs
+            outputs += parse_output_flags(list(raw), outputs)
+            continue
         if name not in BY_NAME:
             raise ConfigError(f"unknown setting {name}{_suggest(name, BY_NAME)}")
         values[name] = _coerce(BY_NAME[name], raw, f"--{name.split('.', 1)[1]}", from_text=True)
         origins[name] = "command line"
-    return Config(values, origins, path)
+    return Config(values, origins, path, tuple(outputs))
 
 
 _ENV_NAMES = frozenset(s.env for s in SETTINGS)

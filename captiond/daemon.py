@@ -165,9 +165,10 @@ ServiceFactory = Callable[
 def default_services() -> list[ServiceFactory]:
     """What ``captiond run`` starts around a session, in start order."""
     from captiond.exports.live import live_service
+    from captiond.outputs.service import outputs_service
     from captiond.overlay.service import overlay_service
 
-    return [live_service, overlay_service]
+    return [live_service, overlay_service, outputs_service]
 
 
 _MISSING = object()
@@ -231,6 +232,8 @@ class Daemon:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         #: The overlay server, when the overlay service runs (it sets this).
         self.overlay: Any = None
+        #: The caption outputs (captiond.outputs.service.OutputSet), when that service runs.
+        self.outputs: Any = None
         self.notifier = Notifier()
         #: Serve ``captiond status`` on the control socket (live daemons only).
         self.control_socket = control_socket
@@ -347,6 +350,8 @@ class Daemon:
             "reloads": self.reloads,
             "reload_error": self.reload_error,
             "restart_needed": self.restart_needed,
+            "outputs": self.outputs.status() if self.outputs is not None else [],
+            "outputs_summary": self.outputs.summary() if self.outputs is not None else "",
         }
 
     def public_status(self) -> dict[str, Any]:
@@ -526,6 +531,11 @@ class Daemon:
             _register_secrets(new)
             plan = reload_module.plan(self.cfg, new, self._can_apply)
             self.reloads += 1
+            if self.outputs is not None and new.outputs != self.cfg.outputs \
+                    and not await self.outputs.apply(new.outputs):
+                # An added output cannot start (its secret is missing): the running ones stay.
+                plan.applied = Config(plan.applied, plan.applied.origins, plan.applied.path,
+                                      self.cfg.outputs)
             # Restart-only changes are reported once per new value, and forgotten when the
             # file goes back to the running value.
             fresh: dict[str, list[str]] = {}
@@ -555,6 +565,7 @@ class Daemon:
                 if kept:
                     self.restart_needed[component] = kept
             if not plan.live and not fresh:
+                self.cfg = plan.applied  # the same settings; the outputs may have changed
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
             # A change that fails to apply keeps the running value without pinning it: the

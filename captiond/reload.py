@@ -76,6 +76,7 @@ def plan(
         {name: (current.origins[name] if name in keep_names(keep) else new.origins[name])
          for name in applied},
         new.path or current.path,
+        new.outputs,
     )
     return ReloadPlan(applied, live, restart)
 
@@ -109,8 +110,12 @@ def overridden(file_cfg: Config, cfg: Config) -> dict[str, tuple[object, object]
 
 def overrides_of(cfg: Config) -> dict[str, object]:
     """Values that came from the command line: a reload must keep them over the file."""
-    return {
+    kept: dict[str, object] = {
         name: cfg[name]
         for name, origin in cfg.origins.items()
         if origin == "command line"  # not a value restored after a failed switch
     }
+    flags = [o.flag for o in cfg.outputs if o.origin == "command line"]
+    if flags:
+        kept["outputs"] = flags  # --output flags (captiond.config.OUTPUTS_KEY)
+    return kept

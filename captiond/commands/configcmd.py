@@ -29,4 +29,7 @@ def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
     for name, value in cfg.public().items():
         shown = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
         print(f"{name} = {shown}    # {cfg.origins[name]}")
+    for out in cfg.outputs:  # where each sends, never a secret (a URL shows scheme and host)
+        print(f"# output {out.name}: kind={out.kind} target={out.target()} track={out.track}"
+              f"    # {out.where or out.origin}")
     return 0

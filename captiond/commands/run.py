@@ -43,6 +43,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add_setting_flags(p, TRANSLATE_FLAGS)
     p.add_argument("--fast", action="store_true", help="file sources: as fast as the engine allows")
     p.add_argument("--title", help="session title")
+    p.add_argument(
+        "--output", action="append", dest="setting__outputs", metavar="KIND[,KEY=VALUE...]",
+        help="send captions to an output as well (repeatable): obs, youtube, zoom or webhook "
+        "with the keys of an [[outputs]] table, e.g. kind=youtube,url_env=YT_CAPTION_URL",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -62,6 +62,18 @@ def _duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
+def format_output(out: dict[str, Any]) -> str:
+    """One output's status line: ``ok, 12 lines sent, 0 pending (obs → ws://127.0.0.1:4455)``."""
+    text = f"{out.get('state')}"
+    if out.get("error") and out.get("state") in ("failing", "waiting"):
+        text += f" ({out['error']})"
+    text += f", {out.get('sent_lines', 0)} lines sent, {out.get('pending', 0)} pending"
+    if out.get("dropped"):
+        text += f", {out['dropped']} dropped"
+    track = "" if out.get("track") in (None, "original") else f", track {out['track']}"
+    return text + f" ({out.get('kind')} → {out.get('target')}{track})"
+
+
 def format_status(st: dict[str, Any]) -> str:
     """The status as the lines ``captiond status`` prints."""
     rows = [
@@ -82,6 +94,8 @@ def format_status(st: dict[str, Any]) -> str:
         rows.append(("store errors", str(st["store_errors"])))
     if st.get("reload_error"):
         rows.append(("config", f"last reload failed, old settings kept: {st['reload_error']}"))
+    for out in st.get("outputs") or []:
+        rows.append((f"output {out.get('name')}", format_output(out)))
     for component, names in (st.get("restart_needed") or {}).items():
         rows.append(("restart needed", f"{component}: {', '.join(names)}"))
     width = max(len(k) for k, _ in rows)

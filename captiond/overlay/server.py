@@ -112,6 +112,7 @@ CLOSE_POLICY = 1008
 #: Status fields shown on pages and /status (the daemon's status may hold more; it stays in).
 STATUS_KEYS: tuple[str, ...] = (
     "state", "engine", "session", "title", "uptime_s", "audio_s", "finals", "lag_s",
+    "outputs_summary",
 )
 
 WS_PATH = "/ws"

@@ -22,7 +22,7 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
     stats = daemon.stats()
     session = daemon.session
     names = sorted({s.engine.name for s in session.streams}) if session is not None else []
-    return {
+    status = {
         "state": "captioning" if session is not None and session.session_id else "starting",
         "engine": ",".join(names) or None,
         "session": stats.get("session"),
@@ -31,6 +31,11 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
         "finals": stats.get("finals"),
         "lag_s": stats.get("lag_s"),
     }
+    # The caption outputs in one line, when there are any: "obs ok, youtube failing (HTTP 503)".
+    summary = daemon.outputs.summary() if daemon.outputs is not None else ""
+    if summary:
+        status["outputs_summary"] = summary
+    return status
 
 
 def overlay_service(
