@@ -278,3 +278,27 @@ async def test_older_event_names_and_junk_are_handled() -> None:
     assert_nothing_lost(run)
     assert shape(run.lines) == shape((await baseline()).lines)
     assert run.engine.stats()["bad_server_events"] == 3 * len(run.server.sessions)
+
+
+async def test_a_short_advertised_lifetime_causes_no_reconnect_storm() -> None:
+    """A service advertising 25 s sessions (less than rotate_before_s, 300 s) is rotated at
+    most once per judged period, not at once and forever: a handful of connections, the same
+    lines as without a cap."""
+    run = await run_engine(Faults(session_cap_s=25.0))
+    assert_nothing_lost(run)
+    assert shape(run.lines) == shape((await baseline()).lines)
+    # The run lasts well under 25 s of wall time: one session, perhaps one standby.
+    assert len(run.server.handshakes) <= 2, run.server.handshakes[:10]
+
+
+@pytest.mark.parametrize("date_header", [True, False])
+async def test_a_client_clock_two_hours_fast_causes_no_reconnect_storm(date_header: bool) -> None:
+    """With the client's clock two hours ahead of the server's, expires_at reads as long past:
+    read against the upgrade's HTTP Date it is a normal session; without a Date, the absurd
+    (negative) lifetime is distrusted. Either way one connection, nothing lost."""
+    run = await run_engine(Faults(clock_skew_s=-7200.0, date_header=date_header))
+    assert_nothing_lost(run)
+    assert shape(run.lines) == shape((await baseline()).lines)
+    assert run.server.handshakes == [101]
+    clock = run.engine.protocol.counters["untrusted_lifetimes"]
+    assert clock == (0 if date_header else 1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
 import os
@@ -108,9 +109,6 @@ HOLD_MARGIN_S = 0.1
 #: at real-time pace (cold caches), so two 32 ms windows per call halve the cost; decisions
 #: come at most one block later (the pre-speech pad is taken from the ring, nothing is lost).
 VAD_BATCH_SAMPLES = 2 * WINDOW
-#: If no pause came and the session expires within this, the utterance in progress is moved
-#: whole to the standby session (``TranscriptionProtocol.switch_now``).
-FORCE_ROTATE_S = 3.0
 #: How often the engine logs its state and running cost (``openai.status``).
 STATUS_LOG_S = 60.0
 #: Latency samples kept for figures.
@@ -221,6 +219,18 @@ async def open_socket(
         max_size=MAX_MESSAGE_BYTES,
         compression=None,
     )
+
+
+def server_time(ws: ClientConnection) -> float | None:
+    """The server's clock (epoch seconds) from the upgrade response's HTTP ``Date``; None when
+    there is none. Session lifetimes are read against it, so a skewed client clock cannot make
+    a fresh session look expired."""
+    response = getattr(ws, "response", None)
+    header = response.headers.get("Date") if response is not None else None
+    if header:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            return email.utils.parsedate_to_datetime(header).timestamp()
+    return None
 
 
 def connect_failure(exc: BaseException, refused: dict[int, int]) -> tuple[str, str]:
@@ -341,6 +351,7 @@ class OpenAIEngine:
             item_prefix=id_prefix,
             buffer_bytes=int(o.buffer_s * SAMPLE_RATE * BYTES_PER_SAMPLE),
             item_timeout_s=o.item_timeout_s,
+            rotate_before_s=o.rotate_before_s,
         )
         self.on_gap = on_gap
         self._rng = rng or random.Random()
@@ -609,28 +620,14 @@ class OpenAIEngine:
                         and now - link.opened > READY_TIMEOUT_S:
                     log.warning("openai.session_not_ready handle=%d", link.handle)
                     await self._close_link(link, 1000)
-            expires = self.protocol.expires_at()
-            if expires is not None and self.protocol.has_ready_standby() \
-                    and expires - time.time() <= FORCE_ROTATE_S:
-                # No pause came in time: move the utterance in progress to the new session.
-                self._perform(self.protocol.switch_now(now))
             if self._detached:
                 return
-            if self._want_connection() and now >= self._backoff_until:
+            if self.fatal is None and now >= self._backoff_until \
+                    and self.protocol.wants_connection(now):
                 await self._connect()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
-
-    def _want_connection(self) -> bool:
-        if self.fatal is not None:
-            return False
-        if not self.protocol.connections():
-            return True
-        expires = self.protocol.expires_at()
-        if expires is None or not self.protocol.live() or self.protocol.has_standby():
-            return False
-        return time.time() >= expires - self.options.rotate_before_s
 
     async def _connect(self) -> None:
         rotating = self.protocol.live()
@@ -658,7 +655,7 @@ class OpenAIEngine:
                         self._attempt, delay, message)
             return
         now = time.monotonic()
-        handle, out = self.protocol.connection_opened(now)
+        handle, out = self.protocol.connection_opened(now, server_time(ws))
         link = _Link(handle, ws, now)
         self._links[handle] = link
         self.connects += 1

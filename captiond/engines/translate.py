@@ -50,6 +50,7 @@ from captiond.engines.openai import (
     connect_failure,
     open_socket,
     retry_delay,
+    server_time,
 )
 from captiond.errors import ConfigError, EngineError
 from captiond.logs import register_secret
@@ -350,7 +351,7 @@ class TranslationEngine:
                                 self.target, link.handle)
                     await self._close_link(link, 1000)
             if self.failed is None and now >= self._backoff_until \
-                    and self.protocol.wants_connection(time.time()):
+                    and self.protocol.wants_connection(now):
                 await self._connect()
             await asyncio.sleep(TICK_S)
 
@@ -379,8 +380,9 @@ class TranslationEngine:
             log.warning("translate.connect_failed lang=%s attempt=%d retry_in_s=%.2f reason=%r",
                         self.target, self._attempt, delay, message)
             return
-        handle = self.protocol.connection_opened()
-        link = _Link(handle, ws, time.monotonic())
+        now = time.monotonic()
+        handle = self.protocol.connection_opened(now, server_time(ws))
+        link = _Link(handle, ws, now)
         self._links[handle] = link
         self.connects += 1
         self._attempt = 0
