@@ -36,7 +36,7 @@ from captiond.engines.factory import build_engine
 from captiond.engines.switch import SwitchableEngine
 from captiond.errors import AudioError, CaptiondError, ConfigError
 from captiond.events import LineStatus, LineUpdate, UpdateKind
-from captiond.feed import Feed
+from captiond.feed import Feed, status_message
 from captiond.pipeline import Session, Stream, segmenter_params
 from captiond.sdnotify import Notifier
 from captiond.transcript.echo import EchoGuard
@@ -435,6 +435,7 @@ class Daemon:
         tick = min(STATUS_INTERVAL_S, notifier.watchdog_s or STATUS_INTERVAL_S)
         next_status = 0.0
         next_ping = 0.0
+        last_published: dict[str, Any] | None = None
         while True:
             session = self.session
             if not self.ready and session is not None and session.session_id is not None:
@@ -451,6 +452,10 @@ class Daemon:
             if self.ready and now >= next_status:
                 line = self.status_line()
                 notifier.status(line)
+                message = status_message(self.public_status())
+                if message != last_published:  # subscribers keep the latest; no repeats
+                    self.feed.publish(message)
+                    last_published = message
                 if isinstance(self.view, TerminalView):
                     self.view.status(line)
                 next_status = now + STATUS_INTERVAL_S

@@ -43,6 +43,8 @@ log = logging.getLogger("captiond.pipeline")
 
 #: How long shutdown waits for the store to write the last lines.
 FLUSH_TIMEOUT_S = 10.0
+#: Gaps closer than this to the last one logged (same stream, same reason) are one stretch.
+GAP_LOG_JOIN_MS = 1_000
 _END = object()
 
 
@@ -140,6 +142,7 @@ class Session:
         self.finals = 0
         self._stopping = asyncio.Event()
         self._observers: list[Callable[[LineUpdate], None]] = []
+        self._gap_logged: dict[tuple[str, str], int] = {}  # (channel, reason) -> end_ms
 
     # -- public ------------------------------------------------------------------------------
 
@@ -390,6 +393,12 @@ class Session:
             fn(update)
 
     def _record_gap(self, stream: Stream, start_ms: int, end_ms: int, reason: str) -> None:
+        # One log line per stretch of lost audio (engine-behind gaps come block by block).
+        last = self._gap_logged.get((stream.channel, reason))
+        if last is None or start_ms > last + GAP_LOG_JOIN_MS:
+            log.warning("audio.gap channel=%s start_ms=%d end_ms=%d reason=%r",
+                        stream.channel, start_ms, end_ms, reason)
+        self._gap_logged[(stream.channel, reason)] = end_ms
         if self.writer is None or self.session_id is None:
             return
         sid = self.session_id

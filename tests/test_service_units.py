@@ -228,3 +228,38 @@ def test_engine_change_switches_engines_without_losing_audio(
     for clip in (fleurs_en[4], fleurs_en[3]):
         words = reference(clip).split()
         assert sum(w in text.split() for w in words) >= 0.7 * len(words), (clip, text)
+
+
+def test_the_daemon_publishes_its_status_on_the_feed(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ready, the daemon sends a {"type": "status"} feed message with its state (and no
+    private field), and late joiners get the latest one in their snapshot."""
+    from captiond.daemon import Daemon
+    from captiond.feed import STATUS_FIELDS
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    path = tmp_path / "config.toml"
+    path.write_text("[overlay]\nport = 0\n")
+    cfg = config.load(path, env={}, overrides={
+        "audio.source": f"file:{fleurs_en[4]}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+
+    async def main() -> tuple[dict, list[dict]]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        sub = daemon.feed.subscribe("test")
+        task = asyncio.create_task(daemon.run())
+        try:
+            while True:
+                message = await asyncio.wait_for(sub.get(), 30)
+                if message.get("type") == "status":
+                    break
+            return message, daemon.feed.snapshot()
+        finally:
+            daemon.session.stop()
+            await asyncio.wait_for(task, 60)
+
+    message, snapshot = asyncio.run(main())
+    assert message["state"] == "captioning" and message["engine"] == "local"
+    assert isinstance(message["session"], int)
+    assert set(message) == {"type", *STATUS_FIELDS}
+    assert message in snapshot
