@@ -276,9 +276,8 @@ class Session:
                 yield item
 
         # Engines that lose audio themselves (the OpenAI engine's outage buffer) record gaps.
-        gap_sink = getattr(stream.engine, "set_gap_sink", None)
-        if gap_sink is not None:
-            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        stream.engine.set_gap_sink(
+            lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
             stream.group = tg
             tg.create_task(capture(), name=f"capture-{stream.channel}")
@@ -339,9 +338,8 @@ class Session:
             for update in rec.apply(event):
                 self._deliver(update)
 
-        gap_sink = getattr(tee.engine, "set_gap_sink", None)
-        if gap_sink is not None:
-            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        tee.engine.set_gap_sink(
+            lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         try:
             await tee.engine.run(tee.blocks(), emit)
         except Exception as exc:  # noqa: BLE001 - a translation failure never stops captions

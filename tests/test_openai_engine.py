@@ -302,3 +302,19 @@ async def test_a_client_clock_two_hours_fast_causes_no_reconnect_storm(date_head
     assert run.server.handshakes == [101]
     clock = run.engine.protocol.counters["untrusted_lifetimes"]
     assert clock == (0 if date_header else 1)
+
+
+async def test_a_live_vad_reload_reaches_the_openai_engine() -> None:
+    """update_settings (live reload of vad.*) changes where the OpenAI engine cuts: with a
+    minimum silence longer than the 1.5 s pauses, the utterances merge into fewer lines."""
+    from captiond.audio.segmenter import Params
+
+    async with FakeRealtimeServer(KEY) as server:
+        engine = OpenAIEngine(KEY, OpenAIOptions(url=server.url), rng=random.Random(7))
+        engine.update_settings(Params(rate=24_000, min_silence_ms=2_500), 0.0, False)
+        rec = Reconciler()
+        await engine.run(stream(audio(), speed=SPEED), rec.apply)
+    merged, base = rec.lines(), (await baseline()).lines
+    assert server.violations == []
+    assert 1 <= len(merged) < len(base)
+    assert merged[0].audio_start_ms == pytest.approx(base[0].audio_start_ms, abs=100)
