@@ -100,8 +100,9 @@ def main() -> int:
     unanswered = c.get("samples_resent_unanswered", 0) / RATE
     in_progress = c.get("samples_resent_in_progress", 0) / RATE
     print(f"  audio sent {first + again:.1f} s = {first:.1f} s first time + {again:.1f} s again: "
-          f"{unanswered:.1f} s of {c['resent_items']} committed utterances whose completion had "
-          f"not arrived, {in_progress:.1f} s of utterances in progress when their session died; "
+          f"{unanswered:.1f} s of utterances committed whose completion had not arrived when "
+          f"their session died, {in_progress:.1f} s of utterances in progress then "
+          f"({c['resent_items']} utterances resent whole, nothing else resent); "
           f"{(first + again) / meeting:.2f}x the meeting, {(first + again) / speech:.2f}x its "
           f"speech; the server received {received:.1f} s")
     t, tr = r["translator"], r["tr"]

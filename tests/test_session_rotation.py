@@ -188,8 +188,11 @@ def _least_period(lifetime: float, date: bool, rotate_before_s: float) -> float:
     rotation period of the lifetime judged from the advertisement, or -- once the service has
     expired a session -- of the lifetime seen (less a step of simulated time), or the service's
     own cap."""
+    # expires_at is whole seconds: the advertised lifetime reads up to 1 s short.
     judged, _ = judge_lifetime(EPOCH + lifetime, EPOCH if date else None)
-    period = rotation_period(judged, rotate_before_s)
+    short, _ = judge_lifetime(EPOCH + lifetime - 1, EPOCH if date else None)
+    period = min(rotation_period(judged, rotate_before_s), rotation_period(short, rotate_before_s))
+    judged = min(judged, short)
     if 0 < lifetime < YEAR_S:  # the service itself ends sessions this often
         seen = min(max(lifetime - DT, MIN_TRUSTED_LIFETIME_S), judged)
         period = min(period, lifetime, rotation_period(seen, rotate_before_s))

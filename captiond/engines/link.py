@@ -68,8 +68,10 @@ TICK_S = 0.2
 #: Client events queued on one link at most; beyond it the link is stalled and is closed.
 MAX_PENDING_EVENTS = 2_000
 #: A link that ends younger than this (not closed by us) counts as a failed attempt: the next
-#: connection waits a backoff. Older links reset the attempt counter.
+#: connection waits a backoff. A link that has lived this long resets the attempt counter.
 STABLE_LINK_S = 1.0
+#: The HTTP ``Date`` names a whole second: the server's time is read as its middle.
+DATE_RESOLUTION_S = 1.0
 
 AUTH_STATUSES = (401, 403)
 
@@ -118,7 +120,7 @@ def server_time(ws: ClientConnection) -> float | None:
     header = response.headers.get("Date") if response is not None else None
     if header:
         with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            return email.utils.parsedate_to_datetime(header).timestamp()
+            return email.utils.parsedate_to_datetime(header).timestamp() + DATE_RESOLUTION_S / 2
     return None
 
 
@@ -235,6 +237,9 @@ class LinkDriver:
             now = time.monotonic()
             if not step(now):
                 return
+            if self.attempt and any(now - lk.opened >= STABLE_LINK_S
+                                    for lk in self.links.values()):
+                self.attempt = 0  # a link has held: failures before it no longer count
             for link in list(self.links.values()):
                 if is_connecting(link.handle) and now - link.opened > READY_TIMEOUT_S:
                     log.warning("%s.session_not_ready%s handle=%d", self.name, self._fields, link.handle)

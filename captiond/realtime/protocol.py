@@ -837,7 +837,10 @@ class TranscriptionProtocol:
         if entry.sends > 0 or entry.counted > 0:
             self.counters["resent_items"] += 1
         self.counters["samples_resent"] += entry.counted
-        self.counters["samples_resent_unanswered"] += entry.counted
+        # Committed before (its session died before the completion came), or cut while no
+        # session was up after its start had gone to a session that died.
+        kind = "unanswered" if entry.sends > 0 else "in_progress"
+        self.counters[f"samples_resent_{kind}"] += entry.counted
         self.counters["samples_sent"] += samples - entry.counted
         entry.counted = samples
         return out.extend(self._send_commit(conn, entry, now))

@@ -43,7 +43,7 @@ MAX_LIFETIME_S = 3600.0
 DEFAULT_LIFETIME_S = 3600.0
 #: Shorter advertised lifetimes are distrusted (a skewed clock reads this way far more often
 #: than a service means it; if it does, its session_expired ends the session anyway).
-MIN_TRUSTED_LIFETIME_S = 2.5
+MIN_TRUSTED_LIFETIME_S = 2.0
 #: The rotation lead never exceeds this share of the lifetime.
 MAX_LEAD_FRACTION = 0.6
 #: A session younger than this is never replaced on purpose.
