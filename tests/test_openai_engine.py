@@ -318,3 +318,14 @@ async def test_a_live_vad_reload_reaches_the_openai_engine() -> None:
     assert server.violations == []
     assert 1 <= len(merged) < len(base)
     assert merged[0].audio_start_ms == pytest.approx(base[0].audio_start_ms, abs=100)
+
+
+async def test_links_that_die_young_back_off_instead_of_hammering() -> None:
+    """A service that accepts and drops every connection at once (0.2 s) is retried with a
+    growing backoff, not reconnected to at once each time: the attempt counter climbs and
+    only a handful of connections are opened over the run."""
+    run = await run_engine(Faults(drop_after_s=0.2), item_timeout_s=2.0)
+    assert run.server.violations == []
+    assert run.engine.driver.attempt >= 3
+    # Without the backoff: one connection per 0.2 s over a run of several seconds.
+    assert 3 <= len(run.server.handshakes) <= 12, len(run.server.handshakes)

@@ -70,8 +70,6 @@ MAX_PENDING_EVENTS = 2_000
 #: A link that ends younger than this (not closed by us) counts as a failed attempt: the next
 #: connection waits a backoff. A link that has lived this long resets the attempt counter.
 STABLE_LINK_S = 1.0
-#: The HTTP ``Date`` names a whole second: the server's time is read as its middle.
-DATE_RESOLUTION_S = 1.0
 
 AUTH_STATUSES = (401, 403)
 
@@ -120,7 +118,8 @@ def server_time(ws: ClientConnection) -> float | None:
     header = response.headers.get("Date") if response is not None else None
     if header:
         with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            return email.utils.parsedate_to_datetime(header).timestamp() + DATE_RESOLUTION_S / 2
+            # Whole seconds, like expires_at: their difference is the lifetime to a second.
+            return email.utils.parsedate_to_datetime(header).timestamp()
     return None
 
 

@@ -13,11 +13,13 @@ the segmenter's quietest point: for the last :data:`~captiond.audio.segmenter.FO
 before the maximum length the audio is held back locally, so the cut can fall there (the
 service only starts transcribing at the commit, so holding it back costs no caption latency).
 
-Faults: reconnect with exponential backoff and full jitter; keepalive pings detect a server
-that stopped answering; audio is buffered (``openai.buffer_s``) while the link is down and
-utterances the dropped session had not answered are sent again; 401/403 is fatal
-(:class:`OpenAIAuthError`, naming OPENAI_API_KEY); 429 backs off longer; sessions are rotated
-``openai.rotate_before_s`` before ``expires_at``, at a pause.
+Faults: the sockets -- connect, classify failures, backoff with jitter, keepalive, reader and
+writer tasks, bounded send queue, close -- are :class:`~captiond.engines.link.LinkDriver`'s (the
+translation engine uses the same one). Audio is buffered (``openai.buffer_s``) while no session
+is up and utterances a dropped session had not answered are sent again; 401/403 is fatal
+(:class:`OpenAIAuthError`, naming OPENAI_API_KEY); 429 backs off longer. When to open a standby
+session and when it takes over is the protocol core's decision
+(:mod:`captiond.realtime.session`: lifetimes on the monotonic clock, never a storm).
 
 Why websockets directly and not ``AsyncOpenAI().realtime.connect()``: the SDK wraps the same
 library but hides what reliability needs -- the HTTP status of a refused upgrade, close codes,

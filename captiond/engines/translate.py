@@ -10,7 +10,8 @@ works in 200 ms frames and treats resumed audio as contiguous with what came bef
 silence back would squash pauses out of its timeline (and ``elapsed_ms`` would drift from the
 stream clock).
 
-Faults, as the transcription engine survives them: reconnect with exponential backoff and full
+Faults, as the transcription engine survives them (the same connection driver,
+:class:`~captiond.engines.link.LinkDriver`): reconnect with exponential backoff and full
 jitter; audio buffered while no session is live (``openai.buffer_s``; beyond it a gap); the audio
 a dropped session had not translated yet is sent again; sessions are rotated
 ``openai.rotate_before_s`` before ``expires_at`` (the old one is closed with ``session.close``, so
