@@ -70,6 +70,9 @@ MAX_PENDING_EVENTS = 2_000
 #: A link that ends younger than this (not closed by us) counts as a failed attempt: the next
 #: connection waits a backoff. A link that has lived this long resets the attempt counter.
 STABLE_LINK_S = 1.0
+#: A client clock within this of the server's HTTP ``Date`` (whole seconds, plus transit) is
+#: taken as the server's time: it has sub-second precision. Further off, the ``Date`` is.
+CLOCK_AGREE_S = 2.0
 
 AUTH_STATUSES = (401, 403)
 
@@ -110,17 +113,22 @@ async def open_socket(
     )
 
 
-def server_time(ws: ClientConnection) -> float | None:
-    """The server's clock (epoch seconds) from the upgrade response's HTTP ``Date``; None when
-    there is none. Session lifetimes are read against it, so a skewed client clock cannot make
-    a fresh session look expired."""
+def server_time(ws: ClientConnection, wall: float | None = None) -> float | None:
+    """The server's clock (epoch seconds) now, from the upgrade response's HTTP ``Date``; None
+    when there is none. Session lifetimes are read against it, so a skewed client clock cannot
+    make a fresh session look expired. The ``Date`` names whole seconds: when the client's
+    clock (``wall``) agrees with it to within :data:`CLOCK_AGREE_S`, the client's reading is
+    used for its sub-second precision."""
     response = getattr(ws, "response", None)
     header = response.headers.get("Date") if response is not None else None
-    if header:
-        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            # Whole seconds, like expires_at: their difference is the lifetime to a second.
-            return email.utils.parsedate_to_datetime(header).timestamp()
-    return None
+    if not header:
+        return None
+    try:
+        date = email.utils.parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    wall = time.time() if wall is None else wall
+    return wall if abs(wall - date) <= CLOCK_AGREE_S else date
 
 
 def classify_connect_error(exc: BaseException, url_setting: str = "openai.url") -> tuple[str, str]:
