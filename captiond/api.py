@@ -35,12 +35,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session as OrmSession
 
-from captiond.commands.browse import format_ms
 from captiond.errors import CaptiondError, InvalidSessionRef, SessionNotFound, StoreError
+from captiond.timefmt import clock as format_ms
 from captiond.transcript.models import GapRow, SegmentRow, SessionRow
 from captiond.transcript.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 from captiond.transcript.search import SearchSyntaxError, search
@@ -175,16 +173,8 @@ def _sessions(store: Store, params: Mapping[str, str]) -> ApiResponse:
 
 def _session(store: Store, ref: str) -> ApiResponse:
     row = store.resolve_session(ref)
-    with OrmSession(store.engine) as s:
-        count = s.scalar(
-            select(func.count(SegmentRow.id)).where(
-                SegmentRow.session_id == row.id,
-                SegmentRow.status == "final",
-                SegmentRow.track == "original",
-            )
-        )
     return 200, {
-        "session": session_json(row, int(count or 0)),
+        "session": session_json(row, store.final_line_count(row.id)),
         "gaps": [gap_json(g) for g in store.gaps(row.id)],
     }
 
@@ -194,34 +184,11 @@ def _lines(store: Store, ref: str, params: Mapping[str, str]) -> ApiResponse:
     since = _int(params, "since", 0, 0, 2**63 - 1)
     limit = _int(params, "limit", LINES_DEFAULT, 1, LINES_MAX)
     track = params.get("track") or "original"
-    seg = SegmentRow
-    with OrmSession(store.engine) as s:
-        rows = list(
-            s.scalars(
-                select(seg)
-                .where(
-                    seg.session_id == row.id,
-                    seg.track == track,
-                    seg.status == "final",
-                    seg.id > since,
-                )
-                .order_by(seg.id)
-                .limit(limit)
-            ).all()
-        )
-        # A partial line of a running session will become final under its present id:
-        # keep the cursor before it so the client receives it then.
+    rows, held = store.final_lines_after(row.id, track, since, limit)
+    if row.status != "running":
         held = None
-        if row.status == "running":
-            held = s.scalar(
-                select(func.min(seg.id)).where(
-                    seg.session_id == row.id,
-                    seg.track == track,
-                    seg.status == "partial",
-                    seg.id > since,
-                )
-            )
-        s.expunge_all()
+    # A partial line of a running session will become final under its present id: keep the
+    # cursor before it so the client receives it then.
     next_since = rows[-1].id if rows else since
     if held is not None:
         next_since = min(next_since, held - 1)

@@ -32,15 +32,18 @@ from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
-from captiond.engines.factory import build_engine
+from captiond.engines.factory import build_engine, engine_sample_rate
 from captiond.engines.switch import SwitchableEngine
 from captiond.errors import AudioError, CaptiondError, ConfigError
-from captiond.events import LineStatus, LineUpdate, UpdateKind
-from captiond.feed import Feed
+from captiond.events import LineUpdate
+from captiond.feed import Feed, status_message
+from captiond.overlay.server import OverlayServer
 from captiond.pipeline import Session, Stream, segmenter_params
 from captiond.sdnotify import Notifier
+from captiond.services import ServiceContext, ServiceFactory
 from captiond.transcript.echo import EchoGuard
 from captiond.transcript.store import Store, redact_url
+from captiond.view import TerminalView, format_clock  # noqa: F401  (re-exported)
 
 log = logging.getLogger("captiond.daemon")
 
@@ -100,66 +103,6 @@ def plan_streams(text: str, *, me: str = "Me", them: str = "Them") -> list[Strea
         speaker = {MIC_CHANNEL: me, SYSTEM_CHANNEL: them}.get(channel, channel)
         plans.append(StreamPlan(spec, channel, speaker))
     return plans
-
-
-def format_clock(ms: int) -> str:
-    s = max(0, ms) // 1000
-    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-class TerminalView:
-    """Finals as lines on ``out``; on a terminal, the partial being spoken on one live line."""
-
-    def __init__(self, out: TextIO, *, live: bool | None = None) -> None:
-        self.out = out
-        self.live = out.isatty() if live is None else live
-        self._partial_shown = False
-        self._status_shown = False
-
-    def __call__(self, update: LineUpdate) -> None:
-        line = update.line
-        if line.track != "original":
-            return
-        who = f"{line.speaker}: " if line.speaker else ""
-        if line.status is LineStatus.FINAL and update.kind is not UpdateKind.REMOVED:
-            if line.text:
-                self._clear()
-                self.out.write(f"[{format_clock(line.audio_start_ms)}] {who}{line.text}\n")
-                self.out.flush()
-        elif update.kind is UpdateKind.REMOVED:
-            self._clear()
-        elif self.live and line.status is LineStatus.PARTIAL and line.text:
-            width = self._width()
-            text = f"… {who}{line.text}"
-            if len(text) > width:
-                text = "…" + text[-(width - 1) :]
-            self.out.write("\r\033[K" + text)
-            self.out.flush()
-            self._partial_shown = True
-
-    def status(self, text: str) -> None:
-        """On a terminal, the daemon's status line (engine, lag, cost) while nobody speaks."""
-        if self.live and not self._partial_shown:
-            self.out.write("\r\033[K\033[2m" + text[: self._width()] + "\033[0m")
-            self.out.flush()
-            self._status_shown = True
-
-    def _width(self) -> int:
-        with contextlib.suppress(OSError, ValueError):
-            return os.get_terminal_size(self.out.fileno()).columns - 1
-        return 100
-
-    def _clear(self) -> None:
-        if self._partial_shown or self._status_shown:
-            self.out.write("\r\033[K")
-            self._partial_shown = self._status_shown = False
-
-
-#: A service around the session: ``factory(daemon) -> (start, close)``, or None when the
-#: config does not want it. Factories run after the store is open, before capture starts.
-ServiceFactory = Callable[
-    ["Daemon"], tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]] | None
-]
 
 
 def default_services() -> list[ServiceFactory]:
@@ -354,6 +297,30 @@ class Daemon:
             "outputs_summary": self.outputs.summary() if self.outputs is not None else "",
         }
 
+    def service_context(self) -> ServiceContext:
+        """What the services around the session get: never the daemon itself."""
+        return ServiceContext(
+            cfg=self.cfg, store=self.store, feed=self.feed, status=self.overlay_status,
+            realtime=self.realtime, title=self.title or "",
+            http_handlers=dict(self.http_handlers),
+        )
+
+    def overlay_status(self) -> dict[str, Any]:
+        """The public part of the status the overlay pages show (numbers and names, never
+        sources or paths)."""
+        stats = self.stats()
+        session = self.session
+        names = sorted({s.engine.name for s in session.streams}) if session is not None else []
+        return {
+            "state": "captioning" if session is not None and session.session_id else "starting",
+            "engine": ",".join(names) or None,
+            "session": stats.get("session"),
+            "uptime_s": stats.get("uptime_s"),
+            "audio_s": stats.get("audio_s"),
+            "finals": stats.get("finals"),
+            "lag_s": stats.get("lag_s"),
+        }
+
     def public_status(self) -> dict[str, Any]:
         """The status for the overlay's ``/api/status``: no file paths or device names (the
         overlay may be reachable from other machines; the control socket is the user's own)."""
@@ -418,13 +385,15 @@ class Daemon:
             )
             if self._signals:
                 self.session.stop()
+            context = self.service_context()
             for factory in self.services:
-                made = factory(self)
-                if made is None:
+                service = factory(context)
+                if service is None:
                     continue
-                start, close = made
-                self._closers.append(close)
-                await start()
+                if isinstance(service, OverlayServer):
+                    self.overlay = service  # for the status, viewers and live reload
+                self._closers.append(service.close)
+                await service.start()
             if self.realtime and self.cfg.path is not None:
                 self._background.append(
                     asyncio.create_task(self._watch_config(self.cfg.path), name="config-watch")
@@ -465,6 +434,7 @@ class Daemon:
         tick = min(STATUS_INTERVAL_S, notifier.watchdog_s or STATUS_INTERVAL_S)
         next_status = 0.0
         next_ping = 0.0
+        last_published: dict[str, Any] | None = None
         while True:
             session = self.session
             if not self.ready and session is not None and session.session_id is not None:
@@ -483,6 +453,10 @@ class Daemon:
             if self.ready and now >= next_status:
                 line = self.status_line()
                 notifier.status(line)
+                message = status_message(self.public_status())
+                if message != last_published:  # subscribers keep the latest; no repeats
+                    self.feed.publish(message)
+                    last_published = message
                 if isinstance(self.view, TerminalView):
                     self.view.status(line)
                 next_status = now + STATUS_INTERVAL_S
@@ -529,7 +503,7 @@ class Daemon:
                 return False
             self.reload_error = None
             _register_secrets(new)
-            plan = reload_module.plan(self.cfg, new, self._can_apply)
+            plan = reload_module.plan(self.cfg, new, lambda name: self._can_apply(name, new))
             self.reloads += 1
             if self.outputs is not None and new.outputs != self.cfg.outputs \
                     and not await self.outputs.apply(new.outputs):
@@ -597,7 +571,7 @@ class Daemon:
             )
             return True
 
-    def _can_apply(self, name: str) -> bool:
+    def _can_apply(self, name: str, new: Config | None = None) -> bool:
         if name == "translate.targets":
             # Translation sessions are opened and closed next to the running captions.
             return self.session is not None and self.realtime
@@ -609,11 +583,15 @@ class Daemon:
                 and isinstance(self.session.streams[0].source, SwitchableSource)
             )
         if name in _ENGINE_RESTART or name.startswith("openai."):
-            # Restarted in place: the new engine (model loaded) takes over at the next block.
+            # Restarted in place: the new engine (model loaded) takes over at the next block --
+            # if it takes the stream's audio rate (local 16 kHz, OpenAI 24 kHz): the stream is
+            # resampled once, for the engine it started with. Otherwise: restart needed.
             return (
                 self.session is not None
                 and len(self.session.streams) == 1
                 and isinstance(self.session.streams[0].engine, SwitchableEngine)
+                and (new is None or self._engine_rate(new)
+                     == self.session.streams[0].engine.sample_rate)
             )
         if not config_module.BY_NAME[name].live:
             return False
@@ -624,6 +602,13 @@ class Daemon:
         if name.startswith("overlay."):
             return self.overlay is not None
         return False
+
+    @staticmethod
+    def _engine_rate(cfg: Config) -> int | None:
+        try:
+            return engine_sample_rate(cfg)
+        except CaptiondError:
+            return None  # an unreadable key file: the switch reports it
 
     async def _retarget(self, cfg: Config) -> bool:
         """Open translation sessions for added targets and close those of removed ones, on
@@ -697,13 +682,12 @@ class Daemon:
     def _apply(self, cfg: Config, names: set[str]) -> None:
         if any(n.startswith(_ENGINE_LIVE) for n in names) and self.session is not None:
             for stream in self.session.streams:
-                update = getattr(stream.engine, "update_settings", None)
-                if update is not None:
-                    update(
-                        segmenter_params(cfg, stream.engine.sample_rate),
-                        cfg["local.partial_interval_s"],
-                        cfg["local.word_timestamps"],
-                    )
+                # Every engine takes them (the Engine protocol): local, OpenAI, auto.
+                stream.engine.update_settings(
+                    segmenter_params(cfg, stream.engine.sample_rate),
+                    cfg["local.partial_interval_s"],
+                    cfg["local.word_timestamps"],
+                )
         if any(n.startswith("overlay.") for n in names) and self.overlay is not None:
             self.overlay.reconfigure(cfg)
         if "log.level" in names:

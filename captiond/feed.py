@@ -13,7 +13,9 @@ Message schema (JSON objects, one per WebSocket message or callback)::
      "speaker": null, "status": "partial"|"final"|"failed", "text": "…", "stable": 17,
      "start_ms": 1200, "end_ms": 3400, "engine": "local"}
     {"type": "session", "event": "started"|"ended", "session": 12, "title": …}
-    {"type": "status", …}   engine state, lag, viewers (latest only)
+    {"type": "status", "state": "captioning", "engine": "openai", "engine_state": "connected",
+     "session": 12, "lag_s": 0.4, "audio_s": 61.2, "lines_stored": 14, "gaps": 0,
+     "viewers": 1}   the daemon's state (latest only; every few seconds while it changes)
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ from captiond.events import LineUpdate, UpdateKind
 MAX_PENDING_KEYS = 2_000
 #: Lines kept for late joiners.
 SNAPSHOT_LINES = 50
+#: The daemon status fields a feed ``status`` message carries (nothing private: no paths,
+#: devices, pid -- the feed reaches every overlay viewer).
+STATUS_FIELDS: tuple[str, ...] = (
+    "state", "engine", "engine_state", "session", "lag_s", "audio_s", "lines_stored", "gaps",
+    "viewers",
+)
+
+
+def status_message(status: dict[str, Any]) -> dict[str, Any]:
+    """A feed ``status`` message from the daemon's status (only :data:`STATUS_FIELDS`)."""
+    return {"type": "status", **{k: status.get(k) for k in STATUS_FIELDS}}
 
 
 def line_message(update: LineUpdate) -> dict[str, Any]:
@@ -150,6 +163,8 @@ class Feed:
         out: list[dict[str, Any]] = []
         if self._session is not None:
             out.append(self._session)
+        if len(self._status) > 1:
+            out.append(dict(self._status))
         out.extend(self._recent.values())
         return out
 

@@ -51,6 +51,8 @@ OVERFLOW_ADVICE = (
     "--engine openai; a recording is better read with --fast or piped to stdin without "
     "--stdin-live, which waits for the engine instead of dropping audio"
 )
+#: Gaps closer than this to the last one logged (same stream, same reason) are one stretch.
+GAP_LOG_JOIN_MS = 1_000
 _END = object()
 
 
@@ -150,6 +152,7 @@ class Session:
         self.finals = 0
         self._stopping = asyncio.Event()
         self._observers: list[Callable[[LineUpdate], None]] = []
+        self._gap_logged: dict[tuple[str, str], int] = {}  # (channel, reason) -> end_ms
 
     # -- public ------------------------------------------------------------------------------
 
@@ -306,9 +309,8 @@ class Session:
                 yield item
 
         # Engines that lose audio themselves (the OpenAI engine's outage buffer) record gaps.
-        gap_sink = getattr(stream.engine, "set_gap_sink", None)
-        if gap_sink is not None:
-            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        stream.engine.set_gap_sink(
+            lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         async with asyncio.TaskGroup() as tg:
             stream.group = tg
             tg.create_task(capture(), name=f"capture-{stream.channel}")
@@ -369,9 +371,8 @@ class Session:
             for update in rec.apply(event):
                 self._deliver(update)
 
-        gap_sink = getattr(tee.engine, "set_gap_sink", None)
-        if gap_sink is not None:
-            gap_sink(lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        tee.engine.set_gap_sink(
+            lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
         try:
             await tee.engine.run(tee.blocks(), emit)
         except Exception as exc:  # noqa: BLE001 - a translation failure never stops captions
@@ -423,6 +424,12 @@ class Session:
             fn(update)
 
     def _record_gap(self, stream: Stream, start_ms: int, end_ms: int, reason: str) -> None:
+        # One log line per stretch of lost audio (an engine may report an outage piecewise).
+        last = self._gap_logged.get((stream.channel, reason))
+        if last is None or start_ms > last + GAP_LOG_JOIN_MS:
+            log.warning("audio.gap channel=%s start_ms=%d end_ms=%d reason=%r",
+                        stream.channel, start_ms, end_ms, reason)
+        self._gap_logged[(stream.channel, reason)] = end_ms
         if self.writer is None or self.session_id is None:
             return
         sid = self.session_id

@@ -214,7 +214,7 @@ def test_follows_the_session_the_daemon_starts(store, tmp_path: Path):
     daemon = SimpleNamespace(cfg=cfg, store=store, feed=Feed(), title="Standup")
     made = live_service(daemon)
     assert made is not None
-    start, close = made
+    start, close = made.start, made.close
 
     async def scenario() -> int:
         await start()

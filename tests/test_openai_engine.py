@@ -278,3 +278,54 @@ async def test_older_event_names_and_junk_are_handled() -> None:
     assert_nothing_lost(run)
     assert shape(run.lines) == shape((await baseline()).lines)
     assert run.engine.stats()["bad_server_events"] == 3 * len(run.server.sessions)
+
+
+async def test_a_short_advertised_lifetime_causes_no_reconnect_storm() -> None:
+    """A service advertising 25 s sessions (less than rotate_before_s, 300 s) is rotated at
+    most once per judged period, not at once and forever: a handful of connections, the same
+    lines as without a cap."""
+    run = await run_engine(Faults(session_cap_s=25.0))
+    assert_nothing_lost(run)
+    assert shape(run.lines) == shape((await baseline()).lines)
+    # The run lasts well under 25 s of wall time: one session, perhaps one standby.
+    assert len(run.server.handshakes) <= 2, run.server.handshakes[:10]
+
+
+@pytest.mark.parametrize("date_header", [True, False])
+async def test_a_client_clock_two_hours_fast_causes_no_reconnect_storm(date_header: bool) -> None:
+    """With the client's clock two hours ahead of the server's, expires_at reads as long past:
+    read against the upgrade's HTTP Date it is a normal session; without a Date, the absurd
+    (negative) lifetime is distrusted. Either way one connection, nothing lost."""
+    run = await run_engine(Faults(clock_skew_s=-7200.0, date_header=date_header))
+    assert_nothing_lost(run)
+    assert shape(run.lines) == shape((await baseline()).lines)
+    assert run.server.handshakes == [101]
+    clock = run.engine.protocol.counters["untrusted_lifetimes"]
+    assert clock == (0 if date_header else 1)
+
+
+async def test_a_live_vad_reload_reaches_the_openai_engine() -> None:
+    """update_settings (live reload of vad.*) changes where the OpenAI engine cuts: with a
+    minimum silence longer than the 1.5 s pauses, the utterances merge into fewer lines."""
+    from captiond.audio.segmenter import Params
+
+    async with FakeRealtimeServer(KEY) as server:
+        engine = OpenAIEngine(KEY, OpenAIOptions(url=server.url), rng=random.Random(7))
+        engine.update_settings(Params(rate=24_000, min_silence_ms=2_500), 0.0, False)
+        rec = Reconciler()
+        await engine.run(stream(audio(), speed=SPEED), rec.apply)
+    merged, base = rec.lines(), (await baseline()).lines
+    assert server.violations == []
+    assert 1 <= len(merged) < len(base)
+    assert merged[0].audio_start_ms == pytest.approx(base[0].audio_start_ms, abs=100)
+
+
+async def test_links_that_die_young_back_off_instead_of_hammering() -> None:
+    """A service that accepts and drops every connection at once (0.2 s) is retried with a
+    growing backoff, not reconnected to at once each time: the attempt counter climbs and
+    only a handful of connections are opened over the run."""
+    run = await run_engine(Faults(drop_after_s=0.2), item_timeout_s=2.0)
+    assert run.server.violations == []
+    assert run.engine.driver.attempt >= 3
+    # Without the backoff: one connection per 0.2 s over a run of several seconds.
+    assert 3 <= len(run.server.handshakes) <= 12, len(run.server.handshakes)

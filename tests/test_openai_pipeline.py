@@ -53,9 +53,11 @@ async def run_session(db_url: str, engine: Any, audio: Any, *, speed: float,
     return store, sid
 
 
-async def test_outage_beyond_the_buffer_is_stored_as_a_gap(db_url: str) -> None:
-    """Speech past openai.buffer_s during an outage becomes a row in ``gaps``; the session
-    row records the engine and its cost."""
+async def test_outage_beyond_the_buffer_is_stored_as_a_gap(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Speech past openai.buffer_s during an outage becomes a row in ``gaps`` and an
+    ``audio.gap`` log event; the session row records the engine and its cost."""
+    caplog.set_level(logging.WARNING, logger="captiond")
     audio = conversation(EN_CLIPS[0:2])
 
     async with FakeRealtimeServer(KEY, faults=Faults(refuse_status=503)) as server:
@@ -69,6 +71,9 @@ async def test_outage_beyond_the_buffer_is_stored_as_a_gap(db_url: str) -> None:
         healer.cancel()
     gaps = store.gaps(sid)
     assert gaps and all("openai.buffer_s" in g.reason for g in gaps)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("audio.gap ")]
+    assert logged and all("openai.buffer_s" in m for m in logged)
+    assert f"start_ms={gaps[0].start_ms} " in logged[0]
     dropped_ms = engine.protocol.counters["samples_dropped"] / 24
     assert sum(g.end_ms - g.start_ms for g in gaps) == pytest.approx(dropped_ms, abs=2 * len(gaps))
     lines = store.lines(sid)

@@ -360,15 +360,14 @@ async def test_daemon_service_serves_the_daemon_feed_and_public_status() -> None
     from captiond.overlay.service import overlay_service
 
     cfg = overlay_config()
-    assert overlay_service(Daemon(cfg, realtime=False)) is None
-    assert overlay_service(Daemon(cfg.replace(overlay__enabled=False))) is None
+    assert overlay_service(Daemon(cfg, realtime=False).service_context()) is None
+    assert overlay_service(Daemon(cfg.replace(overlay__enabled=False)).service_context()) is None
     daemon = Daemon(cfg)
-    made = overlay_service(daemon)
-    assert made is not None
-    start, close = made
-    await start()
+    server = overlay_service(daemon.service_context())
+    assert server is not None
+    close = server.close
+    await server.start()
     try:
-        server = daemon.overlay  # type: ignore[attr-defined]
         status, _, body = await http_get(server, "/status")
         assert status == 200
         assert json.loads(body) == {"state": "starting", "engine": None, "session": None,

@@ -228,3 +228,73 @@ def test_engine_change_switches_engines_without_losing_audio(
     for clip in (fleurs_en[4], fleurs_en[3]):
         words = reference(clip).split()
         assert sum(w in text.split() for w in words) >= 0.7 * len(words), (clip, text)
+
+
+def test_the_daemon_publishes_its_status_on_the_feed(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ready, the daemon sends a {"type": "status"} feed message with its state (and no
+    private field), and late joiners get the latest one in their snapshot."""
+    from captiond.daemon import Daemon
+    from captiond.feed import STATUS_FIELDS
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    path = tmp_path / "config.toml"
+    path.write_text("[overlay]\nport = 0\n")
+    cfg = config.load(path, env={}, overrides={
+        "audio.source": f"file:{fleurs_en[4]}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+
+    async def main() -> tuple[dict, list[dict]]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        sub = daemon.feed.subscribe("test")
+        task = asyncio.create_task(daemon.run())
+        try:
+            while True:
+                message = await asyncio.wait_for(sub.get(), 30)
+                if message.get("type") == "status":
+                    break
+            return message, daemon.feed.snapshot()
+        finally:
+            daemon.session.stop()
+            await asyncio.wait_for(task, 60)
+
+    message, snapshot = asyncio.run(main())
+    assert message["state"] == "captioning" and message["engine"] == "local"
+    assert isinstance(message["session"], int)
+    assert set(message) == {"type", *STATUS_FIELDS}
+    assert message in snapshot
+
+
+def test_switching_between_engines_of_different_rates_is_reported_restart_needed(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine.name local -> openai on a running daemon: the stream is resampled for 16 kHz and
+    the OpenAI engine takes 24 kHz, so the change is reported as needing a restart (and the
+    local engine keeps running), not silently refused."""
+    from captiond.daemon import Daemon
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = tmp_path / "config.toml"
+    path.write_text('[overlay]\nport = 0\n[engine]\nname = "local"\n')
+    cfg = config.load(path, env={}, overrides={
+        "audio.source": f"file:{fleurs_en[4]}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+
+    async def main() -> tuple[dict, str, str]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        task = asyncio.create_task(daemon.run())
+        try:
+            while not daemon.ready:
+                assert not task.done()
+                await asyncio.sleep(0.02)
+            path.write_text('[overlay]\nport = 0\n[engine]\nname = "openai"\n')
+            assert await daemon.reload(trigger="test")
+            return (dict(daemon.restart_needed), daemon.cfg["engine.name"],
+                    daemon.session.streams[0].engine.name)
+        finally:
+            daemon.session.stop()
+            await asyncio.wait_for(task, 60)
+
+    restart, running_cfg, running_engine = asyncio.run(main())
+    assert restart == {"engine": ["engine.name"]}
+    assert running_cfg == "local" and running_engine == "local"

@@ -318,6 +318,23 @@ async def test_translation_survives_session_caps(db_url: str, rotate_before_s: f
     _assert_translated(store, sid)
 
 
+@pytest.mark.parametrize("faults", [
+    Faults(session_cap_s=25.0),
+    Faults(clock_skew_s=-7200.0, date_header=False),
+], ids=["25s-lifetime", "clock-2h-fast-no-date"])
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_translation_opens_no_reconnect_storm(db_url: str, faults: Faults) -> None:
+    """A 25 s advertised lifetime (below rotate_before_s, 300 s) or a client clock two hours
+    fast (expires_at long past by the client's clock) opens one session, perhaps a standby;
+    not a new one at once and forever."""
+    r = await _run(db_url, CLIPS[:2], t_faults=faults, rotate_before_s=300.0)
+    store, sid, tr = r["store"], r["sid"], r["tr"]
+    assert tr.violations == []
+    assert len(tr.handshakes) <= 2, tr.handshakes[:10]
+    _assert_translated(store, sid)
+
+
 def _assert_translated(store: Store, sid: int) -> None:
     lines = store.lines(sid, track="es")
     assert len(lines) >= 2 and [x.seq for x in lines] == list(range(len(lines)))
@@ -413,7 +430,7 @@ async def test_daemon_translate_setting_stores_feeds_saves_and_exports(tmp_path,
 
 
 def _ready(p: TranslationProtocol, expires_at: int = 2_000_000_000) -> tuple[int, Any]:
-    h = p.connection_opened()
+    h = p.connection_opened(0, server_time=0)  # the server's clock reads 0 at monotonic 0
     return h, p.receive(h, _ev("session.created", session={"expires_at": expires_at}), 0, 0)
 
 
@@ -421,7 +438,7 @@ def test_rotation_shows_the_old_sessions_tail_before_the_new_sessions_text() -> 
     p = _protocol()
     old, _ = _ready(p, expires_at=1_000)
     p.audio(b"\0\0" * 4800, 0, 0)
-    assert p.wants_connection(wall=1_000 - 30)  # within rotate_before_s (60 s) of expiry
+    assert p.wants_connection(now=1_000 - 30)  # within rotate_before_s (60 s) of expiry
     new, out = _ready(p)
     assert (old, {"type": "session.close"}) in out.send
     p.audio(b"\0\0" * 4800, 4800, 0)  # goes to the new session
@@ -445,12 +462,12 @@ def test_end_of_input_closes_sessions_and_flushes_audio_a_drop_left_behind() -> 
     p.audio(b"\0\0" * 4800, 0, 0)
     p.connection_lost(h, 0)  # nothing translated yet: the 200 ms go again
     out = p.close_all()
-    assert out.send == [] and p.wants_connection(wall=0)
+    assert out.send == [] and p.wants_connection(now=0)
     h2, out = _ready(p)
     assert [e["type"] for _, e in out.send] == ["session.update",
                                                 "session.input_audio_buffer.append",
                                                 "session.close"]
-    assert not p.wants_connection(wall=0)
+    assert not p.wants_connection(now=0)
 
 
 def test_play_translation_is_checked_at_start(tmp_path) -> None:

@@ -12,17 +12,13 @@ from typing import Any
 from captiond.config import Config
 from captiond.errors import CaptiondError
 from captiond.exports.minutes import differs
+from captiond.timefmt import clock
 from captiond.transcript.store import Store, session_duration
 
 
 def format_ms(ms: int, *, millis: bool = False) -> str:
     """``01:02:03`` (or ``01:02:03.456``) for a stream offset in milliseconds."""
-    ms = max(0, int(ms))
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds, millis_part = divmod(rest, 1000)
-    out = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
-    return f"{out}.{millis_part:03d}" if millis else out
+    return clock(ms, "." if millis else None)
 
 
 def parse_clock(text: str) -> int:

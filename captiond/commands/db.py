@@ -229,20 +229,7 @@ def cmd_delete(args: argparse.Namespace, cfg: Config) -> int:
 
 def sessions_older_than(store: Store, age: dt.timedelta, now: dt.datetime) -> list[SessionRow]:
     """Sessions that started before ``now - age`` and are not being recorded, oldest first."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session as OrmSession
-
-    cutoff = (now - age).astimezone(dt.UTC)
-    with OrmSession(store.engine) as s:
-        rows = list(
-            s.scalars(
-                select(SessionRow)
-                .where(SessionRow.started_at < cutoff, SessionRow.status != "running")
-                .order_by(SessionRow.started_at)
-            ).all()
-        )
-        s.expunge_all()
-    return rows
+    return store.sessions_started_before((now - age).astimezone(dt.UTC))
 
 
 def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:

@@ -10,8 +10,9 @@ from typing import Any
 
 from captiond.cli import add_setting_flags
 from captiond.config import Config
-from captiond.daemon import Daemon, format_clock
+from captiond.daemon import Daemon
 from captiond.events import LineStatus, LineUpdate
+from captiond.view import format_clock
 
 ENGINE_FLAGS = {
     "--engine": "engine.name",

@@ -20,6 +20,7 @@ first item is rewritten to the last item before it, so the chain stays continuou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -79,6 +80,9 @@ class AutoEngine:
         self._key = api_key
         self.language = language
         self.current: Engine | None = None
+        self._gap_sink: Callable[[Any], None] | None = None
+        #: The last live reload of the engine settings (None: as built).
+        self._settings: tuple[Any, float, bool] | None = None
         #: Engines used so far, in order ("openai", "openai+local"); "auto" before the run.
         self.name = "auto"
         self.used: list[str] = []
@@ -103,6 +107,21 @@ class AutoEngine:
     def set_gap_sink(self, fn: Callable[[Any], None]) -> None:
         self._gap_sink = fn
 
+    def update_settings(self, params: Any, partial_interval_s: float,
+                        word_timestamps: bool) -> None:
+        """Live reload: to the engine running now, and to every engine made after it."""
+        self._settings = (params, partial_interval_s, word_timestamps)
+        if self.current is not None:
+            self._apply_settings(self.current)
+
+    def _apply_settings(self, engine: Engine) -> None:
+        if self._settings is None:
+            return
+        params, partial_interval_s, word_timestamps = self._settings
+        if engine.sample_rate != params.rate:  # the local engine runs at 16 kHz
+            params = dataclasses.replace(params, rate=engine.sample_rate)
+        engine.update_settings(params, partial_interval_s, word_timestamps)
+
     def stats(self) -> dict[str, Any]:
         inner = self.current.stats() if self.current is not None else {}
         cost = self._openai_cost
@@ -124,11 +143,12 @@ class AutoEngine:
                 suffix = "" if runs == 1 else str(runs)
                 if mode == "openai":
                     engine: Engine = self.make_openai(f"oa{suffix}-")
-                    sink = getattr(self, "_gap_sink", None)
-                    if sink is not None:
-                        engine.set_gap_sink(sink)  # type: ignore[attr-defined]
                 else:
                     engine = self.make_local(f"loc{suffix}")
+                if self._gap_sink is not None:
+                    engine.set_gap_sink(self._gap_sink)
+                # Built from the config at start: a live reload since then still holds.
+                self._apply_settings(engine)
                 ended = await self._run_one(engine, source, emit)
                 if isinstance(engine, OpenAIEngine):
                     self._openai_cost += engine.cost_usd()

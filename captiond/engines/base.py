@@ -14,12 +14,18 @@ ids across several service sessions keeps that chain continuous itself.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from captiond.audio.block import AudioBlock
 from captiond.events import TranscriptEvent
 
+if TYPE_CHECKING:
+    from captiond.audio.segmenter import Params
+    from captiond.realtime.protocol import Gap
+
 Emit = Callable[[TranscriptEvent], None]
+#: Where an engine reports speech it could not transcribe (stored as a gap).
+GapSink = Callable[["Gap"], None]
 
 
 class Engine(Protocol):
@@ -32,4 +38,16 @@ class Engine(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Figures for the status line and ``captiond status``: lag_s, state, cost_usd, ..."""
+        ...
+
+    def update_settings(self, params: Params, partial_interval_s: float,
+                        word_timestamps: bool) -> None:
+        """Live reload of the ``vad.*`` and ``local.*`` settings every engine can take while it
+        runs (from the next utterance). ``params`` are at the engine's ``sample_rate``. An
+        engine without a VAD (translation) takes them and has nothing to change."""
+        ...
+
+    def set_gap_sink(self, fn: GapSink) -> None:
+        """Where to report speech the engine lost itself (an outage buffer overflowing).
+        Engines that never lose audio keep it and never call it."""
         ...

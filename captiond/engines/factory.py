@@ -53,6 +53,15 @@ def engine_name(cfg: Config) -> str:
     return name
 
 
+def engine_sample_rate(cfg: Config) -> int:
+    """The audio rate the configured engine takes (what the stream is resampled to)."""
+    if engine_name(cfg) == "local":
+        return LocalEngine.sample_rate
+    from captiond.realtime.protocol import SAMPLE_RATE
+
+    return SAMPLE_RATE
+
+
 def build_engine(
     cfg: Config, *, channel: str = "", realtime: bool = True, id_prefix: str | None = None
 ) -> Engine:

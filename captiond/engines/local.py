@@ -171,6 +171,9 @@ class LocalEngine:
             "cost_usd": 0.0,
         }
 
+    def set_gap_sink(self, fn: object) -> None:
+        """The local engine never loses audio itself (the pipeline records its gaps)."""
+
     def update_settings(self, params: Params, partial_interval_s: float, word_timestamps: bool) -> None:
         """Live reload: takes effect from the next utterance."""
         self.params = params

@@ -13,11 +13,13 @@ the segmenter's quietest point: for the last :data:`~captiond.audio.segmenter.FO
 before the maximum length the audio is held back locally, so the cut can fall there (the
 service only starts transcribing at the commit, so holding it back costs no caption latency).
 
-Faults: reconnect with exponential backoff and full jitter; keepalive pings detect a server
-that stopped answering; audio is buffered (``openai.buffer_s``) while the link is down and
-utterances the dropped session had not answered are sent again; 401/403 is fatal
-(:class:`OpenAIAuthError`, naming OPENAI_API_KEY); 429 backs off longer; sessions are rotated
-``openai.rotate_before_s`` before ``expires_at``, at a pause.
+Faults: the sockets -- connect, classify failures, backoff with jitter, keepalive, reader and
+writer tasks, bounded send queue, close -- are :class:`~captiond.engines.link.LinkDriver`'s (the
+translation engine uses the same one). Audio is buffered (``openai.buffer_s``) while no session
+is up and utterances a dropped session had not answered are sent again; 401/403 is fatal
+(:class:`OpenAIAuthError`, naming OPENAI_API_KEY); 429 backs off longer. When to open a standby
+session and when it takes over is the protocol core's decision
+(:mod:`captiond.realtime.session`: lifetimes on the monotonic clock, never a storm).
 
 Why websockets directly and not ``AsyncOpenAI().realtime.connect()``: the SDK wraps the same
 library but hides what reliability needs -- the HTTP status of a refused upgrade, close codes,
@@ -45,8 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from captiond.audio.block import AudioBlock, float_to_pcm16
 from captiond.audio.resample import Resampler
@@ -63,6 +63,16 @@ from captiond.audio.vad import SAMPLE_RATE as VAD_RATE
 from captiond.audio.vad import StreamingVad
 from captiond.config import Config
 from captiond.engines.base import Emit
+from captiond.engines.link import (
+    PING_INTERVAL_S,
+    PING_TIMEOUT_S,
+    RATE_LIMIT_BACKOFF_S,
+    TICK_S,
+    LinkDriver,
+    LinkHooks,
+    classify_connect_error,
+    open_socket,
+)
 from captiond.errors import ConfigError, EngineError, EngineFatal
 from captiond.logs import register_secret
 from captiond.realtime.protocol import (
@@ -74,29 +84,9 @@ from captiond.realtime.protocol import (
     TranscriptionProtocol,
     _Entry,
 )
-from captiond.tasks import spawn
 
 log = logging.getLogger("captiond.engine.openai")
 
-#: Reconnect backoff: first delay, growth, ceiling (full jitter: 50-100 % of the delay).
-BACKOFF_BASE_S = 0.5
-BACKOFF_FACTOR = 2.0
-BACKOFF_MAX_S = 30.0
-#: Least wait after HTTP 429 or a rate_limit_exceeded error.
-RATE_LIMIT_BACKOFF_S = 5.0
-#: TCP + TLS + HTTP upgrade must finish within this.
-OPEN_TIMEOUT_S = 10.0
-#: A connection must answer session.update within this, or it is closed and retried.
-READY_TIMEOUT_S = 10.0
-#: Keepalive: a ping every interval; no pong within the timeout closes the link (stall).
-PING_INTERVAL_S = 10.0
-PING_TIMEOUT_S = 10.0
-#: Closing handshake bound.
-CLOSE_TIMEOUT_S = 2.0
-#: Largest server message accepted.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-#: How often timeouts, rotation and reconnects are checked.
-TICK_S = 0.2
 #: At the end of the input: how long to wait for the last completions beyond item_timeout_s.
 END_EXTRA_WAIT_S = 5.0
 #: Audio kept beyond what the segmenter may reach back for an utterance's start (onset
@@ -108,15 +98,8 @@ HOLD_MARGIN_S = 0.1
 #: at real-time pace (cold caches), so two 32 ms windows per call halve the cost; decisions
 #: come at most one block later (the pre-speech pad is taken from the ring, nothing is lost).
 VAD_BATCH_SAMPLES = 2 * WINDOW
-#: If no pause came and the session expires within this, the utterance in progress is moved
-#: whole to the standby session (``TranscriptionProtocol.switch_now``).
-FORCE_ROTATE_S = 3.0
 #: How often the engine logs its state and running cost (``openai.status``).
 STATUS_LOG_S = 60.0
-#: Latency samples kept for figures.
-LATENCY_SAMPLES = 20_000
-
-AUTH_STATUSES = (401, 403)
 
 
 class OpenAIAuthError(EngineFatal):
@@ -195,69 +178,6 @@ def resolve_api_key(cfg: Config, env: Mapping[str, str] | None = None) -> str | 
     return key
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter: ``attempt`` 0 is the first retry."""
-    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * BACKOFF_FACTOR**attempt)
-    return ceiling * rng.uniform(0.5, 1.0)
-
-
-def retry_delay(
-    kind: str, attempt: int, rng: random.Random, rate_limit_s: float = RATE_LIMIT_BACKOFF_S
-) -> float:
-    """How long to wait before reconnecting after a failure of this ``kind``."""
-    delay = backoff_delay(attempt, rng)
-    return max(delay, rate_limit_s) if kind == "rate_limited" else delay
-
-
-async def open_socket(
-    url: str,
-    key: str,
-    *,
-    ping_interval_s: float = PING_INTERVAL_S,
-    ping_timeout_s: float = PING_TIMEOUT_S,
-    open_timeout_s: float = OPEN_TIMEOUT_S,
-) -> ClientConnection:
-    """Open a realtime WebSocket the way every OpenAI engine does: bearer auth, bounded
-    handshake, keepalive pings, bounded messages, no compression (audio does not compress)."""
-    return await connect(
-        url,
-        additional_headers={"Authorization": f"Bearer {key}"},
-        open_timeout=open_timeout_s,
-        ping_interval=ping_interval_s,
-        ping_timeout=ping_timeout_s,
-        close_timeout=CLOSE_TIMEOUT_S,
-        max_size=MAX_MESSAGE_BYTES,
-        compression=None,
-    )
-
-
-def connect_failure(exc: BaseException, refused: dict[int, int]) -> tuple[str, str]:
-    """:func:`classify_connect_error`, counting a refused upgrade by HTTP status in ``refused``."""
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        refused[status] = refused.get(status, 0) + 1
-    return classify_connect_error(exc)
-
-
-def classify_connect_error(exc: BaseException) -> tuple[str, str]:
-    """One place decides: ``("fatal"|"rate_limited"|"retry", message)``."""
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        if status in AUTH_STATUSES:
-            return "fatal", (
-                f"openai refused the connection: HTTP {status} "
-                "(check OPENAI_API_KEY or openai.api_key_file)"
-            )
-        if status == 429:
-            return "rate_limited", "openai is rate limiting: HTTP 429 (backing off)"
-        return "retry", f"openai refused the connection: HTTP {status}"
-    if isinstance(exc, InvalidURI):
-        return "fatal", f"openai.url is not a WebSocket URL ({exc}); fix openai.url"
-    if isinstance(exc, (OSError, TimeoutError, InvalidHandshake, EOFError)):
-        return "retry", f"openai unreachable: {type(exc).__name__}: {exc}"
-    return "retry", f"openai connection failed: {type(exc).__name__}: {exc}"
-
-
 async def probe(url: str, api_key: str, timeout_s: float) -> tuple[bool, str]:
     """Can a session be opened now? Connects, waits for ``session.created``, closes."""
     try:
@@ -272,6 +192,16 @@ async def probe(url: str, api_key: str, timeout_s: float) -> tuple[bool, str]:
         raise
     except Exception as exc:  # noqa: BLE001 - classified in one place
         return False, classify_connect_error(exc)[1]
+
+
+def _reach(params: Params) -> tuple[int, int]:
+    """Samples kept before the utterance start (pad, onset walk-back), and how far into an
+    utterance audio goes out before it is held back for a forced cut."""
+    keep_before = int((ONSET_BACKTRACK_S + params.pad_ms / 1000 + KEEP_MARGIN_S) * SAMPLE_RATE)
+    hold_after = int(
+        max(0.0, params.max_utterance_s - FORCED_CUT_SEARCH_S - HOLD_MARGIN_S) * SAMPLE_RATE
+    )
+    return keep_before, hold_after
 
 
 class _Ring:
@@ -306,21 +236,6 @@ class _Ring:
         self._chunks.clear()
 
 
-@dataclass
-class _Link:
-    """One WebSocket. Client events queue in ``pending`` (one ordered queue per link) and are
-    written by whoever holds ``lock``: the audio path right after each block (no task hop per
-    32 ms block), or the link's writer task when the reader or the manager queued them."""
-
-    handle: int
-    ws: ClientConnection
-    opened: float
-    pending: deque[tuple[dict[str, Any], float | None]] = field(default_factory=deque)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-
 class OpenAIEngine:
     """Streams speech to the realtime transcription service; emits the shared events."""
 
@@ -350,37 +265,66 @@ class OpenAIEngine:
             item_prefix=id_prefix,
             buffer_bytes=int(o.buffer_s * SAMPLE_RATE * BYTES_PER_SAMPLE),
             item_timeout_s=o.item_timeout_s,
+            rotate_before_s=o.rotate_before_s,
         )
         self.on_gap = on_gap
-        self._rng = rng or random.Random()
         self._emit: Emit = lambda _e: None
-        self._links: dict[int, _Link] = {}
-        self._wake = asyncio.Event()
+        self.driver = LinkDriver(
+            "openai", o.url, api_key,
+            LinkHooks(opened=self._opened, received=self._received, lost=self._lost,
+                      closing=self.protocol.close_requested, attached=self._attached),
+            ping_interval_s=o.ping_interval_s, ping_timeout_s=o.ping_timeout_s,
+            rate_limit_backoff_s=o.rate_limit_backoff_s, rng=rng,
+        )
+        self._opening: Output | None = None
         self._settled = asyncio.Event()
-        self._stopping = False
         self._detached = False
+        self._fatal: EngineFatal | None = None
         self._utt_start: int | None = None
         self._sent_to = 0
-        self.fatal: EngineFatal | None = None
+        self._seg_params = replace(o.segmenter, rate=VAD_RATE)
         self.state = "starting"
         self._down_since: float | None = time.monotonic()
-        self._backoff_until = 0.0
-        self._attempt = 0
-        self._last_error: str | None = None
         # Figures.
         self.audio_s = 0.0
         self.speech_samples = 0
         self.connects = 0
         self.reconnects = 0
         self.rotations = 0
-        self.refused: dict[int, int] = {}
-        self.append_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.last_receive_t = 0.0
+
+    @property
+    def fatal(self) -> EngineFatal | None:
+        """Set once the service refused the key (or the URL is unusable): the run ends."""
+        if self._fatal is None and self.driver.fatal is not None:
+            self._fatal = OpenAIAuthError(self.driver.fatal)
+            self.state = "failed"
+        return self._fatal
+
+    @property
+    def refused(self) -> dict[int, int]:
+        """Refused upgrades by HTTP status."""
+        return self.driver.refused
+
+    @property
+    def append_latency_s(self) -> deque[float]:
+        """Audio block received -> its append written to the socket (seconds)."""
+        return self.driver.write_latency_s
+
+    @property
+    def last_receive_t(self) -> float:
+        return self.driver.last_receive_t
 
     # -- status ------------------------------------------------------------------------------
 
     def set_gap_sink(self, fn: Callable[[Gap], None]) -> None:
         self.on_gap = fn
+
+    def update_settings(self, params: Params, partial_interval_s: float,
+                        word_timestamps: bool) -> None:
+        """Live reload: the VAD and segmenter settings apply from the next block (the
+        service sends its own partials and no word times: the other two do not apply)."""
+        del partial_interval_s, word_timestamps
+        self._seg_params = replace(params, rate=VAD_RATE)
 
     def unreachable_s(self, now: float | None = None) -> float:
         """How long no session has been ready for audio (0 while one is)."""
@@ -415,7 +359,7 @@ class OpenAIEngine:
             "bad_server_events": c["malformed"] + c["unknown_type"] + c["missing_field"],
             "lag_s": round(self.protocol.last_lag_s, 2),
             "cost_usd": round(self.cost_usd(), 4),
-            "last_error": self._last_error,
+            "last_error": self.driver.last_error,
         }
 
     # -- run ---------------------------------------------------------------------------------
@@ -424,17 +368,20 @@ class OpenAIEngine:
         """Stream until ``audio`` ends; then commit, wait (bounded) for the last completions
         and close. Raises :class:`OpenAIAuthError` when the key is refused."""
         self._emit = emit
-        manager = asyncio.create_task(self._manage(), name="openai-connections")
+        self._next_status = time.monotonic() + STATUS_LOG_S
+        manager = asyncio.create_task(
+            self.driver.manage(self._step, self.protocol.wants_connection,
+                               self.protocol.is_connecting),
+            name="openai-connections")
         try:
             await self._feed(audio, manager)
             await self._finish()
         finally:
-            self._stopping = True
-            self._wake.set()
+            self.driver.stopping = True
             manager.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await manager
-            await self._close_all()
+            await self.driver.close_all()
             if self.state != "failed":
                 self.state = "stopped"
         if self.fatal is not None and not self._detached:
@@ -454,17 +401,12 @@ class OpenAIEngine:
         return entries
 
     async def _feed(self, audio: AsyncIterator[AudioBlock], manager: asyncio.Task[Any]) -> None:
-        params = replace(self.options.segmenter, rate=VAD_RATE)
+        params = self._seg_params
         vad = StreamingVad()
         seg = Segmenter(params)
         to16 = Resampler(VAD_RATE)
         ring = _Ring()
-        keep_before = int(
-            (ONSET_BACKTRACK_S + params.pad_ms / 1000 + KEEP_MARGIN_S) * SAMPLE_RATE
-        )
-        hold_after = int(
-            max(0.0, params.max_utterance_s - FORCED_CUT_SEARCH_S - HOLD_MARGIN_S) * SAMPLE_RATE
-        )
+        keep_before, hold_after = _reach(params)
         expected: int | None = None
         vad_next = 0
         vad_in: list[np.ndarray] = []
@@ -480,6 +422,9 @@ class OpenAIEngine:
             if block.rate != SAMPLE_RATE:
                 raise EngineError(f"openai engine needs {SAMPLE_RATE} Hz audio, got {block.rate}")
             self.audio_s += block.duration_s
+            if seg.params != self._seg_params:  # a live reload of vad.*
+                params = seg.params = self._seg_params
+                keep_before, hold_after = _reach(params)
             if expected is None or block.start != expected:
                 if expected is not None:
                     # A gap in the stream (device lost): close the utterance, start over.
@@ -511,12 +456,12 @@ class OpenAIEngine:
             else:
                 self._perform(self.protocol.idle(time.monotonic()))
                 ring.trim_before(block.end - keep_before)
-            await self._send_now()
+            await self.driver.send_now()
         t_end = time.perf_counter()
         if vad_pending:  # the last audio, shorter than a VAD batch
             self._decide(seg.push(vad(np.concatenate(vad_in)), vad_next), ring, t_end)
         self._decide(seg.finish(), ring, t_end)
-        await self._send_now()
+        await self.driver.send_now()
 
     def _decide(self, decisions: list[Any], ring: _Ring, t0: float) -> None:
         for d in decisions:
@@ -567,188 +512,68 @@ class OpenAIEngine:
         for event in out.events:
             self._emit(event)
         for handle, client_event in out.send:
-            link = self._links.get(handle)
-            if link is not None:
-                live = client_event["type"] == "input_audio_buffer.append"
-                link.pending.append((client_event, t0 if live else None))
-                if t0 is None:
-                    link.wake.set()  # not on the audio path: the writer task sends it
+            live = client_event["type"] == "input_audio_buffer.append"
+            # Live audio is written by the audio path itself (send_now); the rest wakes the
+            # link's writer task.
+            self.driver.queue(handle, client_event, stamp=t0 if live else None,
+                              urgent=t0 is None)
         for handle, code in out.close:
-            link = self._links.get(handle)
-            if link is not None:
+            if handle in self.driver.links:
                 log.info("openai.session_drained handle=%d", handle)
-                spawn(self._close_link(link, code), f"openai-close{handle}")
+                self.driver.close(handle, code)
         for gap in out.gaps:
             if self.on_gap is not None:
                 self.on_gap(gap)
         if out.backoff_s:
-            self._backoff_until = max(
-                self._backoff_until, time.monotonic() + self.options.rate_limit_backoff_s
-            )
+            self.driver.back_off(self.options.rate_limit_backoff_s)
         if not self.protocol.unsettled_count():
             self._settled.set()
         live = self.protocol.live()
         if live and self._down_since is not None:
             self._down_since = None
             self.state = "connected"
-            self._attempt = 0
         elif not live and self._down_since is None:
             self._down_since = time.monotonic()
             self.state = "reconnecting"
 
-    # -- connections -----------------------------------------------------------------------------
+    # -- the connection driver's hooks -------------------------------------------------------------
 
-    async def _manage(self) -> None:
-        """Keeps one session ready: connects, reconnects with backoff, rotates before expiry,
-        checks timeouts."""
-        next_status = time.monotonic() + STATUS_LOG_S
-        while not self._stopping:
-            now = time.monotonic()
-            self._perform(self.protocol.tick(now))
-            if now >= next_status:
-                next_status = now + STATUS_LOG_S
-                st = self.stats()
-                log.info(
-                    "openai.status state=%s sent_s=%.0f cost_usd=%.4f pending=%d buffered_s=%.1f "
-                    "reconnects=%d rotations=%d", st["state"], st["sent_s"], st["cost_usd"],
-                    st["pending"], st["buffered_s"], st["reconnects"], st["rotations"],
-                )
-            for link in list(self._links.values()):
-                if self.protocol.is_connecting(link.handle) \
-                        and now - link.opened > READY_TIMEOUT_S:
-                    log.warning("openai.session_not_ready handle=%d", link.handle)
-                    await self._close_link(link, 1000)
-            expires = self.protocol.expires_at()
-            if expires is not None and self.protocol.has_ready_standby() \
-                    and expires - time.time() <= FORCE_ROTATE_S:
-                # No pause came in time: move the utterance in progress to the new session.
-                self._perform(self.protocol.switch_now(now))
-            if self._detached:
-                return
-            if self._want_connection() and now >= self._backoff_until:
-                await self._connect()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
-
-    def _want_connection(self) -> bool:
-        if self.fatal is not None:
-            return False
-        if not self.protocol.connections():
-            return True
-        expires = self.protocol.expires_at()
-        if expires is None or not self.protocol.live() or self.protocol.has_standby():
-            return False
-        return time.time() >= expires - self.options.rotate_before_s
-
-    async def _connect(self) -> None:
-        rotating = self.protocol.live()
-        try:
-            ws = await open_socket(
-                self.options.url,
-                self._key,
-                ping_interval_s=self.options.ping_interval_s,
-                ping_timeout_s=self.options.ping_timeout_s,
+    def _step(self, now: float) -> bool:
+        """One manager tick: timeouts and forced switches (the protocol decides), the status
+        log. False ends the manager (the engine was detached)."""
+        self._perform(self.protocol.tick(now))
+        if now >= self._next_status:
+            self._next_status = now + STATUS_LOG_S
+            st = self.stats()
+            log.info(
+                "openai.status state=%s sent_s=%.0f cost_usd=%.4f pending=%d buffered_s=%.1f "
+                "reconnects=%d rotations=%d", st["state"], st["sent_s"], st["cost_usd"],
+                st["pending"], st["buffered_s"], st["reconnects"], st["rotations"],
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified in one place below
-            kind, message = connect_failure(exc, self.refused)
-            self._last_error = message
-            if kind == "fatal":
-                log.error("openai.fatal %s", message)
-                self.fatal = OpenAIAuthError(message)
-                self.state = "failed"
-                return
-            delay = retry_delay(kind, self._attempt, self._rng, self.options.rate_limit_backoff_s)
-            self._attempt += 1
-            self._backoff_until = time.monotonic() + delay
-            log.warning("openai.connect_failed attempt=%d retry_in_s=%.2f reason=%r",
-                        self._attempt, delay, message)
-            return
-        now = time.monotonic()
-        handle, out = self.protocol.connection_opened(now)
-        link = _Link(handle, ws, now)
-        self._links[handle] = link
+        if self.fatal is not None:
+            self.state = "failed"
+        return not self._detached
+
+    _next_status = 0.0
+
+    def _opened(self, now: float, server_time: float | None) -> int:
+        rotating = self.protocol.live()
+        handle, self._opening = self.protocol.connection_opened(now, server_time)
         self.connects += 1
         if rotating:
             self.rotations += 1
         elif self.connects > 1:
             self.reconnects += 1
         log.info("openai.connected handle=%d rotating=%s", handle, rotating)
-        link.tasks = [
-            asyncio.get_running_loop().create_task(self._write(link), name=f"openai-w{handle}"),
-            asyncio.get_running_loop().create_task(self._read(link), name=f"openai-r{handle}"),
-        ]
-        self._perform(out)
+        return handle
 
-    async def _read(self, link: _Link) -> None:
-        code: int | None = None
-        try:
-            async for message in link.ws:
-                self.last_receive_t = time.perf_counter()
-                self._perform(self.protocol.receive(link.handle, message, time.monotonic()))
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # noqa: BLE001 - any failure of the link ends that link only
-            log.warning("openai.read_failed handle=%d error=%s", link.handle, type(exc).__name__)
-        finally:
-            code = link.ws.close_code
-            reason = link.ws.close_reason
-            self._links.pop(link.handle, None)
-            for task in link.tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
-            if not self._stopping:
-                log.info("openai.disconnected handle=%d code=%s reason=%r",
-                         link.handle, code, (reason or "")[:100])
-            self._perform(self.protocol.connection_lost(link.handle, time.monotonic()))
-            self._wake.set()
+    def _attached(self, handle: int) -> None:
+        out, self._opening = self._opening, None
+        if out is not None:
+            self._perform(out)
 
-    async def _write(self, link: _Link) -> None:
-        try:
-            while True:
-                await link.wake.wait()
-                link.wake.clear()
-                await self._drain(link)
-        except ConnectionClosed:
-            pass
+    def _received(self, handle: int, message: str | bytes, now: float) -> None:
+        self._perform(self.protocol.receive(handle, message, now))
 
-    async def _drain(self, link: _Link) -> None:
-        """Write the link's queued events in order (one writer at a time)."""
-        async with link.lock:
-            while link.pending:
-                event, stamp = link.pending.popleft()
-                await link.ws.send(json.dumps(event))
-                if stamp is not None:
-                    self.append_latency_s.append(time.perf_counter() - stamp)
-
-    async def _send_now(self) -> None:
-        """The audio path writes what it queued itself (saves a task switch per block)."""
-        for link in list(self._links.values()):
-            if link.pending and not link.lock.locked():
-                try:
-                    await self._drain(link)
-                except ConnectionClosed:
-                    pass  # the reader sees the close and reports it
-
-    async def _close_link(self, link: _Link, code: int) -> None:
-        self.protocol.close_requested(link.handle)
-        with contextlib.suppress(Exception):
-            # Let queued events (the last commit) go out first.
-            for _ in range(50):
-                if not link.pending:
-                    break
-                await asyncio.sleep(0.01)
-            await asyncio.wait_for(link.ws.close(code), CLOSE_TIMEOUT_S + 1)
-
-    async def _close_all(self) -> None:
-        links = list(self._links.values())
-        if links:
-            await asyncio.gather(*(self._close_link(link, 1000) for link in links),
-                                 return_exceptions=True)
-        for link in links:
-            for task in link.tasks:
-                task.cancel()
-            await asyncio.gather(*link.tasks, return_exceptions=True)
-
+    def _lost(self, handle: int, now: float) -> None:
+        self._perform(self.protocol.connection_lost(handle, now))

@@ -31,6 +31,7 @@ class SwitchableEngine:
         self.sample_rate = inner.sample_rate
         self.generation = 0
         self._next: Engine | None = None
+        self._gap_sink: Any = None
         self._switch = asyncio.Event()
         #: The last item opened (ItemCommitted) by any generation, under its emitted id.
         self._tail: str | None = None
@@ -63,10 +64,15 @@ class SwitchableEngine:
     def stats(self) -> dict[str, Any]:
         return {**self.inner.stats(), "restarts": self.generation}
 
-    def update_settings(self, *args: Any) -> None:
-        update = getattr(self.inner, "update_settings", None)
-        if update is not None:
-            update(*args)
+    def update_settings(self, params: Any, partial_interval_s: float,
+                        word_timestamps: bool) -> None:
+        self.inner.update_settings(params, partial_interval_s, word_timestamps)
+        if self._next is not None:
+            self._next.update_settings(params, partial_interval_s, word_timestamps)
+
+    def set_gap_sink(self, fn: Any) -> None:
+        self._gap_sink = fn
+        self.inner.set_gap_sink(fn)
 
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
         source = audio.__aiter__()
@@ -106,6 +112,8 @@ class SwitchableEngine:
             # The old engine drains in the background; the new one takes the next block.
             self._switch.clear()
             self.inner, self._next = self._next, None
+            if self._gap_sink is not None:
+                self.inner.set_gap_sink(self._gap_sink)
             self.generation += 1
             log.info("engine.restarted name=%s generation=%d", self.inner.name, self.generation)
         results = await asyncio.gather(*running, return_exceptions=True)

@@ -10,7 +10,8 @@ works in 200 ms frames and treats resumed audio as contiguous with what came bef
 silence back would squash pauses out of its timeline (and ``elapsed_ms`` would drift from the
 stream clock).
 
-Faults, as the transcription engine survives them: reconnect with exponential backoff and full
+Faults, as the transcription engine survives them (the same connection driver,
+:class:`~captiond.engines.link.LinkDriver`): reconnect with exponential backoff and full
 jitter; audio buffered while no session is live (``openai.buffer_s``; beyond it a gap); the audio
 a dropped session had not translated yet is sent again; sessions are rotated
 ``openai.rotate_before_s`` before ``expires_at`` (the old one is closed with ``session.close``, so
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import queue
 import random
@@ -35,22 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from captiond.audio.block import AudioBlock, float_to_pcm16
 from captiond.config import Config
 from captiond.engines.base import Emit
-from captiond.engines.openai import (
-    CLOSE_TIMEOUT_S,
-    PING_INTERVAL_S,
-    PING_TIMEOUT_S,
-    READY_TIMEOUT_S,
-    TICK_S,
-    connect_failure,
-    open_socket,
-    retry_delay,
-)
+from captiond.engines.link import PING_INTERVAL_S, PING_TIMEOUT_S, LinkDriver, LinkHooks
 from captiond.errors import ConfigError, EngineError
 from captiond.logs import register_secret
 from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE, Gap
@@ -62,7 +50,6 @@ from captiond.realtime.translate import (
     TranslateSettings,
     TranslationProtocol,
 )
-from captiond.tasks import spawn
 
 log = logging.getLogger("captiond.engine.translate")
 
@@ -70,8 +57,6 @@ log = logging.getLogger("captiond.engine.translate")
 END_WAIT_S = 10.0
 #: Audio kept per session to send again if it drops before translating it.
 RESEND_S = 10.0
-#: Client events queued on one link at most; beyond it the link is stalled and is closed.
-MAX_PENDING_EVENTS = 2_000
 #: Translated audio chunks queued for the output device at most (~0.2 s each); beyond: dropped.
 PLAY_QUEUE_CHUNKS = 150
 
@@ -216,23 +201,42 @@ class TranslationEngine:
         )
         self.sinks = list(audio_sinks or [])
         self.on_gap: Any = None
-        self._rng = rng or random.Random()
         self._emit: Emit = lambda _e: None
-        self._links: dict[int, _Link] = {}
-        self._stopping = False
-        self._backoff_until = 0.0
-        self._attempt = 0
-        self.failed: str | None = None
+        self.driver = LinkDriver(
+            "translate", o.url, api_key,
+            LinkHooks(opened=self._opened, received=self._received, lost=self._lost,
+                      closing=self.protocol.close_requested),
+            url_setting="openai.translate_url", log_fields=f"lang={self.target}",
+            ping_interval_s=o.ping_interval_s,
+            ping_timeout_s=o.ping_timeout_s, rng=rng,
+        )
         self.state = "starting"
         self.audio_s = 0.0
-        self.connects = 0
-        self.refused: dict[int, int] = {}
         self.audio_out_s = 0.0
+
+    @property
+    def failed(self) -> str | None:
+        """Why this translation stopped (a refused key, a bad URL), or None."""
+        if self.driver.fatal is None:
+            return None
+        return f"translation to {self.target} stopped: {self.driver.fatal}"
+
+    @property
+    def connects(self) -> int:
+        return self.driver.connects
+
+    @property
+    def refused(self) -> dict[int, int]:
+        return self.driver.refused
 
     # -- status ------------------------------------------------------------------------------
 
     def set_gap_sink(self, fn: Any) -> None:
         self.on_gap = fn
+
+    def update_settings(self, params: Any, partial_interval_s: float,
+                        word_timestamps: bool) -> None:
+        """Nothing to change: translation streams all audio, with no VAD of its own."""
 
     def cost_usd(self) -> float:
         sent = self.protocol.counters["samples_sent"] / SAMPLE_RATE
@@ -261,30 +265,42 @@ class TranslationEngine:
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
         """Translate until the audio ends; never raises for service trouble (see module doc)."""
         self._emit = emit
-        manager = asyncio.get_running_loop().create_task(self._manage(), name="translate-mgr")
+        manager = asyncio.get_running_loop().create_task(
+            self.driver.manage(self._step, self.protocol.wants_connection,
+                               self.protocol.is_connecting),
+            name=f"translate-{self.target}-connections")
         try:
             async for block in audio:
                 if block.rate != SAMPLE_RATE:
                     raise EngineError(
                         f"translation needs {SAMPLE_RATE} Hz audio, got {block.rate}")
                 self.audio_s += block.duration_s
+                if manager.done() and not manager.cancelled() and manager.exception():
+                    # The connection manager crashed: say so once, stop this language only.
+                    exc = manager.exception()
+                    log.error("translate.manager_failed lang=%s error=%s: %s", self.target,
+                              type(exc).__name__, exc)
+                    self.driver.fatal = self.driver.fatal or f"internal error: {exc!r}"[:200]
                 if self.failed is not None:
+                    self.state = "failed"
                     continue  # keep consuming so the source side never waits on us
                 pcm = float_to_pcm16(block.samples)
                 self._perform(self.protocol.audio(pcm, block.start, time.monotonic()))
-                await self._send_now()
+                await self.driver.send_now()
             if self.failed is None:
                 await self._finish()
         finally:
-            self._stopping = True
+            self.driver.stopping = True
             manager.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await manager
-            await self._close_all()
+            await self.driver.close_all()
             self._perform_events(self.protocol.finish())
             for sink in self.sinks:
                 with contextlib.suppress(Exception):
                     sink.close()
+            if self.failed is not None:
+                self.state = "failed"
             if self.state != "failed":
                 self.state = "stopped"
 
@@ -294,11 +310,11 @@ class TranslationEngine:
         as it has it. Bounded by :data:`END_WAIT_S`."""
         deadline = time.monotonic() + END_WAIT_S
         self._perform(self.protocol.close_all())
-        await self._send_now()
-        while (self._links or self.protocol.buffered_s() > 0) and self.failed is None \
+        await self.driver.send_now()
+        while (self.driver.links or self.protocol.buffered_s() > 0) and self.failed is None \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            await self._send_now()
+            await self.driver.send_now()
 
     # -- performing protocol output ------------------------------------------------------------
 
@@ -309,20 +325,11 @@ class TranslationEngine:
     def _perform(self, out: Output) -> None:
         self._perform_events(out.events)
         for handle, event in out.send:
-            link = self._links.get(handle)
-            if link is None:
-                continue
-            if len(link.pending) >= MAX_PENDING_EVENTS:
-                log.warning("translate.link_stalled lang=%s handle=%d", self.target, handle)
-                spawn(self._close_link(link, 1011), f"translate-close{handle}")
-                continue
-            link.pending.append(event)
-            if event["type"] != "session.input_audio_buffer.append":
-                link.wake.set()
+            # Audio is written by the audio path itself (send_now); the rest wakes the writer.
+            self.driver.queue(handle, event,
+                              urgent=event["type"] != "session.input_audio_buffer.append")
         for handle, code in out.close:
-            link = self._links.get(handle)
-            if link is not None:
-                spawn(self._close_link(link, code), f"translate-close{handle}")
+            self.driver.close(handle, code)
         for gap in out.gaps:
             log.warning("translate.gap lang=%s start_ms=%d end_ms=%d",
                         self.target, gap.start_ms, gap.end_ms)
@@ -333,127 +340,29 @@ class TranslationEngine:
             for sink in self.sinks:
                 sink.write(chunk)
         if out.backoff_s:
-            self._backoff_until = max(self._backoff_until, time.monotonic() + out.backoff_s)
+            self.driver.back_off(out.backoff_s)
         if self.failed is None:
             self.state = "connected" if self.protocol.live() else "reconnecting"
 
-    # -- connections ---------------------------------------------------------------------------
+    # -- the connection driver's hooks ---------------------------------------------------------
 
-    async def _manage(self) -> None:
-        while not self._stopping:
-            now = time.monotonic()
-            self._perform(self.protocol.tick(now, time.time()))
-            for link in list(self._links.values()):
-                if self.protocol.is_connecting(link.handle) \
-                        and now - link.opened > READY_TIMEOUT_S:
-                    log.warning("translate.session_not_ready lang=%s handle=%d",
-                                self.target, link.handle)
-                    await self._close_link(link, 1000)
-            if self.failed is None and now >= self._backoff_until \
-                    and self.protocol.wants_connection(time.time()):
-                await self._connect()
-            await asyncio.sleep(TICK_S)
+    def _step(self, now: float) -> bool:
+        self._perform(self.protocol.tick(now, time.time()))
+        if self.failed is not None and self.state != "failed":
+            self.state = "failed"
+            log.error("translate.fatal lang=%s %s", self.target, self.driver.fatal)
+        return True
 
-    async def _connect(self) -> None:
-        try:
-            ws = await open_socket(
-                self.options.url,
-                self._key,
-                ping_interval_s=self.options.ping_interval_s,
-                ping_timeout_s=self.options.ping_timeout_s,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified in one place
-            kind, message = connect_failure(exc, self.refused)
-            message = message.replace("openai.url", "openai.translate_url")
-            if kind == "fatal":
-                # Translation only: the source captions go on without it.
-                self.failed = f"translation to {self.target} stopped: {message}"
-                self.state = "failed"
-                log.error("translate.fatal lang=%s %s", self.target, message)
-                return
-            delay = retry_delay(kind, self._attempt, self._rng)
-            self._attempt += 1
-            self._backoff_until = time.monotonic() + delay
-            log.warning("translate.connect_failed lang=%s attempt=%d retry_in_s=%.2f reason=%r",
-                        self.target, self._attempt, delay, message)
-            return
-        handle = self.protocol.connection_opened()
-        link = _Link(handle, ws, time.monotonic())
-        self._links[handle] = link
-        self.connects += 1
-        self._attempt = 0
+    def _opened(self, now: float, server_time: float | None) -> int:
+        handle = self.protocol.connection_opened(now, server_time)
         log.info("translate.connected lang=%s handle=%d", self.target, handle)
-        loop = asyncio.get_running_loop()
-        link.tasks = [loop.create_task(self._write(link)), loop.create_task(self._read(link))]
+        return handle
 
-    async def _read(self, link: _Link) -> None:
-        try:
-            async for message in link.ws:
-                self._perform(self.protocol.receive(link.handle, message, time.monotonic(),
-                                                    time.time()))
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a failure of the link ends that link only
-            log.warning("translate.read_failed lang=%s error=%s", self.target,
-                        type(exc).__name__)
-        finally:
-            self._links.pop(link.handle, None)
-            for task in link.tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
-            if not self._stopping:
-                log.info("translate.disconnected lang=%s handle=%d code=%s", self.target,
-                         link.handle, link.ws.close_code)
-            self._perform(self.protocol.connection_lost(link.handle, time.monotonic()))
+    def _received(self, handle: int, message: str | bytes, now: float) -> None:
+        self._perform(self.protocol.receive(handle, message, now, time.time()))
 
-    async def _write(self, link: _Link) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await link.wake.wait()
-                link.wake.clear()
-                await self._drain(link)
-
-    async def _drain(self, link: _Link) -> None:
-        async with link.lock:
-            while link.pending:
-                event = link.pending.popleft()
-                await link.ws.send(json.dumps(event))
-
-    async def _send_now(self) -> None:
-        for link in list(self._links.values()):
-            if link.pending and not link.lock.locked():
-                with contextlib.suppress(ConnectionClosed):
-                    await self._drain(link)
-
-    async def _close_link(self, link: _Link, code: int) -> None:
-        self.protocol.close_requested(link.handle)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(link.ws.close(code), CLOSE_TIMEOUT_S + 1)
-
-    async def _close_all(self) -> None:
-        links = list(self._links.values())
-        await asyncio.gather(*(self._close_link(lk, 1000) for lk in links), return_exceptions=True)
-        for lk in links:
-            for task in lk.tasks:
-                task.cancel()
-            await asyncio.gather(*lk.tasks, return_exceptions=True)
-
-
-@dataclass
-class _Link:
-    handle: int
-    ws: ClientConnection
-    opened: float
-
-    def __post_init__(self) -> None:
-        from collections import deque
-
-        self.pending: deque[dict[str, Any]] = deque()
-        self.lock = asyncio.Lock()
-        self.wake = asyncio.Event()
-        self.tasks: list[asyncio.Task[Any]] = []
+    def _lost(self, handle: int, now: float) -> None:
+        self._perform(self.protocol.connection_lost(handle, now))
 
 
 def build_translators(cfg: Config, *, channel: str = "", api_key: str | None = None,

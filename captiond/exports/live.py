@@ -30,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from captiond.errors import CaptiondError
 from captiond.events import ORIGINAL, LineStatus, UpdateKind
@@ -47,6 +47,9 @@ from captiond.exports.cues import (
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 from captiond.feed import Feed, Subscription
+
+if TYPE_CHECKING:
+    from captiond.services import ServiceContext
 
 log = logging.getLogger("captiond.live_subtitles")
 
@@ -95,29 +98,30 @@ def live_from_config(cfg: Mapping[str, Any], source: Any, session_id: int | None
     )
 
 
-def live_service(daemon: Any) -> tuple[Callable[[], Awaitable[None]],
-                                       Callable[[], Awaitable[None]]] | None:
-    """A daemon service factory: ``(start, close)`` when ``export.live`` is on.
+def live_service(ctx: ServiceContext) -> LiveService | None:
+    """A daemon service factory: the live writer when ``export.live`` is on.
 
-    Uses ``daemon.cfg``, ``daemon.store``, ``daemon.feed`` and ``daemon.title``; follows the
-    session the daemon starts. ``close`` stops the writer and waits for its last write.
-    """
-    live = live_from_config(daemon.cfg, daemon.store, None, feed=daemon.feed,
-                            title=getattr(daemon, "title", None) or "")
-    if live is None:
-        return None
-    task: asyncio.Task[None] | None = None
+    Uses the context's ``cfg``, ``store``, ``feed`` and ``title``; follows the session the
+    daemon starts."""
+    live = live_from_config(ctx.cfg, ctx.store, None, feed=ctx.feed, title=ctx.title or "")
+    return LiveService(live) if live is not None else None
 
-    async def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(live.run(), name="live-subtitles")
 
-    async def close() -> None:
-        live.close()
-        if task is not None:
-            await asyncio.wait_for(task, CLOSE_WRITE_TIMEOUT_S)
+class LiveService:
+    """:class:`LiveSubtitles` as a service: ``start`` runs it, ``close`` stops it and waits
+    (bounded) for its last write."""
 
-    return start, close
+    def __init__(self, live: LiveSubtitles) -> None:
+        self.live = live
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.live.run(), name="live-subtitles")
+
+    async def close(self) -> None:
+        self.live.close()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, CLOSE_WRITE_TIMEOUT_S)
 
 
 class LiveSubtitles:

@@ -29,6 +29,7 @@ import jinja2
 from captiond.exports.actions import Finding
 from captiond.exports.document import SessionExport
 from captiond.resources import templates_dir
+from captiond.timefmt import clock
 
 
 def _words(text: str) -> frozenset[str]:
@@ -63,13 +64,6 @@ _STOPWORDS = _words(
 def md(text: Any) -> str:
     """Escape Markdown (and inline HTML) in transcript text; whitespace collapsed."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text or "").split()))
-
-
-def clock(ms: int) -> str:
-    ms = max(0, int(ms))
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}"
 
 
 #: Wall time is shown beside the audio time when they differ by more than this.

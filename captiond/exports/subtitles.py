@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from captiond.exports.cues import Cue
+from captiond.timefmt import clock
 
 Format = Literal["srt", "vtt"]
 FORMATS: tuple[Format, ...] = ("srt", "vtt")
@@ -22,22 +23,14 @@ FORMATS: tuple[Format, ...] = ("srt", "vtt")
 _SRT_SAFE = str.maketrans({"<": "‹", ">": "›", "{": "(", "}": ")"})
 
 
-def _clock(ms: int, sep: str) -> str:
-    ms = max(0, int(ms))
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{sep}{millis:03d}"
-
-
 def srt_time(ms: int) -> str:
     """``01:02:03,456``"""
-    return _clock(ms, ",")
+    return clock(ms, ",")
 
 
 def vtt_time(ms: int) -> str:
     """``01:02:03.456`` (hours always written, so every reader agrees)."""
-    return _clock(ms, ".")
+    return clock(ms, ".")
 
 
 def _clean(line: str) -> str:

@@ -28,7 +28,11 @@ How it keeps nothing lost and everything in order
     outage) is not buffered; it is reported in :attr:`Output.gaps` so the store records a gap.
 *   **Session rotation:** a second connection may be opened while one is active. It becomes
     active only at a pause (no utterance in progress); the old one drains its pending
-    completions and is then closed. Audio is never appended to two sessions.
+    completions and is then closed. Audio is never appended to two sessions. *When* to open
+    the standby and when it must take over without a pause is decided here too
+    (:meth:`TranscriptionProtocol.wants_connection`, :meth:`TranscriptionProtocol.tick`), on
+    the caller's monotonic ``now`` and a lifetime judged by :mod:`captiond.realtime.session`
+    -- never by comparing ``expires_at`` with a clock.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial, TranscriptEvent
+from captiond.realtime.session import ServerClock, SessionClock
 
 log = logging.getLogger("captiond.openai.protocol")
 
@@ -181,7 +186,9 @@ class _Conn:
     draining: bool = False  # rotated away from: no new audio, closes when settled
     expired: bool = False  # session_expired seen
     server_session_id: str | None = None
-    expires_at: float | None = None  # epoch seconds, from session.created
+    expires_at: float | None = None  # epoch seconds on the server's clock, as advertised
+    server_clock: ServerClock | None = None  # the server's time, read when the link opened
+    clock: SessionClock | None = None  # the session's judged lifetime (from session.created)
     # Commits sent on this connection, in order (refused ones removed; settled and bound ones
     # trimmed from the front, remembering the last one's server id as ``base``).
     commits: list[_Entry] = field(default_factory=list)
@@ -209,14 +216,18 @@ class TranscriptionProtocol:
         item_prefix: str = "oa-",
         buffer_bytes: int = 300 * SAMPLE_RATE * BYTES_PER_SAMPLE,
         item_timeout_s: float = 30.0,
+        rotate_before_s: float = 300.0,
     ) -> None:
         self.settings = settings or SessionSettings()
+        self.rotate_before_s = rotate_before_s
         self.item_prefix = item_prefix
         self.buffer_bytes = buffer_bytes
         self.item_timeout_s = item_timeout_s
         self._conns: dict[int, _Conn] = {}
         self._active: _Conn | None = None
         self._next_handle = 1
+        #: How long a session lived before the server expired it (the shortest seen).
+        self.learned_lifetime_s: float | None = None
         self._next_item = 1
         self._next_event = 1
         self._last_item_id: str | None = None
@@ -242,6 +253,8 @@ class TranscriptionProtocol:
             "server_errors": 0,
             "committed_out_of_order": 0,
             "moved_utterances": 0,  # moved whole to a new session as the old one expired
+            "rotations": 0,  # standby sessions opened because the active one neared its end
+            "untrusted_lifetimes": 0,  # sessions whose advertised expires_at was not believed
             "commits": 0,
             "resent_items": 0,
             "cleared_short": 0,
@@ -251,7 +264,13 @@ class TranscriptionProtocol:
             "timed_out": 0,
             "samples_in": 0,  # speech samples handed to the protocol
             "samples_sent": 0,  # of those, appended on the wire (first time)
-            "samples_resent": 0,  # appended again after a drop
+            "samples_resent": 0,  # appended again after a drop (the two below, summed)
+            # ... of utterances committed whose completion had not arrived when their session
+            # died (or that the server refused before answering),
+            "samples_resent_unanswered": 0,
+            # ... of the utterance being spoken, appended to a session that died (or was
+            # switched away from) before it could be committed there.
+            "samples_resent_in_progress": 0,
             "samples_dropped": 0,  # over the buffer bound: recorded as a gap
             "samples_cleared": 0,  # noise, or utterances shorter than MIN_COMMIT_MS
             "samples_completed": 0,  # speech whose transcription arrived
@@ -311,12 +330,31 @@ class TranscriptionProtocol:
 
     # -- connections ---------------------------------------------------------------------
 
-    def connection_opened(self, now: float) -> tuple[int, Output]:
-        """A WebSocket is open: its handle, and the ``session.update`` to send on it."""
-        del now
+    def wants_connection(self, now: float) -> bool:
+        """Should the caller open a connection now? When there is none at all, or when the
+        active session is old enough to be replaced (:class:`SessionClock`) and no standby is
+        on its way. The caller adds its own backoff after failures."""
+        if not self.connections():
+            return True
+        active = self._active
+        if active is None or not self.live() or self.has_standby() or active.clock is None:
+            return False
+        return active.clock.rotate_due(now)
+
+    def session_clock(self, handle: int | None = None) -> SessionClock | None:
+        """The judged lifetime of a session (default: the active one)."""
+        conn = self._active if handle is None else self._conns.get(handle)
+        return conn.clock if conn is not None else None
+
+    def connection_opened(self, now: float, server_time: float | None = None) -> tuple[int, Output]:
+        """A WebSocket is open: its handle, and the ``session.update`` to send on it.
+        ``server_time``: the server's epoch time read at ``now`` (the upgrade's HTTP ``Date``;
+        None when unknown), against which ``expires_at`` is read."""
         handle = self._next_handle
         self._next_handle += 1
-        conn = _Conn(handle)
+        conn = _Conn(handle, server_clock=ServerClock(now, server_time))
+        if self._active is not None and self._active.alive:
+            self.counters["rotations"] += 1
         self._conns[handle] = conn
         update = self.settings.session_update()
         update["event_id"] = self._event_id()
@@ -467,8 +505,13 @@ class TranscriptionProtocol:
     # -- time ------------------------------------------------------------------------------
 
     def tick(self, now: float) -> Output:
-        """Fail utterances whose completion is overdue; close drained sessions."""
+        """Fail utterances whose completion is overdue; close drained sessions; hand over to
+        a ready standby at once when the active session is about to end and no pause came."""
         out = Output()
+        active = self._active
+        if active is not None and active.clock is not None and self.has_ready_standby() \
+                and active.clock.force_due(now):
+            out.extend(self.switch_now(now))
         for entry in list(self._unsettled.values()):
             if entry.deadline is not None and now >= entry.deadline:
                 conn = self._conns.get(entry.handle) if entry.handle is not None else None
@@ -544,9 +587,20 @@ class TranscriptionProtocol:
                 exp = session.get("expires_at")
                 if isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp > 0:
                     conn.expires_at = float(exp)
+                created = session.get("created_at")
+                if isinstance(created, (int, float)) and not isinstance(created, bool):
+                    server_now: float | None = float(created)
+                else:
+                    server_now = conn.server_clock.at(now) if conn.server_clock else None
+                conn.clock = SessionClock.start(now, conn.expires_at, server_now,
+                                                self.rotate_before_s, self.learned_lifetime_s)
+                if not conn.clock.trusted:
+                    self.counters["untrusted_lifetimes"] += 1
             log.info(
-                "openai.session_created handle=%d session=%s expires_at=%s",
-                conn.handle, conn.server_session_id, conn.expires_at,
+                "openai.session_created handle=%d session=%s expires_at=%s lifetime_s=%.0f "
+                "trusted=%s", conn.handle, conn.server_session_id, conn.expires_at,
+                conn.clock.lifetime_s if conn.clock else -1, conn.clock.trusted if conn.clock
+                else False,
             )
             return Output()
         if kind in ("session.updated", "transcription_session.updated"):
@@ -640,6 +694,10 @@ class TranscriptionProtocol:
             # The server closes (1001) next; stop using this session now. Its unsettled
             # items are sent again on a new session when the close arrives.
             conn.expired = True
+            if conn.clock is not None:
+                seen = conn.clock.age(now)
+                if self.learned_lifetime_s is None or seen < self.learned_lifetime_s:
+                    self.learned_lifetime_s = seen
             if conn is self._active:
                 out.extend(self.connection_lost(conn.handle, now))
             return out
@@ -783,6 +841,10 @@ class TranscriptionProtocol:
         if entry.sends > 0 or entry.counted > 0:
             self.counters["resent_items"] += 1
         self.counters["samples_resent"] += entry.counted
+        # Committed before (its session died before the completion came), or cut while no
+        # session was up after its start had gone to a session that died.
+        kind = "unanswered" if entry.sends > 0 else "in_progress"
+        self.counters[f"samples_resent_{kind}"] += entry.counted
         self.counters["samples_sent"] += samples - entry.counted
         entry.counted = samples
         return out.extend(self._send_commit(conn, entry, now))
@@ -813,6 +875,7 @@ class TranscriptionProtocol:
             n = len(pcm) // BYTES_PER_SAMPLE
             # Audio appended to a dead session before counts as a resend.
             self.counters["samples_resent"] += self._cur_counted
+            self.counters["samples_resent_in_progress"] += self._cur_counted
             self.counters["samples_sent"] += n - self._cur_counted
             self._cur_counted = n
             conn.current_appended = True

@@ -42,6 +42,7 @@ from typing import Any
 from captiond.config import TRANSLATE_TARGETS
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial, TranscriptEvent
 from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE, Gap
+from captiond.realtime.session import ServerClock, SessionClock
 
 #: The service's frame: ``elapsed_ms`` advances in these steps.
 FRAME_MS = 200
@@ -257,6 +258,8 @@ class _Conn:
     state: str = "connecting"  # connecting | ready | live | draining | closed
     expires_at: float | None = None
     session_id: str | None = None
+    server_clock: ServerClock | None = None  # the server's time, read when the link opened
+    clock: SessionClock | None = None  # the judged lifetime, from session.created
     sent_samples: int = 0  # model time, in samples appended
     # Contiguous runs of appended audio: (elapsed samples at run start, stream sample).
     runs_elapsed: list[int] = field(default_factory=list)
@@ -297,6 +300,8 @@ class TranslationProtocol:
         self.resend_bytes = resend_bytes
         self.rotate_before_s = rotate_before_s
         self._conns: dict[int, _Conn] = {}
+        #: How long a session lived before the server expired it (the shortest seen).
+        self.learned_lifetime_s: float | None = None
         self._handles = 0
         self._live: int | None = None
         self._draining: int | None = None
@@ -324,8 +329,9 @@ class TranslationProtocol:
         c = self._conns.get(handle)
         return c is not None and c.state == "connecting"
 
-    def wants_connection(self, wall: float) -> bool:
-        """No session at all, or the live one expires within ``rotate_before_s`` and no
+    def wants_connection(self, now: float) -> bool:
+        """No session at all, or the live one is old enough to be replaced
+        (:class:`~captiond.realtime.session.SessionClock`, on the monotonic ``now``) and no
         replacement is on its way."""
         if any(c.state in ("connecting", "ready") for c in self._conns.values()):
             return False
@@ -334,17 +340,20 @@ class TranslationProtocol:
             return self._live is None and bool(self._buffer)
         if self._live is None:
             return True
-        exp = self._conns[self._live].expires_at
-        return exp is not None and wall >= exp - self.rotate_before_s
+        clock = self._conns[self._live].clock
+        return clock is not None and clock.rotate_due(now)
 
     def buffered_s(self) -> float:
         return self._buffer_size / BYTES_PER_SAMPLE / SAMPLE_RATE
 
     # -- connections -------------------------------------------------------------------------
 
-    def connection_opened(self) -> int:
+    def connection_opened(self, now: float = 0.0, server_time: float | None = None) -> int:
+        """A WebSocket is open; ``server_time``: the server's epoch time read at ``now`` (the
+        upgrade's HTTP ``Date``), against which ``expires_at`` is read."""
         self._handles += 1
-        self._conns[self._handles] = _Conn(self._handles)
+        self._conns[self._handles] = _Conn(self._handles,
+                                           server_clock=ServerClock(now, server_time))
         return self._handles
 
     def close_requested(self, handle: int) -> None:
@@ -389,7 +398,16 @@ class TranslationProtocol:
             raw_session = event.get("session")
             session: dict[str, Any] = raw_session if isinstance(raw_session, dict) else {}
             exp = session.get("expires_at")
-            c.expires_at = float(exp) if isinstance(exp, (int, float)) else None
+            c.expires_at = float(exp) if isinstance(exp, (int, float)) \
+                and not isinstance(exp, bool) else None
+            created = session.get("created_at")
+            server_now: float | None = None  # the client's wall clock is no reference (skew)
+            if isinstance(created, (int, float)) and not isinstance(created, bool):
+                server_now = float(created)
+            elif c.server_clock is not None:
+                server_now = c.server_clock.at(now)
+            c.clock = SessionClock.start(now, c.expires_at, server_now, self.rotate_before_s,
+                                         self.learned_lifetime_s)
             c.session_id = session.get("id") if isinstance(session.get("id"), str) else None
             out.send.append((handle, self.settings.session_update()))
             if c.state == "connecting":
@@ -445,6 +463,10 @@ class TranslationProtocol:
             self.last_error = f"{code}: {message}"
             if code in ("rate_limit_exceeded", "rate_limited"):
                 out.backoff_s = 5.0
+            if code == "session_expired" and c.clock is not None:
+                seen = c.clock.age(now)
+                if self.learned_lifetime_s is None or seen < self.learned_lifetime_s:
+                    self.learned_lifetime_s = seen
             if code == "session_expired" and handle == self._live:
                 self._live = None  # the server closes next; audio goes to the buffer
                 self._requeue_recent(c)

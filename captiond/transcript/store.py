@@ -350,6 +350,57 @@ class Store:
             s.expunge_all()
             return rows
 
+    def final_line_count(self, session_id: int, track: str = "original") -> int:
+        """How many final lines a session has on a track."""
+        with OrmSession(self.engine) as s:
+            count = s.scalar(
+                select(func.count(SegmentRow.id)).where(
+                    SegmentRow.session_id == session_id,
+                    SegmentRow.status == "final",
+                    SegmentRow.track == track,
+                )
+            )
+        return int(count or 0)
+
+    def final_lines_after(
+        self, session_id: int, track: str, since_id: int, limit: int
+    ) -> tuple[list[SegmentRow], int | None]:
+        """Final lines with a row id above ``since_id``, in write (id) order, at most ``limit``;
+        and the lowest id above ``since_id`` of a line still partial (None: none), so a tailing
+        reader can keep its cursor before a line that will become final under that id."""
+        seg = SegmentRow
+        with OrmSession(self.engine) as s:
+            rows = list(
+                s.scalars(
+                    select(seg)
+                    .where(seg.session_id == session_id, seg.track == track,
+                           seg.status == "final", seg.id > since_id)
+                    .order_by(seg.id)
+                    .limit(limit)
+                ).all()
+            )
+            held = s.scalar(
+                select(func.min(seg.id)).where(
+                    seg.session_id == session_id, seg.track == track,
+                    seg.status == "partial", seg.id > since_id,
+                )
+            )
+            s.expunge_all()
+        return rows, held
+
+    def sessions_started_before(self, cutoff: dt.datetime) -> list[SessionRow]:
+        """Sessions that started before ``cutoff`` and are not being recorded, oldest first."""
+        with OrmSession(self.engine) as s:
+            rows = list(
+                s.scalars(
+                    select(SessionRow)
+                    .where(SessionRow.started_at < cutoff, SessionRow.status != "running")
+                    .order_by(SessionRow.started_at)
+                ).all()
+            )
+            s.expunge_all()
+        return rows
+
     def delete_session(self, session_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(SegmentRow).where(SegmentRow.session_id == session_id))

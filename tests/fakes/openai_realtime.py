@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import email.utils
 import itertools
 import json
 import random
@@ -171,6 +172,11 @@ class Faults:
     #: Seconds from commit to ``committed``; completion window after the commit.
     committed_delay_s: float = 0.15
     completion_delay_s: tuple[float, float] = (0.5, 0.8)
+    #: The server's clock minus the client's (s): ``expires_at`` and the HTTP ``Date`` are read
+    #: on it. -7200 is a client clock two hours fast.
+    clock_skew_s: float = 0.0
+    #: Send the HTTP ``Date`` header with the upgrade (False: the client has only its own clock).
+    date_header: bool = True
 
 
 @dataclass
@@ -228,6 +234,7 @@ class FakeRealtimeServer:
     async def __aenter__(self) -> Self:
         self._server = await serve(
             self._handler, "127.0.0.1", 0, process_request=self._process_request,
+            process_response=self._process_response,
             max_size=16 * 1024 * 1024, close_timeout=1.0,
         )
         if self.faults.drop_every_s:
@@ -267,6 +274,18 @@ class FakeRealtimeServer:
 
     # -- handshake -----------------------------------------------------------------------------
 
+    def _process_response(self, connection: ServerConnection, request: Request,
+                          response: Response) -> Response:
+        """The upgrade's HTTP ``Date`` on the fake's (possibly skewed) clock, or none."""
+        del response.headers["Date"]
+        if self.faults.date_header:
+            response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
+        return response
+
+    def clock(self) -> float:
+        """The fake server's wall clock (the client's plus ``faults.clock_skew_s``)."""
+        return time.time() + self.faults.clock_skew_s
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         self.request_headers.append(headers)
@@ -290,7 +309,7 @@ class FakeRealtimeServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         faults = self.faults
-        now = time.time()
+        now = self.clock()
         session = FakeSession(f"sess_{len(self.sessions) + 1:04d}", now)
         self.sessions.append(session)
         self._open.add(ws)

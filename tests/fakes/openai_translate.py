@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import email.utils
 import itertools
 import json
 import math
@@ -80,6 +81,11 @@ class Faults:
     junk: bool = False
     #: Utterance numbers (1-based, per target) that get no output (source already in target).
     silent_utterances: set[int] = field(default_factory=set)
+    #: The server's clock minus the client's (s): ``expires_at`` and the HTTP ``Date`` are read
+    #: on it. -7200 is a client clock two hours fast.
+    clock_skew_s: float = 0.0
+    #: Send the HTTP ``Date`` header with the upgrade (False: the client has only its own clock).
+    date_header: bool = True
 
 
 @dataclass
@@ -119,10 +125,12 @@ class FakeTranslateServer:
         self.utterances_by_target: dict[str | None, int] = {}
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._open: set[ServerConnection] = set()
 
     async def __aenter__(self) -> Self:
         self._server = await serve(self._handler, "127.0.0.1", 0,
                                    process_request=self._process_request,
+            process_response=self._process_response,
                                    max_size=16 * 1024 * 1024, close_timeout=1.0)
         return self
 
@@ -138,6 +146,24 @@ class FakeTranslateServer:
         assert self._server is not None
         port = next(iter(self._server.sockets)).getsockname()[1]
         return f"ws://127.0.0.1:{port}{PATH}?model=gpt-realtime-translate"
+
+    def drop_all(self) -> int:
+        """Abort every open connection now (the client sees 1006); how many there were."""
+        for ws in list(self._open):
+            ws.transport.abort()
+        return len(self._open)
+
+    def _process_response(self, connection: ServerConnection, request: Request,
+                          response: Response) -> Response:
+        """The upgrade's HTTP ``Date`` on the fake's (possibly skewed) clock, or none."""
+        del response.headers["Date"]
+        if self.faults.date_header:
+            response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
+        return response
+
+    def clock(self) -> float:
+        """The fake server's wall clock (the client's plus ``faults.clock_skew_s``)."""
+        return time.time() + self.faults.clock_skew_s
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
@@ -158,6 +184,7 @@ class FakeTranslateServer:
     async def _handler(self, ws: ServerConnection) -> None:
         session = FakeTranslateSession(f"sess_t{len(self.sessions) + 1:04d}")
         self.sessions.append(session)
+        self._open.add(ws)
         await self._emit(ws, {"type": "session.created", "session": self._session_body(session)})
         if self.faults.junk:
             with contextlib.suppress(ConnectionClosed):
@@ -173,6 +200,7 @@ class FakeTranslateServer:
         except ConnectionClosed:
             pass
         finally:
+            self._open.discard(ws)
             for t in timers:
                 t.cancel()
 
@@ -182,7 +210,7 @@ class FakeTranslateServer:
             audio_in["transcription"] = {"model": "gpt-realtime-whisper"}
         return {
             "id": session.session_id, "type": "translation", "model": "gpt-realtime-translate",
-            "expires_at": int(time.time() + self.faults.session_cap_s),
+            "expires_at": int(self.clock() + self.faults.session_cap_s),
             "audio": {"input": audio_in, "output": {"language": session.target}},
         }
 
