@@ -37,6 +37,7 @@ from captiond.engines.switch import SwitchableEngine
 from captiond.errors import AudioError, CaptiondError, ConfigError
 from captiond.events import LineUpdate
 from captiond.feed import Feed, status_message
+from captiond.outputs.service import OutputsService
 from captiond.overlay.server import OverlayServer
 from captiond.pipeline import Session, Stream, segmenter_params
 from captiond.sdnotify import Notifier
@@ -311,7 +312,7 @@ class Daemon:
         stats = self.stats()
         session = self.session
         names = sorted({s.engine.name for s in session.streams}) if session is not None else []
-        return {
+        status = {
             "state": "captioning" if session is not None and session.session_id else "starting",
             "engine": ",".join(names) or None,
             "session": stats.get("session"),
@@ -320,6 +321,11 @@ class Daemon:
             "finals": stats.get("finals"),
             "lag_s": stats.get("lag_s"),
         }
+        # The caption outputs in one line, when there are any: "obs ok, youtube failing (HTTP 503)".
+        summary = self.outputs.summary() if self.outputs is not None else ""
+        if summary:
+            status["outputs_summary"] = summary
+        return status
 
     def public_status(self) -> dict[str, Any]:
         """The status for the overlay's ``/api/status``: no file paths or device names (the
@@ -392,6 +398,8 @@ class Daemon:
                     continue
                 if isinstance(service, OverlayServer):
                     self.overlay = service  # for the status, viewers and live reload
+                elif isinstance(service, OutputsService):
+                    self.outputs = service.set  # for the status and live reload
                 self._closers.append(service.close)
                 await service.start()
             if self.realtime and self.cfg.path is not None:

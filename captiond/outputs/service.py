@@ -1,7 +1,7 @@
 """The outputs as a daemon service: started with the session, changed by a config reload.
 
-:func:`outputs_service` is one of :func:`captiond.daemon.default_services`. It sets
-``daemon.outputs`` to the :class:`OutputSet`, which the daemon asks for status
+:func:`outputs_service` is one of :func:`captiond.daemon.default_services`. The daemon
+keeps its :class:`OutputSet` and asks it for status
 (``captiond status``, ``/api/status``, the overlay's index page) and hands the new
 ``[[outputs]]`` list on a reload (:meth:`OutputSet.apply`).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from captiond.errors import ConfigError
@@ -19,6 +19,7 @@ from captiond.feed import Feed
 from captiond.logs import register_secret
 from captiond.outputs.drivers import CLOSE_FLUSH_S, Output
 from captiond.outputs.spec import OutputSpec, resolve
+from captiond.services import ServiceContext
 
 log = logging.getLogger("captiond.outputs")
 
@@ -102,20 +103,25 @@ class OutputSet:
         return ", ".join(parts)
 
 
-def outputs_service(daemon: Any) -> tuple[Callable[[], Awaitable[None]],
-                                          Callable[[], Awaitable[None]]] | None:
-    """A daemon service factory: runs ``daemon.cfg.outputs``. Always returned for a live
-    daemon (a reload may add outputs to a config that had none)."""
-    specs = getattr(daemon.cfg, "outputs", ())
-    if not specs and not getattr(daemon, "realtime", True):
+class OutputsService:
+    """The outputs as a daemon service (``start``/``close``); the daemon keeps it to ask for
+    status and to hand it the new ``[[outputs]]`` list on a reload."""
+
+    def __init__(self, specs: Sequence[OutputSpec], feed: Feed) -> None:
+        self.specs = tuple(specs)
+        self.set = OutputSet(feed)
+
+    async def start(self) -> None:
+        self.set.start(self.specs)
+
+    async def close(self) -> None:
+        await self.set.close()
+
+
+def outputs_service(ctx: ServiceContext) -> OutputsService | None:
+    """A daemon service factory: runs ``ctx.cfg.outputs``. Always returned for a live daemon
+    (a reload may add outputs to a config that had none)."""
+    specs = ctx.cfg.outputs
+    if not specs and not ctx.realtime:
         return None
-    outputs = OutputSet(daemon.feed)
-
-    async def start() -> None:
-        outputs.start(specs)
-        daemon.outputs = outputs
-
-    async def close() -> None:
-        await outputs.close()
-
-    return start, close
+    return OutputsService(specs, ctx.feed)
