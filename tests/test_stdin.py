@@ -48,6 +48,12 @@ class StalledEngine:
     def stats(self) -> dict[str, Any]:
         return {}
 
+    def update_settings(self, params: Any, partial_interval_s: float, word_timestamps: bool) -> None:
+        pass
+
+    def set_gap_sink(self, fn: Any) -> None:
+        pass
+
 
 def _feed(fd: int, seconds: float, *, close: bool = True) -> threading.Thread:
     """Writes ``seconds`` of a quiet tone into the pipe as fast as it is read, then closes it."""
