@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from captiond.audio.block import AudioBlock
 from captiond.audio.segmenter import Params, Pause, Segmenter, SpeechStarted, UtteranceEnded
 from captiond.audio.vad import StreamingVad
 from captiond.engines.base import Emit
-from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend
+from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend, looks_repetitive
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
 
 log = logging.getLogger("captiond.engine.local")
@@ -41,25 +42,19 @@ KEEP_BEFORE_S = 2.0
 #: A final arriving this long after its cut is reported (at most every LAG_WARN_EVERY_S).
 LAG_WARN_S = 3.0
 LAG_WARN_EVERY_S = 60.0
+#: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
+MAX_DROPPED_KEPT = 200
 
 
-def stable_prefix(previous: str, current: str) -> int:
-    """Characters of ``current`` that two consecutive decodes agree on, to a word boundary."""
-    a, b = previous.split(), current.split()
-    agreed = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        agreed += 1
-    if agreed == 0:
-        return 0
-    if agreed == len(b):
-        return len(current)
-    # Position just past the agreed words in ``current``.
-    pos = 0
-    for word in b[:agreed]:
-        pos = current.index(word, pos) + len(word)
-    return pos
+@dataclass(frozen=True, slots=True)
+class DroppedUtterance:
+    """Audio the engine cut as an utterance and then gave no text, and why."""
+
+    item_id: str
+    start_ms: int
+    end_ms: int
+    reason: str  # noise (too little speech), no_speech, phantom, repetition, punctuation, empty
+    text: str = ""
 
 
 class _Buffer:
@@ -136,6 +131,11 @@ class LocalEngine:
         self._open: str | None = None  # item of the utterance being spoken
         self._open_start = 0
         self._open_text = ""
+        # The stability contract: tokens of the open utterance shown as stable. Every later
+        # decode of it (partials and the final) is forced to begin with them.
+        self._stable: list[int] = []
+        self._stable_text = ""
+        self._tail: list[int] = []  # the last partial's tokens after the stable ones
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
@@ -150,6 +150,9 @@ class LocalEngine:
         self.partials_skipped = 0
         self.finals_emitted = 0
         self.dropped = 0
+        self.dropped_by_reason: dict[str, int] = {}
+        self.dropped_recent: deque[DroppedUtterance] = deque(maxlen=MAX_DROPPED_KEPT)
+        self._spans: dict[str, tuple[int, int]] = {}
         self.last_final_lag_s = 0.0
         self._warned_at = float("-inf")
 
@@ -163,7 +166,8 @@ class LocalEngine:
             "partials": self.partials_emitted,
             "partials_skipped": self.partials_skipped,
             "finals": self.finals_emitted,
-            "dropped_noise": self.dropped,
+            "dropped": self.dropped,
+            "dropped_by_reason": dict(self.dropped_by_reason),
             "speculative_used": self.speculative_used,
             "speculative_wasted": self.speculative_wasted,
             "cost_usd": 0.0,
@@ -229,6 +233,7 @@ class LocalEngine:
                 self._count += 1
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
+                self._stable, self._stable_text, self._tail = [], "", []
                 self._last_partial_at = d.start
                 ms = d.start * 1000 // SAMPLE_RATE
                 self._prev[item] = self._last_item
@@ -256,11 +261,12 @@ class LocalEngine:
                     if spec is not None:
                         self.speculative_wasted += 1
                     if d.noise:
-                        self.dropped += 1
+                        self._record_drop(ended, start_ms, end_ms, "noise", "")
                         emit(ItemCompleted(ended, ""))
                         continue
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
                 self._final_cut_at[ended] = time.monotonic()
+                self._spans[ended] = (start_ms, end_ms)
                 fut.add_done_callback(functools.partial(self._final_done, ended, emit=emit))
                 self._finals.append(fut)
 
@@ -270,10 +276,11 @@ class LocalEngine:
         samples = buf.slice(start, end)
         offset_ms = start * 1000 // SAMPLE_RATE
         words = self.word_timestamps
+        prefix = list(self._stable)
         return loop.run_in_executor(
             self.backend.executor,
             lambda: self.backend.decode(
-                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio
+                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio, prefix=prefix
             ),
         )
 
@@ -286,6 +293,7 @@ class LocalEngine:
 
     def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
+        span = self._spans.pop(item, (0, 0))
         self.last_final_lag_s = time.monotonic() - cut_at
         if self.last_final_lag_s > LAG_WARN_S and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S:
             self._warned_at = time.monotonic()
@@ -303,11 +311,25 @@ class LocalEngine:
             emit(ItemFailed(item, f"decode failed: {exc}"))
             return
         decoded = fut.result()
-        if decoded.dropped and decoded.dropped != "empty":
-            self.dropped += 1
-            log.debug("engine.dropped item=%s reason=%s", item, decoded.dropped)
+        if decoded.dropped and not decoded.text:
+            self._record_drop(item, span[0], span[1], decoded.dropped, decoded.dropped_text)
+        elif decoded.dropped:
+            # The stable text stays; what the decoder added after it was judged not speech.
+            self._record_drop(item, span[0], span[1], f"trimmed_{decoded.dropped}", decoded.dropped_text)
+        for at_ms, reason, text in decoded.trimmed:
+            self._record_drop(item, span[0] + at_ms, span[1], f"trimmed_{reason}", text)
         self.finals_emitted += 1
         emit(ItemCompleted(item, decoded.text, decoded.words, self.backend.language))
+
+    def _record_drop(self, item: str, start_ms: int, end_ms: int, reason: str, text: str) -> None:
+        """Every utterance that ends without text is counted, logged and kept with its reason."""
+        self.dropped += 1
+        self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
+        self.dropped_recent.append(DroppedUtterance(item, start_ms, end_ms, reason, text))
+        log.debug(
+            "engine.dropped item=%s start_ms=%d end_ms=%d reason=%s text=%r",
+            item, start_ms, end_ms, reason, text,
+        )
 
     def _maybe_partial(self, buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
         if not self.partials or self._open is None:
@@ -322,20 +344,49 @@ class LocalEngine:
         samples = buf.slice(start, end)
         self._last_partial_at = end
         self._partial_busy = True
+        prefix = list(self._stable)
         fut = loop.run_in_executor(
-            self.backend.executor, lambda: self.backend.decode(samples, final=False)
+            self.backend.executor, lambda: self.backend.decode(samples, final=False, prefix=prefix)
         )
 
         def done(f: asyncio.Future[Decoded]) -> None:
             self._partial_busy = False
             if f.cancelled() or f.exception() is not None or self._open != item:
                 return  # the final is on its way; a late partial would only flicker
-            text = f.result().text
+            if self._speculative is not None or self._stable != prefix:
+                return  # a final decode already holds the stable prefix: keep it fixed
+            decoded = f.result()
+            if decoded.dropped:
+                return
+            self._agree(decoded.tokens)
+            text = self.backend.join(self._stable, self._tail)
             if not text:
                 return
-            stable = stable_prefix(self._open_text, text)
             self._open_text = text
             self.partials_emitted += 1
-            emit(ItemPartial(item, text, stable))
+            emit(ItemPartial(item, text, len(self._stable_text)))
 
         fut.add_done_callback(done)
+
+    def _agree(self, tokens: list[int]) -> None:
+        """Local agreement: the words two consecutive partials agree on become stable, up to
+        the last agreed word that is followed by another agreed word (a word at the edge of
+        the audio may still grow). Stable text never changes afterwards; a candidate that
+        would repeat a phrase is not made stable."""
+        agreed = 0
+        for a, b in zip(self._tail, tokens):
+            if a != b:
+                break
+            agreed += 1
+        cut = 0
+        for i in range(agreed - 1, 0, -1):
+            if self.backend.starts_word(tokens[i]):
+                cut = i
+                break
+        if cut:
+            candidate = self._stable + tokens[:cut]
+            text = self.backend.join(candidate, [])
+            if not looks_repetitive(text):
+                self._stable, self._stable_text = candidate, text
+                tokens = tokens[cut:]
+        self._tail = tokens

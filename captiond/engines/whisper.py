@@ -48,6 +48,16 @@ NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 #: gzip compression ratio above which text is a repetition loop.
 COMPRESSION_RATIO_THRESHOLD = 2.4
+#: A final whose decoder stops this long before the end of its audio is continued from the
+#: last timestamp (Whisper sometimes ends a window early and skips a whole sentence).
+CONTINUE_MIN_S = 1.0
+MAX_CONTINUATIONS = 3
+#: Earlier text given to a continuation as context (tokens).
+PROMPT_TOKENS = 100
+#: Longest forced prefix (Whisper's decoder holds 448 tokens; half is the prompt's share).
+MAX_PREFIX_TOKENS = 200
+#: Whisper's decoder positions.
+MAX_DECODER_TOKENS = 448
 
 #: Text Whisper produces for silence and noise (lowercase, no punctuation).
 PHANTOM_PHRASES = frozenset(
@@ -82,8 +92,12 @@ class Decoded:
     avg_logprob: float = 0.0
     full_window: bool = False
     dropped: str | None = None  # why the text was judged not speech
+    dropped_text: str = ""  # the text that was judged not speech (for the dropped log)
     seconds: float = 0.0  # wall time the decode took
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # new text tokens (after the prefix)
+    prefix_tokens: list[int] = field(default_factory=list)
+    #: Pieces decoded after an early stop and judged not speech: (start ms offset, reason, text).
+    trimmed: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def bundled_model_path() -> Path:
@@ -166,6 +180,7 @@ class WhisperBackend:
         self._lock = threading.Lock()
         self.decodes = 0
         self.full_window_retries = 0
+        self.continuations = 0
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -182,7 +197,13 @@ class WhisperBackend:
         feats = self.model.feature_extractor(np.concatenate([audio, pad]))
         return np.ascontiguousarray(feats[:, :frames][None], dtype=np.float32)
 
-    def _generate(self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1):  # type: ignore[no-untyped-def]
+    def _generate(  # type: ignore[no-untyped-def]
+        self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1, forced: int = 0
+    ):
+        """One decoder pass. ``forced`` is how many tokens at the end of ``prompt`` are a forced
+        prefix (they come back at the start of the result and are not part of the new text).
+        Returns (new text tokens, the last timestamp in seconds or None, avg log-prob,
+        no-speech probability, the encoder output)."""
         import ctranslate2
 
         feats = self._features(audio, full)
@@ -192,19 +213,44 @@ class WhisperBackend:
             encoded,
             [prompt],
             beam_size=beam_size,
-            max_length=min(max_length, 224),
+            # Counted over the whole decoder sequence, prompt included (448 positions).
+            max_length=min(len(prompt) + max_length, MAX_DECODER_TOKENS),
             suppress_blank=True,
             suppress_tokens=list(self.tokenizer.non_speech_tokens),
             return_scores=True,
             return_no_speech_prob=True,
         )[0]
         # Timestamp mode decodes better than no-timestamps on small models; the timestamp
-        # tokens themselves are dropped (word timings come from alignment).
-        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        n = max(1, len(result.sequences_ids[0]))
+        # tokens only tell where the decoder stopped (word timings come from alignment).
+        seq = result.sequences_ids[0][forced:]
+        ts_begin = self.tokenizer.timestamp_begin
+        # Where the last complete segment ended (a timestamp right after text).
+        ends = [t for i, t in enumerate(seq) if t >= ts_begin and i and seq[i - 1] < ts_begin]
+        last = (ends[-1] - ts_begin) * 0.02 if ends else None
+        tokens = [t for t in seq if t < self.tokenizer.eot]
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
         # CTranslate2 returns the cumulative log-prob normalised by length (length_penalty=1).
-        return tokens, avg_logprob, float(result.no_speech_prob), encoded, feats.shape[-1], n
+        return tokens, last, avg_logprob, float(result.no_speech_prob), encoded
+
+    def prompt(self, prefix: list[int] | None = None, previous: list[int] | None = None) -> tuple[list[int], int]:
+        """The decoder prompt: earlier text as context, then the start sequence, then the
+        forced prefix. Returns the prompt and how many of its tokens are forced."""
+        out: list[int] = []
+        if previous:
+            out += [self.tokenizer.sot_prev, *previous[-PROMPT_TOKENS:]]
+        out += list(self.tokenizer.sot_sequence)
+        if not prefix:
+            return out, 0
+        forced = [self.tokenizer.timestamp_begin, *prefix[-MAX_PREFIX_TOKENS:]]
+        return out + forced, len(forced)
+
+    def join(self, prefix: list[int], tokens: list[int]) -> str:
+        """Text of ``prefix`` followed by ``tokens``: always starts with the prefix's text."""
+        return (self.tokenizer.decode(prefix).lstrip() + self.tokenizer.decode(tokens)).strip()
+
+    def starts_word(self, token: int) -> bool:
+        """Whether this token begins a new word (Whisper's BPE marks it with a space)."""
+        return self.tokenizer.decode([token]).startswith(" ")
 
     def decode(
         self,
@@ -214,43 +260,99 @@ class WhisperBackend:
         word_timestamps: bool = False,
         speech_ratio: float = 1.0,
         final: bool = True,
+        prefix: list[int] | None = None,
     ) -> Decoded:
         """Text of one utterance (16 kHz mono float32). Blocking: call it on :attr:`executor`.
 
+        ``prefix``: tokens of text already shown as stable; the decoder is forced to begin
+        with them and only decodes what follows, so the result always starts with that text.
+
         Finals use the full 30-second window (the input the model was trained on) and beam
-        search: the most robust text. Partials use greedy search on the short window: a
-        fraction of the CPU, and a partial is replaced moments later anyway."""
+        search: the most robust text. A final whose decoder stops early (Whisper ends a
+        window before a sentence and skips it) is continued from where it stopped. Partials
+        use greedy search on the short window: a fraction of the CPU."""
         t_start = time.perf_counter()
+        prefix = list(prefix or [])
         with self._lock:
             self.decodes += 1
-            prompt = list(self.tokenizer.sot_sequence)
             full = final or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
-            tokens, avg_logprob, no_speech, encoded, frames, n = self._generate(audio, full, prompt, beam)
-            text = self.tokenizer.decode(tokens).strip()
+            prompt, forced = self.prompt(prefix)
+            new, last, avg_logprob, no_speech, encoded = self._generate(audio, full, prompt, beam, forced)
+            text = self.tokenizer.decode(new).strip()
+            log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
             if not full and looks_repetitive(text):
                 self.full_window_retries += 1
-                tokens, avg_logprob, no_speech, encoded, frames, n = self._generate(
-                    audio, True, prompt
-                )
-                text = self.tokenizer.decode(tokens).strip()
+                new, last, avg_logprob, no_speech, encoded = self._generate(audio, True, prompt, 1, forced)
+                text = self.tokenizer.decode(new).strip()
                 full = True
             out = Decoded(
                 text=text,
                 no_speech_prob=no_speech,
                 avg_logprob=avg_logprob,
                 full_window=full,
-                tokens=tokens,
+                tokens=new,
+                prefix_tokens=prefix,
             )
-            out.dropped = self._judge(out, speech_ratio, final)
+            # Judged without the forced prefix: the prefix was agreed by earlier decodes.
+            out.dropped = self._judge(out, speech_ratio, final and not prefix)
             if out.dropped:
-                out.text = ""
-                out.seconds = time.perf_counter() - t_start
-                return out
-            if word_timestamps and tokens:
-                out.words = self._words(tokens, encoded, len(audio), offset_ms)
+                out.dropped_text, out.text, out.tokens = out.text, "", []
+            # Joined token-wise: the text always begins with the prefix's own text.
+            out.text = self.join(prefix, out.tokens)
+            passes = [(0, prefix + out.tokens, encoded)]
+            if final:
+                self._continue(audio, full, beam, last, out, passes)
+            if word_timestamps:
+                out.words = tuple(
+                    w
+                    for start, toks, enc in passes
+                    if toks
+                    for w in self._words(
+                        toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE
+                    )
+                )
             out.seconds = time.perf_counter() - t_start
             return out
+
+    def _continue(
+        self,
+        audio: np.ndarray,
+        full: bool,
+        beam: int,
+        last: float | None,
+        out: Decoded,
+        passes: list[tuple[int, list[int], object]],
+    ) -> None:
+        """Decode the audio after where the decoder stopped, if it stopped early."""
+        start = 0
+        context = list(passes[0][1])
+        for _ in range(MAX_CONTINUATIONS):
+            if last is None or last < CONTINUE_MIN_S or not context:
+                return
+            start += int(last * SAMPLE_RATE)
+            if (len(audio) - start) / SAMPLE_RATE < CONTINUE_MIN_S:
+                return
+            self.continuations += 1
+            prompt, _ = self.prompt(previous=context)
+            part = audio[start:]
+            new, last, avg_logprob, no_speech, encoded = self._generate(part, full, prompt, beam)
+            log.debug("whisper.continue start_s=%.2f last=%s text=%r", start / SAMPLE_RATE, last, self.tokenizer.decode(new))
+            piece = Decoded(
+                text=self.tokenizer.decode(new).strip(), no_speech_prob=no_speech, avg_logprob=avg_logprob
+            )
+            reason = self._judge(piece, 1.0, True)
+            if not reason and piece.text and looks_repetitive(out.text + " " + piece.text):
+                reason = "repetition"
+            if reason:
+                if reason != "empty":
+                    out.trimmed.append((start * 1000 // SAMPLE_RATE, reason, piece.text))
+                return
+            out.text = " ".join(t for t in (out.text, piece.text) if t)
+            out.tokens = out.tokens + new
+            out.dropped = None
+            passes.append((start, new, encoded))
+            context += new
 
     def _judge(self, d: Decoded, speech_ratio: float, final: bool = True) -> str | None:
         """Why this text is not speech, or None. Partials (half a second of audio, where the
