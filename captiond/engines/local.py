@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,7 @@ class LocalEngine:
         self.dropped_by_reason: dict[str, int] = {}
         self.dropped_recent: deque[DroppedUtterance] = deque(maxlen=MAX_DROPPED_KEPT)
         self._spans: dict[str, tuple[int, int]] = {}
+        self._drop_sink: Callable[[DroppedUtterance], None] | None = None
         self.last_final_lag_s = 0.0
         self._warned_at = float("-inf")
 
@@ -172,6 +173,10 @@ class LocalEngine:
             "speculative_wasted": self.speculative_wasted,
             "cost_usd": 0.0,
         }
+
+    def set_drop_sink(self, sink: Callable[[DroppedUtterance], None]) -> None:
+        """Where dropped utterances are stored (the session's database)."""
+        self._drop_sink = sink
 
     def update_settings(self, params: Params, partial_interval_s: float, word_timestamps: bool) -> None:
         """Live reload: takes effect from the next utterance."""
@@ -325,7 +330,10 @@ class LocalEngine:
         """Every utterance that ends without text is counted, logged and kept with its reason."""
         self.dropped += 1
         self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
-        self.dropped_recent.append(DroppedUtterance(item, start_ms, end_ms, reason, text))
+        record = DroppedUtterance(item, start_ms, end_ms, reason, text)
+        self.dropped_recent.append(record)
+        if self._drop_sink is not None:
+            self._drop_sink(record)
         log.debug(
             "engine.dropped item=%s start_ms=%d end_ms=%d reason=%s text=%r",
             item, start_ms, end_ms, reason, text,

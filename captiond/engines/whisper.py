@@ -83,6 +83,10 @@ PHANTOM_PHRASES = frozenset(
     }
 )
 
+#: Phantom phrases that are also everyday back-channels ("Okay." between two turns): dropped
+#: only when the audio has little speech *and* the model doubts it heard speech.
+BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "i'm sorry"})
+
 
 @dataclass(slots=True)
 class Decoded:
@@ -342,8 +346,8 @@ class WhisperBackend:
                 text=self.tokenizer.decode(new).strip(), no_speech_prob=no_speech, avg_logprob=avg_logprob
             )
             reason = self._judge(piece, 1.0, True)
-            if not reason and piece.text and looks_repetitive(out.text + " " + piece.text):
-                reason = "repetition"
+            if not reason and _plain(piece.text) in _plain(out.text):
+                reason = "repetition"  # the decoder started over on audio it had transcribed
             if reason:
                 if reason != "empty":
                     out.trimmed.append((start * 1000 // SAMPLE_RATE, reason, piece.text))
@@ -365,7 +369,9 @@ class WhisperBackend:
         if not plain:
             return "punctuation"
         if plain in PHANTOM_PHRASES and (speech_ratio < 0.5 or d.no_speech_prob > 0.3):
-            return "phantom"
+            # Back-channels are real turns in a conversation: they need both signs.
+            if plain not in BACKCHANNELS or (speech_ratio < 0.5 and d.no_speech_prob > 0.3):
+                return "phantom"
         if looks_repetitive(d.text):
             return "repetition"
         return None
