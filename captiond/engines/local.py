@@ -42,6 +42,13 @@ KEEP_BEFORE_S = 2.0
 #: A final arriving this long after its cut is reported (at most every LAG_WARN_EVERY_S).
 LAG_WARN_S = 3.0
 LAG_WARN_EVERY_S = 60.0
+#: Consecutive partials that must agree on a word before it is made stable.
+AGREE_PARTIALS = 3
+#: Nothing is made stable before the utterance is this long (first words decoded from a
+#: fraction of a second of audio are often wrong in agreement).
+STABLE_AFTER_S = 2.0
+#: Agreed words at the end of a partial that are not yet made stable.
+HOLD_BACK_WORDS = 2
 #: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
 MAX_DROPPED_KEPT = 200
 
@@ -136,6 +143,7 @@ class LocalEngine:
         self._stable: list[int] = []
         self._stable_text = ""
         self._tail: list[int] = []  # the last partial's tokens after the stable ones
+        self._earlier: list[list[int]] = []  # the last partials' tokens after the stable ones
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
@@ -238,7 +246,7 @@ class LocalEngine:
                 self._count += 1
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
-                self._stable, self._stable_text, self._tail = [], "", []
+                self._stable, self._stable_text, self._tail, self._earlier = [], "", [], []
                 self._last_partial_at = d.start
                 ms = d.start * 1000 // SAMPLE_RATE
                 self._prev[item] = self._last_item
@@ -366,7 +374,7 @@ class LocalEngine:
             decoded = f.result()
             if decoded.dropped:
                 return
-            self._agree(decoded.tokens)
+            self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
             text = self.backend.join(self._stable, self._tail)
             if not text:
                 return
@@ -376,25 +384,27 @@ class LocalEngine:
 
         fut.add_done_callback(done)
 
-    def _agree(self, tokens: list[int]) -> None:
-        """Local agreement: the words two consecutive partials agree on become stable, up to
-        the last agreed word that is followed by another agreed word (a word at the edge of
-        the audio may still grow). Stable text never changes afterwards; a candidate that
+    def _agree(self, tokens: list[int], commit: bool = True) -> None:
+        """Local agreement: the words :data:`AGREE_PARTIALS` consecutive partials agree on become stable, except
+        the last :data:`HOLD_BACK_WORDS` of them (a word at the edge of the audio may still
+        grow or be misheard). Stable text never changes afterwards; a candidate that
         would repeat a phrase is not made stable."""
+        self._earlier.append(tokens)
+        del self._earlier[:-AGREE_PARTIALS]
         agreed = 0
-        for a, b in zip(self._tail, tokens):
-            if a != b:
-                break
-            agreed += 1
-        cut = 0
-        for i in range(agreed - 1, 0, -1):
-            if self.backend.starts_word(tokens[i]):
-                cut = i
-                break
-        if cut:
+        if len(self._earlier) == AGREE_PARTIALS:
+            for column in zip(*self._earlier):
+                if any(t != column[0] for t in column):
+                    break
+                agreed += 1
+        # Word starts inside the agreed tokens; the last HOLD_BACK_WORDS agreed words stay
+        # open (words near the edge of the audio are the ones decodes still get wrong).
+        starts = [i for i in range(1, agreed) if self.backend.starts_word(tokens[i])]
+        cut = starts[-HOLD_BACK_WORDS] if len(starts) >= HOLD_BACK_WORDS else 0
+        if cut and commit:
             candidate = self._stable + tokens[:cut]
             text = self.backend.join(candidate, [])
             if not looks_repetitive(text):
                 self._stable, self._stable_text = candidate, text
-                tokens = tokens[cut:]
-        self._tail = tokens
+                self._earlier = [t[cut:] for t in self._earlier]
+        self._tail = self._earlier[-1]

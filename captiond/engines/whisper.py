@@ -321,6 +321,11 @@ class WhisperBackend:
             # Joined token-wise: the text always begins with the prefix's own text.
             out.text = self.join(prefix, out.tokens)
             passes = [(0, prefix + out.tokens, encoded)]
+            if final and last is None and passes[0][1]:
+                # No segment end (the decoder stopped right after the forced prefix, or
+                # without timestamps): where the last aligned word ends is where it stopped.
+                aligned = self._words(passes[0][1], encoded, len(audio), 0)
+                last = aligned[-1].end_ms / 1000 if aligned else None
             if final:
                 self._continue(audio, full, beam, last, out, passes)
             if word_timestamps:
