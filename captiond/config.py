@@ -280,8 +280,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "vad.min_speech_ms",
         int,
-        200,
-        "Utterances with less speech than this are dropped as noise.",
+        0,
+        "Utterances with less speech than this are dropped as noise without decoding (0: "
+        "every utterance is decoded and the hallucination guards decide).",
         minimum=0,
         maximum=5000,
         live=True,

@@ -287,6 +287,7 @@ class Daemon:
             "audio_s": stats.get("audio_s", 0.0),
             "lag_s": stats.get("lag_s", 0.0),
             "gaps": sum(s.gaps for s in session.streams) if session else 0,
+            "dropped": stats.get("dropped", 0),
             "viewers": self.overlay.viewers() if self.overlay is not None else None,
             "overlay_url": self.overlay.url if self.overlay is not None and self.ready else None,
             "cost_usd": stats.get("cost_usd", 0.0),

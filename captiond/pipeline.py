@@ -172,6 +172,7 @@ class Session:
             "finals": self.finals,
             "engines": engines,
             "lag_s": max((e.get("lag_s", 0.0) for e in engines), default=0.0),
+            "dropped": sum(int(e.get("dropped", 0)) for e in engines),
             "cost_usd": round(sum(e.get("cost_usd", 0.0) for e in engines), 4),
             "viewers": self.feed.subscribers(),
             "store_errors": self.writer.errors if self.writer else 0,
@@ -311,6 +312,8 @@ class Session:
         # Engines that lose audio themselves (the OpenAI engine's outage buffer) record gaps.
         stream.engine.set_gap_sink(
             lambda g: self._record_gap(stream, g.start_ms, g.end_ms, g.reason))
+        # Engines that discard utterances (noise, hallucination guards) store why.
+        stream.engine.set_drop_sink(lambda d: self._record_dropped(stream, d))
         async with asyncio.TaskGroup() as tg:
             stream.group = tg
             tg.create_task(capture(), name=f"capture-{stream.channel}")
@@ -436,6 +439,17 @@ class Session:
         self.writer.call(
             lambda store: store.add_gap(
                 sid, channel=stream.channel, start_ms=start_ms, end_ms=end_ms, reason=reason
+            )
+        )
+
+    def _record_dropped(self, stream: Stream, d: Any) -> None:
+        if self.writer is None or self.session_id is None:
+            return
+        sid = self.session_id
+        self.writer.call(
+            lambda store: store.add_dropped(
+                sid, channel=stream.channel, item_id=d.item_id, start_ms=d.start_ms,
+                end_ms=d.end_ms, reason=d.reason, text=d.text,
             )
         )
 

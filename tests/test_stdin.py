@@ -54,6 +54,9 @@ class StalledEngine:
     def set_gap_sink(self, fn: Any) -> None:
         pass
 
+    def set_drop_sink(self, fn: Any) -> None:
+        pass
+
 
 def _feed(fd: int, seconds: float, *, close: bool = True) -> threading.Thread:
     """Writes ``seconds`` of a quiet tone into the pipe as fast as it is read, then closes it."""

@@ -40,7 +40,7 @@ ONSET_BACKTRACK_S = 1.0
 class Params:
     threshold: float = 0.5
     min_silence_ms: int = 400
-    min_speech_ms: int = 200
+    min_speech_ms: int = 0
     max_utterance_s: float = 15.0
     pad_ms: int = 400
     tail_ms: int = 100

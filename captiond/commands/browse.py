@@ -71,6 +71,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--at", type=parse_clock, help="start at this time (HH:MM:SS)")
     p.add_argument("--track", default="original", help="original or a translation language")
     p.add_argument("--json", action="store_true", help="JSON lines output")
+    p.add_argument(
+        "--dropped", action="store_true",
+        help="list the utterances the engine discarded or trimmed, with the reason",
+    )
     p.set_defaults(func=cmd_show)
 
 
@@ -121,6 +125,8 @@ def _wall_seconds(row: Any) -> float | None:
 def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg)
     session = store.resolve_session(args.session)
+    if args.dropped:
+        return show_dropped(store, session.id, args.json)
     lines = store.lines(session.id, track=args.track)
     if args.at is not None:
         end_ms = max((ln.audio_end_ms for ln in lines), default=0)
@@ -162,5 +168,25 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
         out.write(
             f"# gap {format_ms(gap.start_ms)}-{format_ms(gap.end_ms)} "
             f"{gap.channel or ''} {gap.reason}\n"
+        )
+    return 0
+
+
+def show_dropped(store: Store, session_id: int, as_json: bool) -> int:
+    """``show --dropped``: what the engine discarded or trimmed, when, why, and its text."""
+    rows = store.dropped(session_id)
+    out = sys.stdout
+    if as_json:
+        for r in rows:
+            out.write(json.dumps({
+                "item_id": r.item_id, "channel": r.channel, "start_ms": r.start_ms,
+                "end_ms": r.end_ms, "reason": r.reason, "text": r.text,
+            }, ensure_ascii=False) + "\n")
+        return 0
+    out.write(f"# session {session_id}: {len(rows)} dropped\n")
+    for r in rows:
+        channel = f" {r.channel}" if r.channel else ""
+        out.write(
+            f"[{format_ms(r.start_ms)}-{format_ms(r.end_ms)}]{channel} {r.reason}: {r.text!r}\n"
         )
     return 0

@@ -85,6 +85,7 @@ def format_status(st: dict[str, Any]) -> str:
         ("audio", _duration(st.get("audio_s"))),
         ("lag", f"{float(st.get('lag_s') or 0):.1f} s"),
         ("gaps", str(st.get("gaps", 0))),
+        ("dropped", f"{st.get('dropped', 0)} (captiond show --dropped lists them)"),
         ("viewers", "overlay off" if st.get("viewers") is None else str(st["viewers"])),
         ("cost so far", f"${float(st.get('cost_usd') or 0):.4f}"),
     ]

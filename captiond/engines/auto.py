@@ -81,6 +81,7 @@ class AutoEngine:
         self.language = language
         self.current: Engine | None = None
         self._gap_sink: Callable[[Any], None] | None = None
+        self._drop_sink: Callable[[Any], None] | None = None
         #: The last live reload of the engine settings (None: as built).
         self._settings: tuple[Any, float, bool] | None = None
         #: Engines used so far, in order ("openai", "openai+local"); "auto" before the run.
@@ -106,6 +107,9 @@ class AutoEngine:
 
     def set_gap_sink(self, fn: Callable[[Any], None]) -> None:
         self._gap_sink = fn
+
+    def set_drop_sink(self, fn: Callable[[Any], None]) -> None:
+        self._drop_sink = fn
 
     def update_settings(self, params: Any, partial_interval_s: float,
                         word_timestamps: bool) -> None:
@@ -147,6 +151,8 @@ class AutoEngine:
                     engine = self.make_local(f"loc{suffix}")
                 if self._gap_sink is not None:
                     engine.set_gap_sink(self._gap_sink)
+                if self._drop_sink is not None:
+                    engine.set_drop_sink(self._drop_sink)
                 # Built from the config at start: a live reload since then still holds.
                 self._apply_settings(engine)
                 ended = await self._run_one(engine, source, emit)
@@ -292,7 +298,7 @@ class AutoEngine:
     def _give_up_rescues(self, emit: Emit) -> None:
         """Local transcriptions still running at the end: failed, and their audio stored as
         a gap with the reason, so the session shows what is missing."""
-        sink = getattr(self, "_gap_sink", None)
+        sink = self._gap_sink
         for fut, (item, start_ms, end_ms) in self._rescued.items():
             if fut.done():
                 continue

@@ -21,11 +21,14 @@ from captiond.events import TranscriptEvent
 
 if TYPE_CHECKING:
     from captiond.audio.segmenter import Params
+    from captiond.engines.local import DroppedUtterance
     from captiond.realtime.protocol import Gap
 
 Emit = Callable[[TranscriptEvent], None]
 #: Where an engine reports speech it could not transcribe (stored as a gap).
 GapSink = Callable[["Gap"], None]
+#: Where an engine reports an utterance it cut and then gave no text (or trimmed), and why.
+DropSink = Callable[["DroppedUtterance"], None]
 
 
 class Engine(Protocol):
@@ -50,4 +53,9 @@ class Engine(Protocol):
     def set_gap_sink(self, fn: GapSink) -> None:
         """Where to report speech the engine lost itself (an outage buffer overflowing).
         Engines that never lose audio keep it and never call it."""
+        ...
+
+    def set_drop_sink(self, fn: DropSink) -> None:
+        """Where to report utterances the engine discarded or trimmed (noise, hallucination
+        guards), with the reason and the text dropped. Engines that never discard keep it."""
         ...

@@ -18,7 +18,8 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from captiond.audio.block import AudioBlock
 from captiond.audio.segmenter import Params, Pause, Segmenter, SpeechStarted, UtteranceEnded
 from captiond.audio.vad import StreamingVad
 from captiond.engines.base import Emit
-from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend
+from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend, looks_repetitive
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
 
 log = logging.getLogger("captiond.engine.local")
@@ -41,25 +42,26 @@ KEEP_BEFORE_S = 2.0
 #: A final arriving this long after its cut is reported (at most every LAG_WARN_EVERY_S).
 LAG_WARN_S = 3.0
 LAG_WARN_EVERY_S = 60.0
+#: Consecutive partials that must agree on a word before it is made stable.
+AGREE_PARTIALS = 3
+#: Nothing is made stable before the utterance is this long (first words decoded from a
+#: fraction of a second of audio are often wrong in agreement).
+STABLE_AFTER_S = 2.0
+#: Agreed words at the end of a partial that are not yet made stable.
+HOLD_BACK_WORDS = 2
+#: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
+MAX_DROPPED_KEPT = 200
 
 
-def stable_prefix(previous: str, current: str) -> int:
-    """Characters of ``current`` that two consecutive decodes agree on, to a word boundary."""
-    a, b = previous.split(), current.split()
-    agreed = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        agreed += 1
-    if agreed == 0:
-        return 0
-    if agreed == len(b):
-        return len(current)
-    # Position just past the agreed words in ``current``.
-    pos = 0
-    for word in b[:agreed]:
-        pos = current.index(word, pos) + len(word)
-    return pos
+@dataclass(frozen=True, slots=True)
+class DroppedUtterance:
+    """Audio the engine cut as an utterance and then gave no text, and why."""
+
+    item_id: str
+    start_ms: int
+    end_ms: int
+    reason: str  # noise (too little speech), no_speech, phantom, repetition, punctuation, empty
+    text: str = ""
 
 
 class _Buffer:
@@ -136,6 +138,12 @@ class LocalEngine:
         self._open: str | None = None  # item of the utterance being spoken
         self._open_start = 0
         self._open_text = ""
+        # The stability contract: tokens of the open utterance shown as stable. Every later
+        # decode of it (partials and the final) is forced to begin with them.
+        self._stable: list[int] = []
+        self._stable_text = ""
+        self._tail: list[int] = []  # the last partial's tokens after the stable ones
+        self._earlier: list[list[int]] = []  # the last partials' tokens after the stable ones
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
@@ -150,6 +158,10 @@ class LocalEngine:
         self.partials_skipped = 0
         self.finals_emitted = 0
         self.dropped = 0
+        self.dropped_by_reason: dict[str, int] = {}
+        self.dropped_recent: deque[DroppedUtterance] = deque(maxlen=MAX_DROPPED_KEPT)
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._drop_sink: Callable[[DroppedUtterance], None] | None = None
         self.last_final_lag_s = 0.0
         self._warned_at = float("-inf")
         #: Warn when finals lag (live runs; a batch run lags by design).
@@ -165,7 +177,8 @@ class LocalEngine:
             "partials": self.partials_emitted,
             "partials_skipped": self.partials_skipped,
             "finals": self.finals_emitted,
-            "dropped_noise": self.dropped,
+            "dropped": self.dropped,
+            "dropped_by_reason": dict(self.dropped_by_reason),
             "speculative_used": self.speculative_used,
             "speculative_wasted": self.speculative_wasted,
             "cost_usd": 0.0,
@@ -173,6 +186,10 @@ class LocalEngine:
 
     def set_gap_sink(self, fn: object) -> None:
         """The local engine never loses audio itself (the pipeline records its gaps)."""
+
+    def set_drop_sink(self, sink: Callable[[DroppedUtterance], None]) -> None:
+        """Where dropped utterances are stored (the session's database)."""
+        self._drop_sink = sink
 
     def update_settings(self, params: Params, partial_interval_s: float, word_timestamps: bool) -> None:
         """Live reload: takes effect from the next utterance."""
@@ -234,6 +251,7 @@ class LocalEngine:
                 self._count += 1
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
+                self._stable, self._stable_text, self._tail, self._earlier = [], "", [], []
                 self._last_partial_at = d.start
                 ms = d.start * 1000 // SAMPLE_RATE
                 self._prev[item] = self._last_item
@@ -261,11 +279,12 @@ class LocalEngine:
                     if spec is not None:
                         self.speculative_wasted += 1
                     if d.noise:
-                        self.dropped += 1
+                        self._record_drop(ended, start_ms, end_ms, "noise", "")
                         emit(ItemCompleted(ended, ""))
                         continue
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
                 self._final_cut_at[ended] = time.monotonic()
+                self._spans[ended] = (start_ms, end_ms)
                 fut.add_done_callback(functools.partial(self._final_done, ended, emit=emit))
                 self._finals.append(fut)
 
@@ -275,10 +294,11 @@ class LocalEngine:
         samples = buf.slice(start, end)
         offset_ms = start * 1000 // SAMPLE_RATE
         words = self.word_timestamps
+        prefix = list(self._stable)
         return loop.run_in_executor(
             self.backend.executor,
             lambda: self.backend.decode(
-                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio
+                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio, prefix=prefix
             ),
         )
 
@@ -291,6 +311,7 @@ class LocalEngine:
 
     def _final_done(self, item: str, fut: asyncio.Future[Decoded], *, emit: Emit) -> None:
         cut_at = self._final_cut_at.pop(item, time.monotonic())
+        span = self._spans.pop(item, (0, 0))
         self.last_final_lag_s = time.monotonic() - cut_at
         if (self.warn_lag and self.last_final_lag_s > LAG_WARN_S
                 and time.monotonic() - self._warned_at > LAG_WARN_EVERY_S):
@@ -309,11 +330,28 @@ class LocalEngine:
             emit(ItemFailed(item, f"decode failed: {exc}"))
             return
         decoded = fut.result()
-        if decoded.dropped and decoded.dropped != "empty":
-            self.dropped += 1
-            log.debug("engine.dropped item=%s reason=%s", item, decoded.dropped)
+        if decoded.dropped and not decoded.text:
+            self._record_drop(item, span[0], span[1], decoded.dropped, decoded.dropped_text)
+        elif decoded.dropped:
+            # The stable text stays; what the decoder added after it was judged not speech.
+            self._record_drop(item, span[0], span[1], f"trimmed_{decoded.dropped}", decoded.dropped_text)
+        for at_ms, reason, text in decoded.trimmed:
+            self._record_drop(item, span[0] + at_ms, span[1], f"trimmed_{reason}", text)
         self.finals_emitted += 1
         emit(ItemCompleted(item, decoded.text, decoded.words, self.backend.language))
+
+    def _record_drop(self, item: str, start_ms: int, end_ms: int, reason: str, text: str) -> None:
+        """Every utterance that ends without text is counted, logged and kept with its reason."""
+        self.dropped += 1
+        self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
+        record = DroppedUtterance(item, start_ms, end_ms, reason, text)
+        self.dropped_recent.append(record)
+        if self._drop_sink is not None:
+            self._drop_sink(record)
+        log.debug(
+            "engine.dropped item=%s start_ms=%d end_ms=%d reason=%s text=%r",
+            item, start_ms, end_ms, reason, text,
+        )
 
     def _maybe_partial(self, buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
         if not self.partials or self._open is None:
@@ -328,20 +366,51 @@ class LocalEngine:
         samples = buf.slice(start, end)
         self._last_partial_at = end
         self._partial_busy = True
+        prefix = list(self._stable)
         fut = loop.run_in_executor(
-            self.backend.executor, lambda: self.backend.decode(samples, final=False)
+            self.backend.executor, lambda: self.backend.decode(samples, final=False, prefix=prefix)
         )
 
         def done(f: asyncio.Future[Decoded]) -> None:
             self._partial_busy = False
             if f.cancelled() or f.exception() is not None or self._open != item:
                 return  # the final is on its way; a late partial would only flicker
-            text = f.result().text
+            if self._speculative is not None or self._stable != prefix:
+                return  # a final decode already holds the stable prefix: keep it fixed
+            decoded = f.result()
+            if decoded.dropped:
+                return
+            self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
+            text = self.backend.join(self._stable, self._tail)
             if not text:
                 return
-            stable = stable_prefix(self._open_text, text)
             self._open_text = text
             self.partials_emitted += 1
-            emit(ItemPartial(item, text, stable))
+            emit(ItemPartial(item, text, len(self._stable_text)))
 
         fut.add_done_callback(done)
+
+    def _agree(self, tokens: list[int], commit: bool = True) -> None:
+        """Local agreement: the words :data:`AGREE_PARTIALS` consecutive partials agree on become stable, except
+        the last :data:`HOLD_BACK_WORDS` of them (a word at the edge of the audio may still
+        grow or be misheard). Stable text never changes afterwards; a candidate that
+        would repeat a phrase is not made stable."""
+        self._earlier.append(tokens)
+        del self._earlier[:-AGREE_PARTIALS]
+        agreed = 0
+        if len(self._earlier) == AGREE_PARTIALS:
+            for column in zip(*self._earlier):
+                if any(t != column[0] for t in column):
+                    break
+                agreed += 1
+        # Word starts inside the agreed tokens; the last HOLD_BACK_WORDS agreed words stay
+        # open (words near the edge of the audio are the ones decodes still get wrong).
+        starts = [i for i in range(1, agreed) if self.backend.starts_word(tokens[i])]
+        cut = starts[-HOLD_BACK_WORDS] if len(starts) >= HOLD_BACK_WORDS else 0
+        if cut and commit:
+            candidate = self._stable + tokens[:cut]
+            text = self.backend.join(candidate, [])
+            if not looks_repetitive(text):
+                self._stable, self._stable_text = candidate, text
+                self._earlier = [t[cut:] for t in self._earlier]
+        self._tail = self._earlier[-1]

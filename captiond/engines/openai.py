@@ -319,6 +319,9 @@ class OpenAIEngine:
     def set_gap_sink(self, fn: Callable[[Gap], None]) -> None:
         self.on_gap = fn
 
+    def set_drop_sink(self, fn: Callable[[Any], None]) -> None:
+        """The service returns text for every commit; nothing is discarded here."""
+
     def update_settings(self, params: Params, partial_interval_s: float,
                         word_timestamps: bool) -> None:
         """Live reload: the VAD and segmenter settings apply from the next block (the

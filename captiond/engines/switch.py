@@ -32,6 +32,7 @@ class SwitchableEngine:
         self.generation = 0
         self._next: Engine | None = None
         self._gap_sink: Any = None
+        self._drop_sink: Any = None
         self._switch = asyncio.Event()
         #: The last item opened (ItemCommitted) by any generation, under its emitted id.
         self._tail: str | None = None
@@ -74,6 +75,10 @@ class SwitchableEngine:
         self._gap_sink = fn
         self.inner.set_gap_sink(fn)
 
+    def set_drop_sink(self, fn: Any) -> None:
+        self._drop_sink = fn
+        self.inner.set_drop_sink(fn)
+
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
         source = audio.__aiter__()
         exhausted = False
@@ -114,6 +119,8 @@ class SwitchableEngine:
             self.inner, self._next = self._next, None
             if self._gap_sink is not None:
                 self.inner.set_gap_sink(self._gap_sink)
+            if self._drop_sink is not None:
+                self.inner.set_drop_sink(self._drop_sink)
             self.generation += 1
             log.info("engine.restarted name=%s generation=%d", self.inner.name, self.generation)
         results = await asyncio.gather(*running, return_exceptions=True)

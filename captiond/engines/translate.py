@@ -234,6 +234,9 @@ class TranslationEngine:
     def set_gap_sink(self, fn: Any) -> None:
         self.on_gap = fn
 
+    def set_drop_sink(self, fn: Any) -> None:
+        """Translation discards nothing of its own."""
+
     def update_settings(self, params: Any, partial_interval_s: float,
                         word_timestamps: bool) -> None:
         """Nothing to change: translation streams all audio, with no VAD of its own."""

@@ -5,15 +5,26 @@ name any CTranslate2 Whisper directory on disk or a model name fetched once into
 Face cache (:mod:`captiond.engines.models`).
 
 Whisper's encoder is trained on 30-second windows; encoding a whole window for every partial
-is what makes streaming Whisper expensive. :class:`WhisperBackend` encodes the utterance plus
-:data:`CONTEXT_PAD_S` of trailing silence instead (the silence is computed together with the
-speech, so the log-mel normalisation matches a full window), which costs a fraction of the
-CPU at the same accuracy on speech. If the short window makes the decoder loop (a known
-failure of truncated context), the same audio is decoded again with the full window.
+is what makes streaming Whisper expensive. Partials encode the utterance plus at least
+:data:`CONTEXT_PAD_S` of trailing silence instead (computed together with the speech, so the
+log-mel normalisation matches a full window), rounded up to a multiple of
+:data:`WINDOW_STEP_FRAMES`: CTranslate2 keeps buffers per input shape, and windows of every
+length made memory climb for as long as partials ran. If the short window makes the decoder
+loop (a known failure of truncated context), the same audio is decoded again with the full
+window.
+
+Stable text: a decode may be given the tokens already shown as stable as a forced prefix;
+the decoder then continues after them, so its text begins with that text by construction.
+
+Early stops: Whisper sometimes ends its output at a segment boundary well before the end of
+the audio, silently skipping the rest (a whole sentence in a conversation). A final whose
+last segment ends :data:`CONTINUE_MIN_S` or more before the audio does is decoded again from
+there, with the text so far as context; what that yields is judged like any text.
 
 Hallucination guards (Whisper invents "Thank you." and repeats itself on non-speech):
 no-speech probability with low log-probability, repetition, and a list of the classic
-phantom phrases when the audio has little speech in it.
+phantom phrases when the audio has little speech in it (everyday back-channels such as
+"Okay." need both signs).
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ SAMPLE_RATE = 16_000
 CONTEXT_PAD_S = 3.0
 #: Whisper's window: 30 s = 3000 mel frames.
 FULL_WINDOW_FRAMES = 3000
+#: Short windows are a multiple of this (2 s): at most 15 input shapes, so memory is bounded.
+WINDOW_STEP_FRAMES = 200
 #: Upper bound on tokens per second of audio, plus a floor: a decoder that runs past this
 #: is looping.
 MAX_TOKENS_PER_S = 8
@@ -49,6 +62,16 @@ NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 #: gzip compression ratio above which text is a repetition loop.
 COMPRESSION_RATIO_THRESHOLD = 2.4
+#: A final whose decoder stops this long before the end of its audio is continued from the
+#: last timestamp (Whisper sometimes ends a window early and skips a whole sentence).
+CONTINUE_MIN_S = 1.0
+MAX_CONTINUATIONS = 3
+#: Earlier text given to a continuation as context (tokens).
+PROMPT_TOKENS = 100
+#: Longest forced prefix (Whisper's decoder holds 448 tokens; half is the prompt's share).
+MAX_PREFIX_TOKENS = 200
+#: Whisper's decoder positions.
+MAX_DECODER_TOKENS = 448
 
 #: Text Whisper produces for silence and noise (lowercase, no punctuation).
 PHANTOM_PHRASES = frozenset(
@@ -74,6 +97,10 @@ PHANTOM_PHRASES = frozenset(
     }
 )
 
+#: Phantom phrases that are also everyday back-channels ("Okay." between two turns): dropped
+#: only when the audio has little speech *and* the model doubts it heard speech.
+BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "i'm sorry"})
+
 
 @dataclass(slots=True)
 class Decoded:
@@ -83,8 +110,12 @@ class Decoded:
     avg_logprob: float = 0.0
     full_window: bool = False
     dropped: str | None = None  # why the text was judged not speech
+    dropped_text: str = ""  # the text that was judged not speech (for the dropped log)
     seconds: float = 0.0  # wall time the decode took
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # new text tokens (after the prefix)
+    prefix_tokens: list[int] = field(default_factory=list)
+    #: Pieces decoded after an early stop and judged not speech: (start ms offset, reason, text).
+    trimmed: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def bundled_model_path() -> Path:
@@ -177,13 +208,14 @@ class WhisperBackend:
         )
         # Vocabulary hints, as faster-whisper's transcribe() puts them before the decode.
         previous = self.tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt.strip() else []
-        self.prompt = self.model.get_prompt(
+        self._glossary = self.model.get_prompt(
             self.tokenizer, previous, hotwords=hotwords.strip() or None
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captiond-whisper")
         self._lock = threading.Lock()
         self.decodes = 0
         self.full_window_retries = 0
+        self.continuations = 0
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -195,12 +227,21 @@ class WhisperBackend:
             pad = np.zeros(FULL_WINDOW_FRAMES * 160, dtype=np.float32)
             frames = FULL_WINDOW_FRAMES
         else:
-            pad = np.zeros(int(CONTEXT_PAD_S * SAMPLE_RATE), dtype=np.float32)
-            frames = min(FULL_WINDOW_FRAMES, (len(audio) + len(pad)) // 160)
+            # Rounded up to a few fixed sizes: every distinct input shape makes CTranslate2
+            # keep buffers of its own, and partials of any length made memory climb for good.
+            frames = (len(audio) + int(CONTEXT_PAD_S * SAMPLE_RATE)) // 160
+            frames = min(FULL_WINDOW_FRAMES, -(-frames // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
+            pad = np.zeros(max(0, frames * 160 - len(audio)), dtype=np.float32)
         feats = self.model.feature_extractor(np.concatenate([audio, pad]))
         return np.ascontiguousarray(feats[:, :frames][None], dtype=np.float32)
 
-    def _generate(self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1):  # type: ignore[no-untyped-def]
+    def _generate(  # type: ignore[no-untyped-def]
+        self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1, forced: int = 0
+    ):
+        """One decoder pass. ``forced`` is how many tokens at the end of ``prompt`` are a forced
+        prefix (they come back at the start of the result and are not part of the new text).
+        Returns (new text tokens, the last timestamp in seconds or None, avg log-prob,
+        no-speech probability, the encoder output)."""
         import ctranslate2
 
         feats = self._features(audio, full)
@@ -210,19 +251,44 @@ class WhisperBackend:
             encoded,
             [prompt],
             beam_size=beam_size,
-            max_length=min(max_length, 224),
+            # Counted over the whole decoder sequence, prompt included (448 positions).
+            max_length=min(len(prompt) + max_length, MAX_DECODER_TOKENS),
             suppress_blank=True,
             suppress_tokens=list(self.tokenizer.non_speech_tokens),
             return_scores=True,
             return_no_speech_prob=True,
         )[0]
         # Timestamp mode decodes better than no-timestamps on small models; the timestamp
-        # tokens themselves are dropped (word timings come from alignment).
-        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        n = max(1, len(result.sequences_ids[0]))
+        # tokens only tell where the decoder stopped (word timings come from alignment).
+        seq = result.sequences_ids[0][forced:]
+        ts_begin = self.tokenizer.timestamp_begin
+        # Where the last complete segment ended (a timestamp right after text).
+        ends = [t for i, t in enumerate(seq) if t >= ts_begin and i and seq[i - 1] < ts_begin]
+        last = (ends[-1] - ts_begin) * 0.02 if ends else None
+        tokens = [t for t in seq if t < self.tokenizer.eot]
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
         # CTranslate2 returns the cumulative log-prob normalised by length (length_penalty=1).
-        return tokens, avg_logprob, float(result.no_speech_prob), encoded, feats.shape[-1], n
+        return tokens, last, avg_logprob, float(result.no_speech_prob), encoded
+
+    def prompt(self, prefix: list[int] | None = None, previous: list[int] | None = None) -> tuple[list[int], int]:
+        """The decoder prompt: earlier text as context, then the start sequence, then the
+        forced prefix. Returns the prompt and how many of its tokens are forced."""
+        if previous:
+            out = [self.tokenizer.sot_prev, *previous[-PROMPT_TOKENS:], *self.tokenizer.sot_sequence]
+        else:
+            out = list(self._glossary)  # the vocabulary hints, then the start sequence
+        if not prefix:
+            return out, 0
+        forced = [self.tokenizer.timestamp_begin, *prefix[-MAX_PREFIX_TOKENS:]]
+        return out + forced, len(forced)
+
+    def join(self, prefix: list[int], tokens: list[int]) -> str:
+        """Text of ``prefix`` followed by ``tokens``: always starts with the prefix's text."""
+        return (self.tokenizer.decode(prefix).lstrip() + self.tokenizer.decode(tokens)).strip()
+
+    def starts_word(self, token: int) -> bool:
+        """Whether this token begins a new word (Whisper's BPE marks it with a space)."""
+        return self.tokenizer.decode([token]).startswith(" ")
 
     def decode(
         self,
@@ -232,43 +298,104 @@ class WhisperBackend:
         word_timestamps: bool = False,
         speech_ratio: float = 1.0,
         final: bool = True,
+        prefix: list[int] | None = None,
     ) -> Decoded:
         """Text of one utterance (16 kHz mono float32). Blocking: call it on :attr:`executor`.
 
+        ``prefix``: tokens of text already shown as stable; the decoder is forced to begin
+        with them and only decodes what follows, so the result always starts with that text.
+
         Finals use the full 30-second window (the input the model was trained on) and beam
-        search: the most robust text. Partials use greedy search on the short window: a
-        fraction of the CPU, and a partial is replaced moments later anyway."""
+        search: the most robust text. A final whose decoder stops early (Whisper ends a
+        window before a sentence and skips it) is continued from where it stopped. Partials
+        use greedy search on the short window: a fraction of the CPU."""
         t_start = time.perf_counter()
+        prefix = list(prefix or [])
         with self._lock:
             self.decodes += 1
-            prompt = list(self.prompt)
             full = final or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
-            tokens, avg_logprob, no_speech, encoded, frames, n = self._generate(audio, full, prompt, beam)
-            text = self.tokenizer.decode(tokens).strip()
+            prompt, forced = self.prompt(prefix)
+            new, last, avg_logprob, no_speech, encoded = self._generate(audio, full, prompt, beam, forced)
+            text = self.tokenizer.decode(new).strip()
+            log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
             if not full and looks_repetitive(text):
                 self.full_window_retries += 1
-                tokens, avg_logprob, no_speech, encoded, frames, n = self._generate(
-                    audio, True, prompt
-                )
-                text = self.tokenizer.decode(tokens).strip()
+                new, last, avg_logprob, no_speech, encoded = self._generate(audio, True, prompt, 1, forced)
+                text = self.tokenizer.decode(new).strip()
                 full = True
             out = Decoded(
                 text=text,
                 no_speech_prob=no_speech,
                 avg_logprob=avg_logprob,
                 full_window=full,
-                tokens=tokens,
+                tokens=new,
+                prefix_tokens=prefix,
             )
-            out.dropped = self._judge(out, speech_ratio, final)
+            # Judged without the forced prefix: the prefix was agreed by earlier decodes.
+            out.dropped = self._judge(out, speech_ratio, final and not prefix)
             if out.dropped:
-                out.text = ""
-                out.seconds = time.perf_counter() - t_start
-                return out
-            if word_timestamps and tokens:
-                out.words = self._words(tokens, encoded, len(audio), offset_ms)
+                out.dropped_text, out.text, out.tokens = out.text, "", []
+            # Joined token-wise: the text always begins with the prefix's own text.
+            out.text = self.join(prefix, out.tokens)
+            passes = [(0, prefix + out.tokens, encoded)]
+            if final and last is None and passes[0][1]:
+                # No segment end (the decoder stopped right after the forced prefix, or
+                # without timestamps): where the last aligned word ends is where it stopped.
+                aligned = self._words(passes[0][1], encoded, len(audio), 0)
+                last = aligned[-1].end_ms / 1000 if aligned else None
+            if final:
+                self._continue(audio, full, beam, last, out, passes)
+            if word_timestamps:
+                out.words = tuple(
+                    w
+                    for start, toks, enc in passes
+                    if toks
+                    for w in self._words(
+                        toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE
+                    )
+                )
             out.seconds = time.perf_counter() - t_start
             return out
+
+    def _continue(
+        self,
+        audio: np.ndarray,
+        full: bool,
+        beam: int,
+        last: float | None,
+        out: Decoded,
+        passes: list[tuple[int, list[int], object]],
+    ) -> None:
+        """Decode the audio after where the decoder stopped, if it stopped early."""
+        start = 0
+        context = list(passes[0][1])
+        for _ in range(MAX_CONTINUATIONS):
+            if last is None or last < CONTINUE_MIN_S or not context:
+                return
+            start += int(last * SAMPLE_RATE)
+            if (len(audio) - start) / SAMPLE_RATE < CONTINUE_MIN_S:
+                return
+            self.continuations += 1
+            prompt, _ = self.prompt(previous=context)
+            part = audio[start:]
+            new, last, avg_logprob, no_speech, encoded = self._generate(part, full, prompt, beam)
+            log.debug("whisper.continue start_s=%.2f last=%s text=%r", start / SAMPLE_RATE, last, self.tokenizer.decode(new))
+            piece = Decoded(
+                text=self.tokenizer.decode(new).strip(), no_speech_prob=no_speech, avg_logprob=avg_logprob
+            )
+            reason = self._judge(piece, 1.0, True)
+            if not reason and _plain(piece.text) in _plain(out.text):
+                reason = "repetition"  # the decoder started over on audio it had transcribed
+            if reason:
+                if reason != "empty":
+                    out.trimmed.append((start * 1000 // SAMPLE_RATE, reason, piece.text))
+                return
+            out.text = " ".join(t for t in (out.text, piece.text) if t)
+            out.tokens = out.tokens + new
+            out.dropped = None
+            passes.append((start, new, encoded))
+            context += new
 
     def _judge(self, d: Decoded, speech_ratio: float, final: bool = True) -> str | None:
         """Why this text is not speech, or None. Partials (half a second of audio, where the
@@ -281,7 +408,9 @@ class WhisperBackend:
         if not plain:
             return "punctuation"
         if plain in PHANTOM_PHRASES and (speech_ratio < 0.5 or d.no_speech_prob > 0.3):
-            return "phantom"
+            # Back-channels are real turns in a conversation: they need both signs.
+            if plain not in BACKCHANNELS or (speech_ratio < 0.5 and d.no_speech_prob > 0.3):
+                return "phantom"
         if looks_repetitive(d.text):
             return "repetition"
         return None

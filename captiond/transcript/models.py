@@ -5,6 +5,7 @@ Tables::
     sessions   one captioning run (a meeting): times, source, engine(s), status, cost
     segments   one line per (session, track, channel, item_id): order, audio times, text, status
     gaps       audio that was never transcribed (device lost, buffer overflow), per channel
+    dropped    utterances an engine decoded (or cut) and then discarded or trimmed, and why
 
 A test checks that these models and the migrations describe the same schema.
 """
@@ -98,4 +99,22 @@ class GapRow(Base):
     start_ms: Mapped[int] = mapped_column(Integer, nullable=False)
     end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
     reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DroppedRow(Base):
+    """An utterance that gave no line (or lost its end), with the reason and the text dropped."""
+
+    __tablename__ = "dropped"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    channel: Mapped[str] = mapped_column(String(64), default="")
+    item_id: Mapped[str] = mapped_column(String(128), default="")
+    start_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session as OrmSession
 from captiond.errors import InvalidSessionRef, SessionNotFound, StoreError
 from captiond.events import Line, LineStatus, LineUpdate
 from captiond.resources import migrations_dir
-from captiond.transcript.models import GapRow, SegmentRow, SessionRow, utcnow
+from captiond.transcript.models import DroppedRow, GapRow, SegmentRow, SessionRow, utcnow
 
 log = logging.getLogger("captiond.store")
 
@@ -40,6 +40,8 @@ log = logging.getLogger("captiond.store")
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 #: Partial text is written at most this often (finals go at once).
 PARTIAL_FLUSH_S = 0.5
+#: Characters of a dropped utterance's text kept in the database.
+MAX_DROPPED_TEXT = 2_000
 #: Pending writes the writer holds at most; past it, partial text is dropped (never finals).
 WRITER_MAX_PENDING = 50_000
 #: Retries of a transaction that failed for a transient reason (locked database).
@@ -401,8 +403,22 @@ class Store:
             s.expunge_all()
         return rows
 
+    def dropped(self, session_id: int) -> list[DroppedRow]:
+        """Utterances the engine discarded or trimmed, in audio order."""
+        with OrmSession(self.engine) as s:
+            rows = list(
+                s.scalars(
+                    select(DroppedRow)
+                    .where(DroppedRow.session_id == session_id)
+                    .order_by(DroppedRow.start_ms, DroppedRow.id)
+                ).all()
+            )
+            s.expunge_all()
+            return rows
+
     def delete_session(self, session_id: int) -> None:
         with self.engine.begin() as conn:
+            conn.execute(delete(DroppedRow).where(DroppedRow.session_id == session_id))
             conn.execute(delete(SegmentRow).where(SegmentRow.session_id == session_id))
             conn.execute(delete(GapRow).where(GapRow.session_id == session_id))
             conn.execute(delete(SessionRow).where(SessionRow.id == session_id))
@@ -429,6 +445,31 @@ class Store:
                     start_ms=start_ms,
                     end_ms=end_ms,
                     reason=reason[:200],
+                    created_at=utcnow(),
+                )
+            )
+
+    def add_dropped(
+        self,
+        session_id: int,
+        *,
+        channel: str,
+        item_id: str,
+        start_ms: int,
+        end_ms: int,
+        reason: str,
+        text: str,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(DroppedRow).values(
+                    session_id=session_id,
+                    channel=channel,
+                    item_id=item_id[:128],
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    reason=reason[:64],
+                    text=text[:MAX_DROPPED_TEXT],
                     created_at=utcnow(),
                 )
             )

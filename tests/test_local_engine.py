@@ -1,0 +1,183 @@
+"""The local engine's contracts on real audio: stable text never changes, sentence edges and
+back-channels in conversation survive, and every discarded utterance is listed with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FLEURS, normalise
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from captiond import config
+from captiond.audio.block import AudioBlock
+from captiond.cli import main
+from captiond.engines.factory import whisper_backend
+from captiond.engines.local import LocalEngine
+from captiond.engines.whisper import WhisperBackend, looks_repetitive
+from captiond.events import ItemCompleted, ItemPartial
+from captiond.pipeline import segmenter_params
+from captiond.transcript.store import Store
+
+AMI = FLEURS.parent / "ami"
+RATE = 16_000
+BLOCK = 512
+
+
+def clip(path: Path, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    from faster_whisper import decode_audio
+
+    audio = np.asarray(decode_audio(str(path), RATE), np.float32)
+    return audio[int(start_s * RATE) : None if end_s is None else int(end_s * RATE)]
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend() -> WhisperBackend:
+    return whisper_backend(config.parse("", env={}, overrides={}))
+
+
+async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float) -> AsyncIterator[AudioBlock]:
+    """The audio in 32 ms blocks; every ``every_s`` of audio the decoder is let finish its work,
+    so partials come as on a fast machine, without waiting in real time."""
+    loop = asyncio.get_running_loop()
+    step = int(every_s * RATE)
+    for pos in range(0, len(audio), BLOCK):
+        yield AudioBlock(audio[pos : pos + BLOCK], RATE, pos)
+        if pos // step != (pos + BLOCK) // step:
+            await loop.run_in_executor(backend.executor, lambda: None)
+            await asyncio.sleep(0)
+
+
+def run_engine(backend: WhisperBackend, audio: np.ndarray, every_s: float = 0.3) -> list[object]:
+    cfg = config.parse("", env={}, overrides={})
+    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=every_s, partials=True)
+    events: list[object] = []
+    asyncio.run(engine.run(paced(audio, backend, every_s), events.append))
+    return events
+
+
+def check_stable_contract(events: list[object]) -> tuple[int, int]:
+    """Every text of an item (partials and final) begins with the stable text shown before it,
+    and the stable prefix never shrinks. Returns (partials, partials with stable text)."""
+    shown: dict[str, str] = {}
+    partials = with_stable = 0
+    for ev in events:
+        if isinstance(ev, ItemPartial):
+            before = shown.get(ev.item_id, "")
+            assert ev.text.startswith(before), f"stable {before!r} changed in {ev.text!r}"
+            assert ev.stable >= len(before), f"stable prefix of {ev.text!r} shrank"
+            assert not looks_repetitive(ev.text[: ev.stable])
+            shown[ev.item_id] = ev.text[: ev.stable]
+            partials += 1
+            with_stable += ev.stable > 0
+        elif isinstance(ev, ItemCompleted):
+            before = shown.get(ev.item_id, "")
+            assert ev.text.startswith(before), f"final {ev.text!r} does not begin with {before!r}"
+    return partials, with_stable
+
+
+def test_stable_text_never_changes_on_real_speech(backend: WhisperBackend) -> None:
+    """Over a read sentence and a far-field meeting excerpt, no partial or final changes or
+    withdraws text already marked stable (and partials do mark text stable)."""
+    audio = np.concatenate(
+        [clip(FLEURS / "fleurs-en-002.ogg"), silence(1.0), clip(AMI / "trn03.flac", 0, 12), silence(1.0)]
+    )
+    partials, with_stable = check_stable_contract(run_engine(backend, audio))
+    assert partials >= 20 and with_stable >= 10
+
+
+WORDS = ["the", "slope", "due", "to", "format", "dividing", "is", "a", "20th", "century",
+         "people", "fly", "because", "they", "have", "feathers", "and", "can", ",", "."]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=14), min_size=1, max_size=12))
+def test_agreement_only_ever_extends_the_stable_text(backend: WhisperBackend, hypotheses: list[list[str]]) -> None:
+    """Property: whatever successive decodes say, the stable text only grows, every partial
+    shown begins with it, and it never holds a phrase repeated three times."""
+    engine = LocalEngine(backend)
+    before = ""
+    for words in hypotheses:
+        text = re.sub(r" ([,.])", r"\1", " ".join(words))
+        engine._agree(backend.tokenizer.encode(" " + text) if text else [])
+        stable = engine._stable_text
+        assert stable.startswith(before)
+        assert backend.join(engine._stable, engine._tail).startswith(stable)
+        assert not looks_repetitive(stable)
+        before = stable
+
+
+def transcribe(tmp_path: Path, audio: np.ndarray, name: str,
+               command: str = "transcribe") -> tuple[str, Store, int]:
+    """The audio through ``captiond transcribe`` (or ``run --fast``, the daemon's engine
+    wrappers included); the transcript, the store and the session id."""
+    db = f"sqlite:///{tmp_path / 'captiond.db'}"
+    wav = write_wav(tmp_path / f"{name}.wav", audio)
+    if command == "transcribe":
+        args = ["transcribe", str(wav), "--no-progress"]
+    else:
+        args = ["run", "--source", f"file:{wav}", "--fast", "--engine", "local", "--no-overlay"]
+    assert main([*args, "--db", db]) == 0
+    store = Store(db)
+    session = store.resolve_session("last")
+    return " ".join(ln.text for ln in store.lines(session.id)), store, session.id
+
+
+def test_joined_meeting_keeps_sentence_edges(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The five English clips read on with half-second pauses: the first and last words of the
+    sentences that used to be cut are in the transcript."""
+    parts = []
+    for i in range(5):
+        parts += [clip(FLEURS / f"fleurs-en-00{i}.ogg"), silence(0.5)]
+    text, _, _ = transcribe(tmp_path, np.concatenate(parts), "joined")
+    words = normalise(text).split()
+    for word in ("however", "years", "many", "people", "because", "feathers", "sentence", "north"):
+        assert word in words, f"{word!r} missing from {text!r}"
+
+
+def test_backchannel_between_two_turns_is_a_line(tmp_path: Path) -> None:
+    """A lone far-field "Okay." (from an AMI meeting) between two long turns survives as a line."""
+    audio = np.concatenate([
+        clip(FLEURS / "fleurs-en-003.ogg"), silence(1.0),
+        clip(AMI / "trn07.flac", 15.1, 16.1), silence(1.0),
+        clip(FLEURS / "fleurs-en-004.ogg"), silence(1.0),
+    ])
+    _, store, sid = transcribe(tmp_path, audio, "backchannel")
+    lines = [normalise(ln.text) for ln in store.lines(sid)]
+    assert "okay" in lines, lines
+
+
+@pytest.mark.parametrize("command", ["transcribe", "run"])
+def test_dropped_utterance_is_listed_with_reason(tmp_path: Path, capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+    """Audio the guards throw away (a far-field murmur Whisper calls "Thank you.") is stored,
+    by `transcribe` and by `run`, and `captiond show --dropped` lists its time, reason and text."""
+    audio = np.concatenate([clip(AMI / "trn01.flac", 0, 4.0), silence(1.0)])
+    _, store, sid = transcribe(tmp_path, audio, "murmur", command)
+    rows = store.dropped(sid)
+    assert rows and all(r.reason for r in rows)
+    capsys.readouterr()
+    db = f"sqlite:///{tmp_path / 'captiond.db'}"
+    assert main(["show", str(sid), "--dropped", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(rows)} dropped" in out
+    assert rows[0].reason in out and repr(rows[0].text) in out
