@@ -129,14 +129,15 @@ def test_agreement_only_ever_extends_the_stable_text(backend: WhisperBackend, hy
 
 def transcribe(tmp_path: Path, audio: np.ndarray, name: str,
                command: str = "transcribe") -> tuple[str, Store, int]:
-    """The audio through ``captiond transcribe`` (or ``run --fast``, the daemon's engine
-    wrappers included); the transcript, the store and the session id."""
+    """The audio through ``captiond transcribe`` (or ``captiond run`` in real time, the live
+    daemon's engine wrappers included); the transcript, the store and the session id."""
     db = f"sqlite:///{tmp_path / 'captiond.db'}"
     wav = write_wav(tmp_path / f"{name}.wav", audio)
     if command == "transcribe":
         args = ["transcribe", str(wav), "--no-progress"]
     else:
-        args = ["run", "--source", f"file:{wav}", "--fast", "--engine", "local", "--no-overlay"]
+        # In real time: the live daemon wraps the engine for live reload.
+        args = ["run", "--source", f"file:{wav}", "--engine", "local"]
     assert main([*args, "--db", db]) == 0
     store = Store(db)
     session = store.resolve_session("last")
@@ -168,10 +169,12 @@ def test_backchannel_between_two_turns_is_a_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["transcribe", "run"])
-def test_dropped_utterance_is_listed_with_reason(tmp_path: Path, capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+def test_dropped_utterance_is_listed_with_reason(tmp_path: Path, capsys, monkeypatch, command: str) -> None:  # type: ignore[no-untyped-def]
     """Audio the guards throw away (a far-field murmur Whisper calls "Thank you.") is stored,
     by `transcribe` and by `run`, and `captiond show --dropped` lists its time, reason and text."""
     audio = np.concatenate([clip(AMI / "trn01.flac", 0, 4.0), silence(1.0)])
+    monkeypatch.setenv("CAPTIOND_OVERLAY_PORT", "0")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     _, store, sid = transcribe(tmp_path, audio, "murmur", command)
     rows = store.dropped(sid)
     assert rows and all(r.reason for r in rows)
