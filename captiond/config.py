@@ -252,6 +252,15 @@ SETTINGS: tuple[Setting, ...] = (
         live=True,
     ),
     Setting(
+        "local.stable_text",
+        bool,
+        False,
+        "Mark partial text stable once partials agree and force it on every later decode "
+        "(overlay mode=stable and OBS partials show text sooner; costs accuracy, see README). "
+        "Off: only finals are stable.",
+        live=True,
+    ),
+    Setting(
         "local.word_timestamps",
         bool,
         True,

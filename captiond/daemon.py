@@ -61,7 +61,7 @@ FORCED_EXIT_STATUS = 130
 #: Engine settings a reload applies by building a new engine and switching to it.
 _ENGINE_RESTART = frozenset({
     "engine.name", "engine.language", "local.model", "local.threads", "local.compute_type",
-    "local.beam_size",
+    "local.beam_size", "local.stable_text",
 })
 #: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
 _ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")

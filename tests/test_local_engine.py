@@ -68,9 +68,11 @@ async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float) -> A
             await asyncio.sleep(0)
 
 
-def run_engine(backend: WhisperBackend, audio: np.ndarray, every_s: float = 0.3) -> list[object]:
+def run_engine(backend: WhisperBackend, audio: np.ndarray, every_s: float = 0.3,
+               stable_text: bool = True) -> list[object]:
     cfg = config.parse("", env={}, overrides={})
-    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=every_s, partials=True)
+    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=every_s, partials=True,
+                         stable_text=stable_text)
     events: list[object] = []
     asyncio.run(engine.run(paced(audio, backend, every_s), events.append))
     return events
@@ -184,3 +186,14 @@ def test_dropped_utterance_is_listed_with_reason(tmp_path: Path, capsys, monkeyp
     out = capsys.readouterr().out
     assert f"{len(rows)} dropped" in out
     assert rows[0].reason in out and repr(rows[0].text) in out
+
+
+def test_without_stable_text_partials_promise_nothing(backend: WhisperBackend) -> None:
+    """With local.stable_text off (the default) partials still come but mark no text stable,
+    so nothing shown as stable can be taken back by the unconstrained final."""
+    events = run_engine(backend, np.concatenate([clip(FLEURS / "fleurs-en-002.ogg"), silence(1.0)]),
+                        stable_text=False)
+    partials = [e for e in events if isinstance(e, ItemPartial)]
+    assert len(partials) >= 5
+    assert all(e.stable == 0 for e in partials)
+    assert any(isinstance(e, ItemCompleted) and e.text for e in events)

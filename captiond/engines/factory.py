@@ -75,6 +75,7 @@ def build_engine(
             segmenter_params(cfg),
             partial_interval_s=cfg["local.partial_interval_s"],
             word_timestamps=cfg["local.word_timestamps"],
+            stable_text=cfg["local.stable_text"],
             partials=realtime,
             id_prefix=prefix,
         )

@@ -123,6 +123,7 @@ class LocalEngine:
         *,
         partial_interval_s: float = 0.5,
         word_timestamps: bool = True,
+        stable_text: bool = False,
         partials: bool = True,
         id_prefix: str = "loc",
     ) -> None:
@@ -131,6 +132,9 @@ class LocalEngine:
         self.partial_interval_s = partial_interval_s
         self.word_timestamps = word_timestamps
         self.partials = partials and partial_interval_s > 0
+        #: Whether partial text is ever made stable (forced on later decodes); off, only the
+        #: final is, and partials carry ``stable = 0``.
+        self.stable_text = stable_text
         self.id_prefix = id_prefix
         self._count = 0
         self._last_item: str | None = None
@@ -380,7 +384,8 @@ class LocalEngine:
             decoded = f.result()
             if decoded.dropped:
                 return
-            self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
+            self._agree(decoded.tokens, commit=self.stable_text
+                        and len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
             text = self.backend.join(self._stable, self._tail)
             if not text:
                 return
