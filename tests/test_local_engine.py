@@ -197,3 +197,16 @@ def test_without_stable_text_partials_promise_nothing(backend: WhisperBackend) -
     assert len(partials) >= 5
     assert all(e.stable == 0 for e in partials)
     assert any(isinstance(e, ItemCompleted) and e.text for e in events)
+
+
+@pytest.mark.parametrize(("text", "loop"), [
+    ("Oh, actually, just, yeah. Yeah, yeah. That's it.", False),
+    ("No, no, no, that was last week.", False),
+    ("Not at all. Not at all. Not at all.", True),
+    ("the the the the", True),
+    ("we should ship it we should ship it", True),
+])
+def test_conversational_repeats_are_not_decoder_loops(text: str, loop: bool) -> None:
+    """A word said three times ("yeah, yeah, yeah") is how people talk, not a decoder loop
+    (an AMI turn was once dropped whole for it); real loops are still caught."""
+    assert looks_repetitive(text) is loop

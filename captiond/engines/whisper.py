@@ -133,14 +133,20 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
+#: A word said this many times in a row is a decoder loop; fewer is how people talk ("yeah,
+#: yeah, yeah", "no no no" are real turns in a conversation).
+WORD_LOOP_TIMES = 4
+
+
 def looks_repetitive(text: str) -> bool:
-    """A decoder loop: high compression ratio, a word or phrase three times in a row, or a
-    run of four or more words twice in a row."""
+    """A decoder loop: high compression ratio, one word :data:`WORD_LOOP_TIMES` times in a row,
+    a phrase of two or three words three times in a row, or a run of four or more words twice
+    in a row."""
     if len(text) > 40 and compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
         return True
     words = _plain(text).split()
     for n in range(1, len(words) // 2 + 1):
-        times = 2 if n >= 4 else 3
+        times = 2 if n >= 4 else WORD_LOOP_TIMES if n == 1 else 3
         for i in range(len(words) - times * n + 1):
             run = words[i : i + n]
             if all(words[i + k * n : i + (k + 1) * n] == run for k in range(1, times)):
