@@ -17,7 +17,6 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,26 +28,15 @@ import jiwer
 import numpy as np
 from conftest import FLEURS, normalise  # how WER is counted everywhere in captiond
 from faster_whisper import decode_audio
+from test_local_engine import paced  # blocks, the decoder let finish every few blocks
 
 from captiond import config
-from captiond.audio.block import AudioBlock
 from captiond.engines.factory import whisper_backend
 from captiond.engines.local import LocalEngine
-from captiond.engines.whisper import WhisperBackend
 from captiond.events import ItemCompleted, ItemPartial
 from captiond.pipeline import segmenter_params
 
 RATE = 16_000
-BLOCK = 512
-
-
-async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float) -> AsyncIterator[AudioBlock]:
-    loop = asyncio.get_running_loop()
-    step = int(every_s * RATE)
-    for pos in range(0, len(audio), BLOCK):
-        yield AudioBlock(audio[pos : pos + BLOCK], RATE, pos)
-        if pos // step != (pos + BLOCK) // step:
-            await loop.run_in_executor(backend.executor, lambda: None)
 
 
 def main() -> None:
