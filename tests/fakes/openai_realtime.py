@@ -201,7 +201,26 @@ class FakeSession:
     close_code: int | None = None
 
 
-class FakeRealtimeServer:
+class SkewedClock:
+    """The fakes' clock: the client's wall clock plus ``faults.clock_skew_s``, sent as the
+    upgrade's HTTP ``Date`` (or no ``Date`` at all, with ``faults.date_header`` off)."""
+
+    faults: Any
+
+    def _process_response(self, connection: ServerConnection, request: Request,
+                          response: Response) -> Response:
+        """The upgrade's HTTP ``Date`` on the fake's (possibly skewed) clock, or none."""
+        del response.headers["Date"]
+        if self.faults.date_header:
+            response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
+        return response
+
+    def clock(self) -> float:
+        """The fake server's wall clock (the client's plus ``faults.clock_skew_s``)."""
+        return time.time() + self.faults.clock_skew_s
+
+
+class FakeRealtimeServer(SkewedClock):
     """``async with FakeRealtimeServer(api_key) as server: server.url ...``"""
 
     def __init__(
@@ -273,18 +292,6 @@ class FakeRealtimeServer:
         return [item for s in self.sessions for item in s.items]
 
     # -- handshake -----------------------------------------------------------------------------
-
-    def _process_response(self, connection: ServerConnection, request: Request,
-                          response: Response) -> Response:
-        """The upgrade's HTTP ``Date`` on the fake's (possibly skewed) clock, or none."""
-        del response.headers["Date"]
-        if self.faults.date_header:
-            response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
-        return response
-
-    def clock(self) -> float:
-        """The fake server's wall clock (the client's plus ``faults.clock_skew_s``)."""
-        return time.time() + self.faults.clock_skew_s
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}

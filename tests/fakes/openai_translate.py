@@ -26,11 +26,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import email.utils
 import itertools
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Self
@@ -43,7 +41,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from fakes.openai_realtime import validate_strictly
+from fakes.openai_realtime import SkewedClock, validate_strictly
 
 RATE = 24_000
 FRAME_MS = 200
@@ -107,7 +105,7 @@ class FakeTranslateSession:
     deltas: list[tuple[int, str]] = field(default_factory=list)  # (elapsed_ms, text) sent
 
 
-class FakeTranslateServer:
+class FakeTranslateServer(SkewedClock):
     """``async with FakeTranslateServer(key, script=[...]) as server: server.url ...``"""
 
     def __init__(self, api_key: str, *, script: list[str], source_language: str = "de",
@@ -152,18 +150,6 @@ class FakeTranslateServer:
         for ws in list(self._open):
             ws.transport.abort()
         return len(self._open)
-
-    def _process_response(self, connection: ServerConnection, request: Request,
-                          response: Response) -> Response:
-        """The upgrade's HTTP ``Date`` on the fake's (possibly skewed) clock, or none."""
-        del response.headers["Date"]
-        if self.faults.date_header:
-            response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
-        return response
-
-    def clock(self) -> float:
-        """The fake server's wall clock (the client's plus ``faults.clock_skew_s``)."""
-        return time.time() + self.faults.clock_skew_s
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
