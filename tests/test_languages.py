@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import FLEURS, ROOT, normalise, reference
 
+from captiond.api import handle_api
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
+from captiond.transcript.store import Store
 
 #: Reference words this long or longer are the content words a plausible transcript has.
 CONTENT_WORD_LEN = 5
@@ -83,7 +85,8 @@ def test_a_recording_in_two_languages_gives_lines_in_both(
     german_then_english: tuple[Path, float], whisper_base: Path, tmp_path: Path
 ) -> None:
     """German then English in one file, auto-detected: the German lines store "de", the English
-    ones "en"; `show` tags each line, `show --json` and the JSON export carry the language."""
+    ones "en"; `show` tags each line; `show --json`, the JSON export and the JSON API carry
+    the language."""
     path, english_at_s = german_then_english
     db = tmp_path / "c.db"
     transcribe(path, whisper_base, "", db)
@@ -117,6 +120,14 @@ def test_a_recording_in_two_languages_gives_lines_in_both(
     assert doc["session"]["languages"] == ["de", "en"]
     assert [r["language"] for r in doc["tracks"]["original"] if r["text"]] == [
         lang for _, lang, _ in lines]
+
+    store = Store.open(f"sqlite:///{db}")
+    try:
+        code, body = handle_api(store, f"/api/sessions/{doc['session']['id']}/lines", "since=0")
+    finally:
+        store.close()
+    assert code == 200
+    assert [r["language"] for r in body["lines"] if r["text"]] == [lang for _, lang, _ in lines]
 
 
 @pytest.mark.slow

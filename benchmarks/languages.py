@@ -1,0 +1,92 @@
+"""Languages with a multilingual model: accuracy with auto-detection against the language forced.
+
+For each FLEURS clip (de, es, fr, pt by default) ``captiond transcribe`` runs twice with the
+same multilingual model, once with ``--language ""`` (each utterance's language detected) and
+once with ``--language`` set to the clip's language. Per run it prints WER and CER against the
+reference (normalised as everywhere in captiond), the languages its lines stored (detection is
+correct when every line stores the clip's language) and the process CPU seconds (model load
+included; meaningful on a busy machine, unlike wall time). The model defaults to Whisper base
+from the ``[dev]`` extra (the tests' stand-in for ``local.model = base``), joined into a
+temporary folder; ``--model`` takes any model name or directory.
+
+    python benchmarks/languages.py [--model base] [--langs de es fr pt] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import jiwer  # noqa: E402
+from conftest import FLEURS, assemble_whisper_base, normalise, reference  # noqa: E402
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def transcribe(clip: Path, model: str, language: str, threads: int, db: Path) -> tuple[list[tuple[str | None, str]], float]:
+    """The final lines (language, text) of one ``captiond transcribe`` run and its CPU seconds."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAPTIOND_OVERLAY_PORT": "0"}
+    before = children_cpu_s()
+    proc = subprocess.run(
+        [sys.executable, "-m", "captiond", "--db", f"sqlite:///{db}", "transcribe", str(clip),
+         "--no-progress", "--model", model, "--language", language, "--threads", str(threads)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    cpu = children_cpu_s() - before
+    if proc.returncode != 0:
+        sys.exit(f"captiond transcribe failed:\n{proc.stderr}")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT language, text FROM segments WHERE status = 'final' AND text != '' "
+            "AND session_id = (SELECT max(id) FROM sessions) ORDER BY seq").fetchall()
+    return rows, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="", help="model name or directory (default: Whisper "
+                    "base from the [dev] extra)")
+    ap.add_argument("--langs", nargs="+", default=["de", "es", "fr", "pt"])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="captiond-languages-") as tmp:
+        model = args.model or str(assemble_whisper_base(Path(tmp) / "whisper-base"))
+        print(f"model {args.model or 'Whisper base ([dev] extra)'}; load {os.getloadavg()[0]:.1f}")
+        print(f"{'clip':16} {'language':9} {'WER':>6} {'CER':>6} {'lines':>5}  {'stored':12} "
+              f"{'detected':8} {'cpu_s':>6}")
+        totals: dict[str, list[float]] = {}
+        for lang in args.langs:
+            clip = FLEURS / f"fleurs-{lang}-000.ogg"
+            ref = reference(clip)
+            for mode, asked in (("auto", ""), ("forced", lang)):
+                rows, cpu = transcribe(clip, model, asked, args.threads, Path(tmp) / "c.db")
+                hyp = normalise(" ".join(text for _, text in rows))
+                wer, cer = jiwer.wer(ref, hyp), jiwer.cer(ref, hyp)
+                stored = sorted({str(language) for language, _ in rows})
+                ok = "yes" if stored == [lang] else "NO"
+                detected = ok if mode == "auto" else "-"
+                totals.setdefault(mode, []).extend([wer, cer])
+                print(f"{clip.stem:16} {mode:9} {wer:6.3f} {cer:6.3f} {len(rows):5}  "
+                      f"{'+'.join(stored):12} {detected:8} {cpu:6.1f}")
+        for mode, values in totals.items():
+            wers, cers = values[0::2], values[1::2]
+            print(f"{'mean':16} {mode:9} {sum(wers) / len(wers):6.3f} {sum(cers) / len(cers):6.3f}")
+        print(f"load {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
