@@ -12,7 +12,10 @@ that switches language sees them. The model defaults to Whisper base
 from the ``[dev]`` extra (the tests' stand-in for ``local.model = base``), joined into a
 temporary folder; ``--model`` takes any model name or directory.
 
-    python benchmarks/languages.py [--model base] [--langs de es fr pt] [--threads 2]
+``--ami``: also the eleven English AMI meeting excerpts (far-field, short turns: where
+detection is unsure), auto-detected: how many lines stored a language other than English.
+
+    python benchmarks/languages.py [--model base] [--langs de es fr pt] [--threads 2] [--ami]
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def main() -> None:
                     "base from the [dev] extra)")
     ap.add_argument("--langs", nargs="+", default=["de", "es", "fr", "pt"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ami", action="store_true", help="also the English AMI excerpts")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="captiond-languages-") as tmp:
         model = args.model or str(assemble_whisper_base(Path(tmp) / "whisper-base"))
@@ -96,7 +100,27 @@ def main() -> None:
             wers, cers = values[0::2], values[1::2]
             print(f"{'mean':16} {mode:9} {sum(wers) / len(wers):6.3f} {sum(cers) / len(cers):6.3f}")
         joined(model, args.langs, args.threads, Path(tmp))
+        if args.ami:
+            ami(model, args.threads, Path(tmp))
         print(f"load {os.getloadavg()[0]:.1f}")
+
+
+def ami(model: str, threads: int, tmp: Path) -> None:
+    """The English AMI excerpts, auto-detected: lines per stored language."""
+    counts: dict[str, int] = {}
+    wrong: list[str] = []
+    cpu = 0.0
+    for path in sorted((FLEURS.parent / "ami").glob("*.flac")):
+        rows, seconds = transcribe(path, model, "", threads, tmp / "c.db")
+        cpu += seconds
+        for language, text, start_ms in rows:
+            counts[str(language)] = counts.get(str(language), 0) + 1
+            if language != "en":
+                wrong.append(f"  {path.stem} {start_ms / 1000:5.1f}s [{language}] {text}")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    print(f"\nAMI excerpts (English), auto-detected: lines by language: {summary}; "
+          f"cpu_s {cpu:.1f}")
+    print("\n".join(wrong))
 
 
 def joined(model: str, langs: list[str], threads: int, tmp: Path) -> None:

@@ -149,6 +149,18 @@ def test_a_configured_language_is_honoured_without_detection(
             .stdout.splitlines()} == {"de"}
 
 
+@pytest.mark.slow
+def test_an_unsure_guess_keeps_the_language_detected_with_confidence(
+    whisper_base: Path, tmp_path: Path
+) -> None:
+    """A far-field English meeting (AMI trn08), auto-detected: the short utterances Whisper base
+    is unsure of (it guesses Welsh, and loops in it) stay English, like the rest."""
+    db = tmp_path / "c.db"
+    transcribe(FLEURS.parent / "ami" / "trn08.flac", whisper_base, "", db)
+    lines = final_lines(db)
+    assert len(lines) >= 5 and {lang for _, lang, _ in lines} == {"en"}, lines
+
+
 def test_an_unknown_language_code_is_one_clear_line(whisper_base: Path, tmp_path: Path) -> None:
     """A multilingual model asked for a language Whisper does not know: one line, no traceback."""
     proc = captiond(["transcribe", str(FLEURS / "fleurs-de-000.ogg"), "--model",
