@@ -186,7 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
         "engine.language",
         str,
         "en",
-        "Spoken language (ISO-639-1), or empty to auto-detect.",
+        "Spoken language (ISO-639-1), or empty to auto-detect each utterance's language "
+        "(a multilingual local.model, or OpenAI).",
         check=_language,
     ),
     # -- local engine ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ Message schema (JSON objects, one per WebSocket message or callback)::
     {"type": "line", "event": "added"|"updated"|"finalised"|"removed",
      "session": 12, "item_id": "loc-3", "seq": 3, "track": "original", "channel": "",
      "speaker": null, "status": "partial"|"final"|"failed", "text": "…", "stable": 17,
-     "start_ms": 1200, "end_ms": 3400, "engine": "local"}
+     "start_ms": 1200, "end_ms": 3400, "engine": "local", "language": "en"|null}
     {"type": "session", "event": "started"|"ended", "session": 12, "title": …}
     {"type": "status", "state": "captioning", "engine": "openai", "engine_state": "connected",
      "session": 12, "lag_s": 0.4, "audio_s": 61.2, "lines_stored": 14, "gaps": 0,
@@ -61,6 +61,8 @@ def line_message(update: LineUpdate) -> dict[str, Any]:
         "start_ms": line.audio_start_ms,
         "end_ms": line.audio_end_ms,
         "engine": line.engine,
+        # The line's language once final (detected or engine.language); null before.
+        "language": line.language,
     }
 
 

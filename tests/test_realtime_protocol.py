@@ -397,3 +397,17 @@ def test_switch_now_moves_the_utterance_in_progress_whole() -> None:
     assert len(server.buffers[h1]) == 0 and server.items.get(h1) is None
     assert proto.counters["moved_utterances"] == 1
     assert proto.counters["samples_resent"] == 300 * MS
+
+
+def test_completions_store_the_configured_language() -> None:
+    """The service's completion events name no language: a line stores engine.language
+    (none when the service auto-detects)."""
+    for language in ("de", None):
+        proto = TranscriptionProtocol(SessionSettings(language=language))
+        server, rec = ScriptedServer(), Reconciler()
+        connect(proto, server, rec)
+        speak(proto, server, rec, 0, 500)
+        apply(proto.commit(0.0), server, rec)
+        drain(proto, server, rec)
+        [line] = rec.lines()
+        assert line.status is LineStatus.FINAL and line.language == language

@@ -151,6 +151,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
                         "text": ln.text,
                         "engine": ln.engine,
                         "track": ln.track,
+                        "language": ln.language,
                     },
                     ensure_ascii=False,
                 )
@@ -158,18 +159,32 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
             )
         return 0
     title = session.title or session.source
-    out.write(f"# session {session.id}: {title} ({session.status}, {session.engine})\n")
+    spoken = sorted({ln.language for ln in lines if ln.text and ln.language})
+    # The languages heard (or the one asked for) after the engine; a line is tagged with its
+    # language only where that tells something: several languages, or not the session's.
+    languages = "+".join(spoken) or session.language or ""
+    about = ", ".join(x for x in (session.status, session.engine, languages) if x)
+    out.write(f"# session {session.id}: {title} ({about})\n")
     for ln in lines:
         if not ln.text:
             continue
         who = f"{ln.speaker}: " if ln.speaker else ""
-        out.write(f"[{format_ms(ln.audio_start_ms)}] {who}{ln.text}\n")
+        tag = f"[{ln.language}] " if language_tagged(ln.language, spoken, session.language) else ""
+        out.write(f"[{format_ms(ln.audio_start_ms)}] {tag}{who}{ln.text}\n")
     for gap in store.gaps(session.id):
         out.write(
             f"# gap {format_ms(gap.start_ms)}-{format_ms(gap.end_ms)} "
             f"{gap.channel or ''} {gap.reason}\n"
         )
     return 0
+
+
+def language_tagged(language: str | None, spoken: list[str], session: str | None) -> bool:
+    """Whether ``show`` tags a line with its language: the session's lines are in more than
+    one language, or this line is not in the language the session asked for."""
+    if not language:
+        return False
+    return len(spoken) > 1 or (session is not None and language != session)
 
 
 def show_dropped(store: Store, session_id: int, as_json: bool) -> int:

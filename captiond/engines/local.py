@@ -342,7 +342,7 @@ class LocalEngine:
         for at_ms, reason, text in decoded.trimmed:
             self._record_drop(item, span[0] + at_ms, span[1], f"trimmed_{reason}", text)
         self.finals_emitted += 1
-        emit(ItemCompleted(item, decoded.text, decoded.words, self.backend.language))
+        emit(ItemCompleted(item, decoded.text, decoded.words, decoded.language or self.backend.language))
 
     def _record_drop(self, item: str, start_ms: int, end_ms: int, reason: str, text: str) -> None:
         """Every utterance that ends without text is counted, logged and kept with its reason."""

@@ -21,6 +21,15 @@ the audio, silently skipping the rest (a whole sentence in a conversation). A fi
 last segment ends :data:`CONTINUE_MIN_S` or more before the audio does is decoded again from
 there, with the text so far as context; what that yields is judged like any text.
 
+Languages: an English-only model (``*.en``) decodes English only and refuses any other
+``engine.language`` at start. A multilingual model decodes in ``engine.language``, or, when it
+is empty, detects the language of every decode from the encoder output it already computed
+(one decoder step, no second encode) and decodes in that language; the language of the first
+pass is the utterance's (:attr:`Decoded.language`, stored with its line) and its
+continuations keep it. An unsure guess (short or noisy utterances, where Whisper names
+languages nobody spoke) keeps the language last detected with confidence
+(:data:`DETECT_MIN_PROB`).
+
 Hallucination guards (Whisper invents "Thank you." and repeats itself on non-speech):
 no-speech probability with low log-probability, repetition, and a list of the classic
 phantom phrases when the audio has little speech in it (everyday back-channels such as
@@ -38,11 +47,15 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from captiond.errors import EngineFatal
 from captiond.events import Word
+
+if TYPE_CHECKING:
+    from faster_whisper.tokenizer import Tokenizer
 
 log = logging.getLogger("captiond.whisper")
 
@@ -72,6 +85,11 @@ PROMPT_TOKENS = 100
 MAX_PREFIX_TOKENS = 200
 #: Whisper's decoder positions.
 MAX_DECODER_TOKENS = 448
+#: Auto-detection: a guess less sure than this keeps the language last detected with this
+#: confidence. Whisper base on real speech: whole FLEURS sentences 0.96-0.99, English AMI
+#: utterances 0.83-0.97 when right; its wrong guesses on short far-field AMI utterances
+#: (Welsh, Polish, Arabic) 0.15-0.60.
+DETECT_MIN_PROB = 0.7
 
 #: Text Whisper produces for silence and noise (lowercase, no punctuation).
 PHANTOM_PHRASES = frozenset(
@@ -116,6 +134,8 @@ class Decoded:
     prefix_tokens: list[int] = field(default_factory=list)
     #: Pieces decoded after an early stop and judged not speech: (start ms offset, reason, text).
     trimmed: list[tuple[int, str, str]] = field(default_factory=list)
+    #: The language the text was decoded in: ``engine.language``, or the one detected.
+    language: str | None = None
 
 
 def bundled_model_path() -> Path:
@@ -175,7 +195,6 @@ class WhisperBackend:
         faster-whisper's vocabulary hints, put before every decode."""
         self.beam_size = beam_size
         from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
 
         from captiond.engines import models
 
@@ -205,13 +224,15 @@ class WhisperBackend:
                 "multilingual model such as local.model = small or large-v3-turbo, "
                 "or --engine openai)"
             )
+        #: ``engine.language``; None: detected per decode (multilingual models only).
         self.language = language
-        self.tokenizer = Tokenizer(
-            self.model.hf_tokenizer,
-            multilingual,
-            task="transcribe",
-            language=language or ("en" if not multilingual else None),
-        )
+        self.multilingual = multilingual
+        self._tokenizers: dict[str, Tokenizer] = {}
+        #: The last language detected with confidence (auto-detection).
+        self.detected: str | None = None
+        # The tokenizer of engine.language; with auto-detection English stands in until a
+        # decode knows its language (only the language token of a prompt depends on it).
+        self.tokenizer = self._tokenizer_for(language or "en", model)
         # Vocabulary hints, as faster-whisper's transcribe() puts them before the decode.
         previous = self.tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt.strip() else []
         self._glossary = self.model.get_prompt(
@@ -225,6 +246,46 @@ class WhisperBackend:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- languages ------------------------------------------------------------------------
+
+    def _tokenizer_for(self, language: str, model: object = None) -> Tokenizer:
+        """The tokenizer whose start sequence names ``language`` (one per language, kept)."""
+        tokenizer = self._tokenizers.get(language)
+        if tokenizer is None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            try:
+                tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual,
+                                      task="transcribe", language=language)
+            except ValueError as exc:
+                raise EngineFatal(
+                    f"engine.language '{language}' is not a language Whisper model "
+                    f"{model or self.path} knows (use an ISO-639-1 code such as de, es or "
+                    "zh, or leave it empty to auto-detect)"
+                ) from exc
+            self._tokenizers[language] = tokenizer
+        return tokenizer
+
+    def _detect(self, encoded: object) -> str:
+        """The language of the encoded audio: Whisper's own language head's first guess, or,
+        when it is less than :data:`DETECT_MIN_PROB` sure, the last language it was sure of."""
+        token, prob = self.model.model.detect_language(encoded)[0][0]
+        language = str(token)[2:-2]  # "<|de|>" -> "de"
+        if prob >= DETECT_MIN_PROB:
+            self.detected = language
+        elif self.detected is not None:
+            language = self.detected  # an unsure guess on a short or noisy utterance
+        log.debug("whisper.language guess=%s probability=%.2f language=%s",
+                  str(token)[2:-2], prob, language)
+        return language
+
+    def _in_language(self, prompt: list[int], language: str) -> list[int]:
+        """``prompt`` with its language token (the one after start-of-transcript) set."""
+        if not self.multilingual or language == self.tokenizer.language_code:
+            return prompt
+        at = prompt.index(self.tokenizer.sot) + 1
+        return [*prompt[:at], self._tokenizer_for(language).language, *prompt[at + 1 :]]
 
     # -- decoding (runs on the worker thread) ---------------------------------------------
 
@@ -242,16 +303,20 @@ class WhisperBackend:
         return np.ascontiguousarray(feats[:, :frames][None], dtype=np.float32)
 
     def _generate(  # type: ignore[no-untyped-def]
-        self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1, forced: int = 0
+        self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1, forced: int = 0,
+        language: str | None = None,
     ):
         """One decoder pass. ``forced`` is how many tokens at the end of ``prompt`` are a forced
         prefix (they come back at the start of the result and are not part of the new text).
+        ``language``: decode in it; None: ``engine.language``, or detected from this audio.
         Returns (new text tokens, the last timestamp in seconds or None, avg log-prob,
-        no-speech probability, the encoder output)."""
+        no-speech probability, the encoder output, the language decoded in)."""
         import ctranslate2
 
         feats = self._features(audio, full)
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        language = language or self.language or (self._detect(encoded) if self.multilingual else "en")
+        prompt = self._in_language(prompt, language)
         max_length = max(MIN_MAX_TOKENS, int(len(audio) / SAMPLE_RATE * MAX_TOKENS_PER_S) + 8)
         result = self.model.model.generate(
             encoded,
@@ -274,7 +339,7 @@ class WhisperBackend:
         tokens = [t for t in seq if t < self.tokenizer.eot]
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
         # CTranslate2 returns the cumulative log-prob normalised by length (length_penalty=1).
-        return tokens, last, avg_logprob, float(result.no_speech_prob), encoded
+        return tokens, last, avg_logprob, float(result.no_speech_prob), encoded, language
 
     def prompt(self, prefix: list[int] | None = None, previous: list[int] | None = None) -> tuple[list[int], int]:
         """The decoder prompt: earlier text as context, then the start sequence, then the
@@ -322,12 +387,16 @@ class WhisperBackend:
             full = final or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
             prompt, forced = self.prompt(prefix)
-            new, last, avg_logprob, no_speech, encoded = self._generate(audio, full, prompt, beam, forced)
+            new, last, avg_logprob, no_speech, encoded, language = self._generate(
+                audio, full, prompt, beam, forced
+            )
             text = self.tokenizer.decode(new).strip()
             log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
             if not full and looks_repetitive(text):
                 self.full_window_retries += 1
-                new, last, avg_logprob, no_speech, encoded = self._generate(audio, True, prompt, 1, forced)
+                new, last, avg_logprob, no_speech, encoded, language = self._generate(
+                    audio, True, prompt, 1, forced
+                )
                 text = self.tokenizer.decode(new).strip()
                 full = True
             out = Decoded(
@@ -337,6 +406,7 @@ class WhisperBackend:
                 full_window=full,
                 tokens=new,
                 prefix_tokens=prefix,
+                language=language,
             )
             # Judged without the forced prefix: the prefix was agreed by earlier decodes.
             out.dropped = self._judge(out, speech_ratio, final and not prefix)
@@ -348,7 +418,7 @@ class WhisperBackend:
             if final and last is None and passes[0][1]:
                 # No segment end (the decoder stopped right after the forced prefix, or
                 # without timestamps): where the last aligned word ends is where it stopped.
-                aligned = self._words(passes[0][1], encoded, len(audio), 0)
+                aligned = self._words(passes[0][1], encoded, len(audio), 0, language)
                 last = aligned[-1].end_ms / 1000 if aligned else None
             if final:
                 self._continue(audio, full, beam, last, out, passes)
@@ -358,7 +428,8 @@ class WhisperBackend:
                     for start, toks, enc in passes
                     if toks
                     for w in self._words(
-                        toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE
+                        toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE,
+                        language,
                     )
                 )
             out.seconds = time.perf_counter() - t_start
@@ -385,7 +456,10 @@ class WhisperBackend:
             self.continuations += 1
             prompt, _ = self.prompt(previous=context)
             part = audio[start:]
-            new, last, avg_logprob, no_speech, encoded = self._generate(part, full, prompt, beam)
+            # The rest of an utterance is decoded in the language of its start.
+            new, last, avg_logprob, no_speech, encoded, _ = self._generate(
+                part, full, prompt, beam, language=out.language
+            )
             log.debug("whisper.continue start_s=%.2f last=%s text=%r", start / SAMPLE_RATE, last, self.tokenizer.decode(new))
             piece = Decoded(
                 text=self.tokenizer.decode(new).strip(), no_speech_prob=no_speech, avg_logprob=avg_logprob
@@ -422,11 +496,13 @@ class WhisperBackend:
         return None
 
     def _words(
-        self, tokens: list[int], encoded: object, n_samples: int, offset_ms: int
+        self, tokens: list[int], encoded: object, n_samples: int, offset_ms: int,
+        language: str | None = None,
     ) -> tuple[Word, ...]:
+        tokenizer = self._tokenizer_for(language) if language else self.tokenizer
         try:
             aligned = self.model.find_alignment(
-                self.tokenizer, [tokens], encoded, min(n_samples // 160, FULL_WINDOW_FRAMES)
+                tokenizer, [tokens], encoded, min(n_samples // 160, FULL_WINDOW_FRAMES)
             )[0]
         except Exception as exc:  # noqa: BLE001 - timings are optional; text is not lost
             log.warning("whisper.align_failed error=%r", str(exc))
