@@ -40,7 +40,8 @@ class Resampler:
             self._out_pos = block.start * self.out_rate // block.rate
         self._next_in = block.end
         out = self._stream.resample_chunk(np.ascontiguousarray(block.samples, dtype=np.float32))
-        result = AudioBlock(out, self.out_rate, self._out_pos)
+        result = AudioBlock(out, self.out_rate, self._out_pos,
+                            block.origin if block.origin is not None else block)
         self._out_pos += len(out)
         return result
 
