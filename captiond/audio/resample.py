@@ -53,6 +53,9 @@ class Resampler:
         self._stream = None
         if not len(out):
             return None
-        result = AudioBlock(out, self.out_rate, self._out_pos)
+        # Its capture block is the (empty) end of the input: a consumer that resamples from
+        # the capture sees the stream go on without a jump.
+        end = AudioBlock(np.zeros(0, np.float32), self._in_rate or self.out_rate, self._next_in or 0)
+        result = AudioBlock(out, self.out_rate, self._out_pos, end)
         self._out_pos += len(out)
         return result
