@@ -68,7 +68,9 @@ class Relay:
                     yield block
                 else:
                     # From the capture block when the pipeline kept it: one resample, not two.
-                    yield resample(block.origin if block.origin is not None else block)
+                    out = resample(block.origin if block.origin is not None else block)
+                    if len(out.samples):
+                        yield out
             tail = resample.flush() if resample is not None else None
             if tail is not None:
                 yield tail
