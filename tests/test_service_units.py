@@ -298,3 +298,41 @@ def test_switching_between_engines_of_different_rates_is_reported_restart_needed
     restart, running_cfg, running_engine = asyncio.run(main())
     assert restart == {"engine": ["engine.name"]}
     assert running_cfg == "local" and running_engine == "local"
+
+
+def test_openai_edits_under_the_local_engine_restart_nothing_and_are_not_in_use(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """openai.model edited while the local engine captions: the engine is not rebuilt, no
+    restart is asked for, the config takes the value and the log says it is not in use."""
+    from captiond.daemon import Daemon
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = tmp_path / "config.toml"
+    path.write_text('[overlay]\nport = 0\n[engine]\nname = "local"\n')
+    cfg = config.load(path, env={}, overrides={
+        "audio.source": f"file:{fleurs_en[4]}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+
+    async def main() -> tuple[dict, str, int]:
+        daemon = Daemon(cfg, out=io.StringIO())
+        task = asyncio.create_task(daemon.run())
+        try:
+            while not daemon.ready:
+                assert not task.done()
+                await asyncio.sleep(0.02)
+            path.write_text('[overlay]\nport = 0\n[engine]\nname = "local"\n'
+                            '[openai]\nmodel = "gpt-other"\n')
+            assert await daemon.reload(trigger="test")
+            return (dict(daemon.restart_needed), daemon.cfg["openai.model"],
+                    daemon.session.streams[0].engine.generation)
+        finally:
+            daemon.session.stop()
+            await asyncio.wait_for(task, 60)
+
+    with caplog.at_level(logging.INFO, logger="captiond"):
+        restart, model, generation = asyncio.run(main())
+    assert restart == {} and model == "gpt-other" and generation == 0
+    assert any(r.getMessage().startswith("config.not_in_use settings=openai.model engine=local")
+               for r in caplog.records)
