@@ -565,34 +565,30 @@ class Daemon:
         session = self.session
         streams = session.streams if session is not None else []
         one = streams[0] if len(streams) == 1 else None
+        engine, rate = self._engine_of(self.cfg)
+        new_engine, new_rate = self._engine_of(new)
         return reload_module.Running(
             session=session is not None,
             streams=len(streams),
             source_switchable=one is not None and isinstance(one.source, SwitchableSource),
             engine_switchable=one is not None and isinstance(one.engine, SwitchableEngine),
-            engine=self._engine_kind(self.cfg) or "local",
-            engine_rate=(one.engine.sample_rate if one is not None
-                         else self._engine_rate(self.cfg) or 0),
-            new_engine=self._engine_kind(new) or "",
-            new_engine_rate=self._engine_rate(new),
+            engine=engine or "local",
+            engine_rate=one.engine.sample_rate if one is not None else rate or 0,
+            new_engine=new_engine or "",
+            new_engine_rate=new_rate,
             translating=any(s.tees for s in streams),
             realtime=self.realtime,
             overlay=self.overlay is not None,
         )
 
     @staticmethod
-    def _engine_kind(cfg: Config) -> str | None:
+    def _engine_of(cfg: Config) -> tuple[str | None, int | None]:
+        """The engine ``cfg`` builds and its audio rate; None for both if that cannot be told
+        (an unreadable key file: the switch reports it)."""
         try:
-            return engine_name(cfg)
+            return engine_name(cfg), engine_sample_rate(cfg)
         except CaptiondError:
-            return None  # an unreadable key file: the switch reports it
-
-    @staticmethod
-    def _engine_rate(cfg: Config) -> int | None:
-        try:
-            return engine_sample_rate(cfg)
-        except CaptiondError:
-            return None  # an unreadable key file: the switch reports it
+            return None, None
 
     async def _retarget(self, cfg: Config) -> bool:
         """Open translation sessions for added targets and close those of removed ones, on
