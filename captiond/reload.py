@@ -127,7 +127,7 @@ class Running:
     #: The running engine: "local", "openai" or "auto" (OpenAI with the local fallback).
     engine: str = "local"
     #: The audio rate the running stream is resampled to, and what the new config's engine
-    #: takes (None: it cannot be built, the switch reports why).
+    #: takes (None: cannot be told, an unreadable key file: restart needed).
     engine_rate: int = 16_000
     new_engine_rate: int | None = 16_000
     #: The engine the new config asks for (same names as ``engine``).
@@ -158,7 +158,7 @@ def decide(name: str, running: Running) -> Decision:
         # Restarted in place: the new engine (model loaded) takes over at the next block --
         # if it takes the stream's audio rate (local 16 kHz, OpenAI 24 kHz): the stream is
         # resampled once, for the engine it started with. Otherwise: restart needed.
-        same_rate = running.new_engine_rate in (None, running.engine_rate)
+        same_rate = running.new_engine_rate == running.engine_rate
         one = running.session and running.streams == 1 and running.engine_switchable
         return "live" if one and same_rate else "restart"
     if not BY_NAME[name].live:

@@ -100,10 +100,11 @@ def test_live_params_apply_from_the_next_block(speech: np.ndarray) -> None:
 
 
 def test_the_ring_is_bounded_whatever_the_engine_trims(speech: np.ndarray) -> None:
-    """An engine that never trims still holds at most the longest utterance and the slack."""
+    """An engine that never trims still holds at most the longest utterance, the slack and the
+    newest block."""
     params = Params(max_utterance_s=2.0)
     fe = FrontEnd(params, RATE)
     for block in blocks(np.concatenate([speech, speech]), RATE):
         list(fe.push(block))
-    assert fe.ring.end - fe.ring.base <= (2.0 + RING_SLACK_S) * RATE
+    assert fe.ring.end - fe.ring.base <= (2.0 + RING_SLACK_S) * RATE + 512
     assert fe.ring.end == 2 * len(speech)

@@ -151,11 +151,11 @@ class FrontEnd:
         self._expected = block.end
         if self._seg.params != self.params:
             self._seg.params = self.params
+        self._bound()  # after the engine has handled (and trimmed for) the last decisions
         self.ring.append(block)
         probs = self._vad(self._vad_samples(block))
         decisions = self._seg.push(probs, self._vad_next)
         self._vad_next += len(probs) * WINDOW
-        self._bound()
         yield from decisions
 
     def finish(self) -> list[Decision]:
