@@ -3,10 +3,11 @@
 All protocol state lives in :class:`captiond.realtime.protocol.TranscriptionProtocol`; this
 module only moves bytes and time: it connects (``websockets``), feeds the protocol what the
 socket and the audio bring, and performs what the protocol returns. The commit policy is the
-shared one: :class:`~captiond.audio.vad.StreamingVad` + :class:`~captiond.audio.segmenter.Segmenter`
-(the local engine's), so both engines cut the same utterances.
+shared one: the local engine's :class:`~captiond.audio.frontend.FrontEnd` (gaps, VAD,
+segmenter, PCM ring), so both engines cut the same utterances.
 
-Audio path: 24 kHz blocks in -> (16 kHz copy for the VAD) -> speech only goes on the wire, as it
+Audio path: 24 kHz blocks in -> (the front end's 16 kHz copy for the VAD, resampled from the
+capture block) -> speech only goes on the wire, as it
 is captured; silence between utterances is never sent (it would be billed and transcribed as
 nothing). A pause commits the utterance. A forced cut during long continuous speech commits at
 the segmenter's quietest point: for the last :data:`~captiond.audio.segmenter.FORCED_CUT_SEARCH_S`
