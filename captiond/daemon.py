@@ -32,7 +32,7 @@ from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
-from captiond.engines.factory import build_engine, engine_sample_rate
+from captiond.engines.factory import build_engine, engine_name, engine_sample_rate
 from captiond.engines.switch import SwitchableEngine
 from captiond.errors import AudioError, CaptiondError, ConfigError
 from captiond.events import LineUpdate
@@ -58,15 +58,6 @@ STATUS_INTERVAL_S = 2.0
 RELOAD_DEBOUNCE_MS = 300
 #: Exit status of a forced exit (second signal): 128 + SIGINT, what shells expect.
 FORCED_EXIT_STATUS = 130
-#: Engine settings a reload applies by building a new engine and switching to it.
-_ENGINE_RESTART = frozenset({
-    "engine.name", "engine.language", "local.model", "local.threads", "local.compute_type",
-    "local.beam_size", "local.stable_text",
-})
-#: Settings the daemon applies itself on reload (overlay style goes to the overlay server).
-_ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
-
-
 #: Channel names of the two-sided call (``--source mic+system``).
 MIC_CHANNEL = "mic"
 SYSTEM_CHANNEL = "system"
@@ -115,7 +106,6 @@ def default_services() -> list[ServiceFactory]:
     return [live_service, overlay_service, outputs_service]
 
 
-_MISSING = object()
 #: Status fields only the local user sees (control socket), not the HTTP API.
 _PRIVATE_STATUS = frozenset({"source", "config", "pid"})
 
@@ -189,7 +179,7 @@ class Daemon:
         #: Settings changed in the file whose new value waits for a restart, by component.
         self.restart_needed: dict[str, list[str]] = {}
         self.reloads = 0
-        self._pending: dict[str, Any] = {}  # restart-only setting -> its value in the file
+        self._notices = reload_module.RestartNotices()
         self.reload_errors = 0
         #: Why the last reload was refused (cleared by the next good one), for `status`.
         self.reload_error: str | None = None
@@ -512,24 +502,15 @@ class Daemon:
                 return False
             self.reload_error = None
             _register_secrets(new)
-            plan = reload_module.plan(self.cfg, new, lambda name: self._can_apply(name, new))
+            running = self._running(new)
+            plan = reload_module.plan_running(self.cfg, new, running)
             self.reloads += 1
             if self.outputs is not None and new.outputs != self.cfg.outputs \
                     and not await self.outputs.apply(new.outputs):
                 # An added output cannot start (its secret is missing): the running ones stay.
                 plan.applied = Config(plan.applied, plan.applied.origins, plan.applied.path,
                                       self.cfg.outputs)
-            # Restart-only changes are reported once per new value, and forgotten when the
-            # file goes back to the running value.
-            fresh: dict[str, list[str]] = {}
-            for component, names in plan.restart.items():
-                for name in names:
-                    if self._pending.get(name, _MISSING) != new[name]:
-                        fresh.setdefault(component, []).append(name)
-                    self._pending[name] = new[name]
-            for name in list(self._pending):
-                if new[name] == self.cfg[name]:
-                    del self._pending[name]
+            fresh, self.restart_needed = self._notices.update(plan, new, self.cfg)
             _register_secrets(file_cfg)
             overridden = reload_module.overridden(file_cfg, new)
             if overridden != self._overridden:
@@ -542,12 +523,11 @@ class Daemon:
                             name, _shown(name, in_file), _shown(name, in_force),
                         )
                 self._overridden = overridden
-            self.restart_needed = {}
-            for component, names in plan.restart.items():
-                kept = [n for n in names if n in self._pending]
-                if kept:
-                    self.restart_needed[component] = kept
-            if not plan.live and not fresh:
+            if plan.unused:
+                # Read by no engine that runs: taken into the config, applied when one does.
+                log.info("config.not_in_use settings=%s engine=%s (applies when an engine that "
+                         "reads them runs)", ",".join(sorted(plan.unused)), running.engine)
+            if not plan.live and not fresh and not plan.unused:
                 self.cfg = plan.applied  # the same settings; the outputs may have changed
                 log.info("config.reloaded trigger=%s changed=none", trigger)
                 return True
@@ -557,7 +537,7 @@ class Daemon:
                 # The new device cannot be opened: keep capturing from the old one.
                 plan.live.discard("audio.source")
                 plan.applied = reload_module.keep_running(plan.applied, self.cfg, {"audio.source"})
-            engine_changes = {n for n in plan.live if n in _ENGINE_RESTART or n.startswith("openai.")}
+            engine_changes = {n for n in plan.live if reload_module.needs_engine_switch(n)}
             if engine_changes and not await self._switch_engine(plan.applied):
                 # The new engine cannot be built: keep the running one and its settings.
                 plan.live -= engine_changes
@@ -580,44 +560,35 @@ class Daemon:
             )
             return True
 
-    def _can_apply(self, name: str, new: Config | None = None) -> bool:
-        if name == "translate.targets":
-            # Translation sessions are opened and closed next to the running captions.
-            return self.session is not None and self.realtime
-        if name == "audio.source":
-            # Restarted in place: the new device is opened, then takes over the stream.
-            return (
-                self.session is not None
-                and len(self.session.streams) == 1
-                and isinstance(self.session.streams[0].source, SwitchableSource)
-            )
-        if name in _ENGINE_RESTART or name.startswith("openai."):
-            # Restarted in place: the new engine (model loaded) takes over at the next block --
-            # if it takes the stream's audio rate (local 16 kHz, OpenAI 24 kHz): the stream is
-            # resampled once, for the engine it started with. Otherwise: restart needed.
-            return (
-                self.session is not None
-                and len(self.session.streams) == 1
-                and isinstance(self.session.streams[0].engine, SwitchableEngine)
-                and (new is None or self._engine_rate(new)
-                     == self.session.streams[0].engine.sample_rate)
-            )
-        if not config_module.BY_NAME[name].live:
-            return False
-        if name.startswith(_ENGINE_LIVE):
-            return True
-        if name == "log.level":
-            return True
-        if name.startswith("overlay."):
-            return self.overlay is not None
-        return False
+    def _running(self, new: Config) -> reload_module.Running:
+        """What runs now, for the reload planner (which is pure)."""
+        session = self.session
+        streams = session.streams if session is not None else []
+        one = streams[0] if len(streams) == 1 else None
+        engine, rate = self._engine_of(self.cfg)
+        new_engine, new_rate = self._engine_of(new)
+        return reload_module.Running(
+            session=session is not None,
+            streams=len(streams),
+            source_switchable=one is not None and isinstance(one.source, SwitchableSource),
+            engine_switchable=one is not None and isinstance(one.engine, SwitchableEngine),
+            engine=engine or "local",
+            engine_rate=one.engine.sample_rate if one is not None else rate or 0,
+            new_engine=new_engine or "",
+            new_engine_rate=new_rate,
+            translating=any(s.tees for s in streams),
+            realtime=self.realtime,
+            overlay=self.overlay is not None,
+        )
 
     @staticmethod
-    def _engine_rate(cfg: Config) -> int | None:
+    def _engine_of(cfg: Config) -> tuple[str | None, int | None]:
+        """The engine ``cfg`` builds and its audio rate; None for both if that cannot be told
+        (an unreadable key file: the switch reports it)."""
         try:
-            return engine_sample_rate(cfg)
+            return engine_name(cfg), engine_sample_rate(cfg)
         except CaptiondError:
-            return None  # an unreadable key file: the switch reports it
+            return None, None
 
     async def _retarget(self, cfg: Config) -> bool:
         """Open translation sessions for added targets and close those of removed ones, on
@@ -689,7 +660,7 @@ class Daemon:
         return True
 
     def _apply(self, cfg: Config, names: set[str]) -> None:
-        if any(n.startswith(_ENGINE_LIVE) for n in names) and self.session is not None:
+        if any(n.startswith(reload_module.ENGINE_LIVE) for n in names) and self.session is not None:
             for stream in self.session.streams:
                 # Every engine takes them (the Engine protocol): local, OpenAI, auto.
                 stream.engine.update_settings(

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from service_helpers import ROOT, daemon_env
@@ -265,36 +266,59 @@ def test_the_daemon_publishes_its_status_on_the_feed(
     assert message in snapshot
 
 
-def test_switching_between_engines_of_different_rates_is_reported_restart_needed(
-    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """engine.name local -> openai on a running daemon: the stream is resampled for 16 kHz and
-    the OpenAI engine takes 24 kHz, so the change is reported as needing a restart (and the
-    local engine keeps running), not silently refused."""
+def _reload_a_local_daemon(clip: Path, tmp_path: Path, edited: str) -> Any:
+    """Start a daemon captioning ``clip`` with the local engine, write ``edited`` into its
+    config file, reload; returns the daemon as it stands right after the reload."""
     from captiond.daemon import Daemon
 
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     path = tmp_path / "config.toml"
     path.write_text('[overlay]\nport = 0\n[engine]\nname = "local"\n')
     cfg = config.load(path, env={}, overrides={
-        "audio.source": f"file:{fleurs_en[4]}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
+        "audio.source": f"file:{clip}", "database.url": f"sqlite:///{tmp_path / 'a.db'}"})
 
-    async def main() -> tuple[dict, str, str]:
+    async def main() -> tuple[Any, dict[str, Any]]:
         daemon = Daemon(cfg, out=io.StringIO())
         task = asyncio.create_task(daemon.run())
         try:
             while not daemon.ready:
                 assert not task.done()
                 await asyncio.sleep(0.02)
-            path.write_text('[overlay]\nport = 0\n[engine]\nname = "openai"\n')
+            path.write_text('[overlay]\nport = 0\n' + edited)
             assert await daemon.reload(trigger="test")
-            return (dict(daemon.restart_needed), daemon.cfg["engine.name"],
-                    daemon.session.streams[0].engine.name)
+            engine = daemon.session.streams[0].engine
+            return daemon, {"name": engine.name, "generation": engine.generation}
         finally:
             daemon.session.stop()
             await asyncio.wait_for(task, 60)
 
-    restart, running_cfg, running_engine = asyncio.run(main())
-    assert restart == {"engine": ["engine.name"]}
-    assert running_cfg == "local" and running_engine == "local"
+    return asyncio.run(main())
+
+
+def test_switching_between_engines_of_different_rates_is_reported_restart_needed(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine.name local -> openai on a running daemon: the stream is resampled for 16 kHz and
+    the OpenAI engine takes 24 kHz, so the change is reported as needing a restart (and the
+    local engine keeps running), not silently refused."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    daemon, engine = _reload_a_local_daemon(fleurs_en[4], tmp_path, '[engine]\nname = "openai"\n')
+    assert daemon.restart_needed == {"engine": ["engine.name"]}
+    assert daemon.cfg["engine.name"] == "local" and engine["name"] == "local"
+
+
+def test_openai_edits_under_the_local_engine_restart_nothing_and_are_not_in_use(
+    fleurs_en: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """openai.model edited while the local engine captions: the engine is not rebuilt, no
+    restart is asked for, the config takes the value and the log says it is not in use."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with caplog.at_level(logging.INFO, logger="captiond"):
+        daemon, engine = _reload_a_local_daemon(
+            fleurs_en[4], tmp_path, '[engine]\nname = "local"\n[openai]\nmodel = "gpt-other"\n')
+    assert daemon.restart_needed == {} and engine["generation"] == 0
+    assert daemon.cfg["openai.model"] == "gpt-other"
+    assert any(r.getMessage().startswith("config.not_in_use settings=openai.model engine=local")
+               for r in caplog.records)

@@ -11,11 +11,14 @@ import numpy as np
 class AudioBlock:
     """``samples`` (mono float32 in [-1, 1]) at ``rate``; ``start`` is the index of the first
     sample on the session stream, so ``start_ms`` is where this audio sits in the recording.
-    A block whose ``start`` is past the previous block's end follows a gap (device lost)."""
+    A block whose ``start`` is past the previous block's end follows a gap (device lost).
+    ``origin`` is the capture block this one was resampled from (None: it is the capture),
+    so a consumer at a third rate resamples from the source once, not from a copy."""
 
     samples: np.ndarray
     rate: int
     start: int
+    origin: AudioBlock | None = None
 
     @property
     def end(self) -> int:

@@ -40,7 +40,8 @@ class Resampler:
             self._out_pos = block.start * self.out_rate // block.rate
         self._next_in = block.end
         out = self._stream.resample_chunk(np.ascontiguousarray(block.samples, dtype=np.float32))
-        result = AudioBlock(out, self.out_rate, self._out_pos)
+        result = AudioBlock(out, self.out_rate, self._out_pos,
+                            block.origin if block.origin is not None else block)
         self._out_pos += len(out)
         return result
 
@@ -52,6 +53,9 @@ class Resampler:
         self._stream = None
         if not len(out):
             return None
-        result = AudioBlock(out, self.out_rate, self._out_pos)
+        # Its capture block is the (empty) end of the input: a consumer that resamples from
+        # the capture sees the stream go on without a jump.
+        end = AudioBlock(np.zeros(0, np.float32), self._in_rate or self.out_rate, self._next_in or 0)
+        result = AudioBlock(out, self.out_rate, self._out_pos, end)
         self._out_pos += len(out)
         return result

@@ -13,7 +13,11 @@ While local, it probes the service every ``probe_s`` (handshake + ``session.crea
 probe succeeds it switches back at the next pause of the local engine (no utterance open):
 the local engine finishes its last utterance, the audio after it goes to a fresh OpenAI
 engine. Each engine run gets its own item-id prefix, and the ``previous_item_id`` of each run's
-first item is rewritten to the last item before it, so the chain stays continuous.
+first item is rewritten to the last item before it, so the chain stays continuous (the
+hand-over and the re-linking are :mod:`captiond.engines.handover`'s, shared with the live
+reload's engine switch). No queue of its own: the running engine reads the pipeline's bounded
+queue through the hand-over, so a live source drops (and records a gap) and a pipe or
+``--fast`` waits, as with any other engine.
 :meth:`engine_for` tells the pipeline which engine produced each line (stored per line).
 """
 
@@ -24,17 +28,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from captiond.audio.block import AudioBlock, pcm16_to_float
-from captiond.audio.resample import Resampler
 from captiond.engines.base import Emit, Engine
+from captiond.engines.handover import Chain, Relay
 from captiond.engines.openai import OpenAIEngine, probe
 from captiond.errors import EngineFatal
-from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, TranscriptEvent
+from captiond.events import ItemCompleted, ItemFailed, TranscriptEvent
 from captiond.realtime.protocol import SAMPLE_RATE, Gap
 
 log = logging.getLogger("captiond.engine.auto")
@@ -50,7 +53,6 @@ STOP_POLL_S = 0.1
 DETACHED_CLOSE_S = 5.0
 #: Probe handshake bound.
 PROBE_TIMEOUT_S = 10.0
-_END = object()
 
 #: ``decode(samples_16k, offset_ms) -> (text, words)``: the local model, blocking.
 Decode = Callable[[np.ndarray, int], tuple[str, tuple[Any, ...]]]
@@ -89,7 +91,7 @@ class AutoEngine:
         self.used: list[str] = []
         self.switches = 0
         self._engine_of: dict[str, str] = {}
-        self._tail: str | None = None
+        self._chain = Chain()
         self._openai_cost = 0.0
         self._rescues: list[asyncio.Future[Any]] = []
         #: Rescued utterances by future: (item id, start ms, end ms), for what never finished.
@@ -137,8 +139,7 @@ class AutoEngine:
     # -- run ---------------------------------------------------------------------------------
 
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
-        source = audio.__aiter__()
-        self._carry: AudioBlock | None = None
+        relay = Relay(audio)
         mode = "openai"
         runs = 0
         try:
@@ -155,12 +156,13 @@ class AutoEngine:
                     engine.set_drop_sink(self._drop_sink)
                 # Built from the config at start: a live reload since then still holds.
                 self._apply_settings(engine)
-                ended = await self._run_one(engine, source, emit)
+                ended = await self._run_one(engine, relay, emit)
                 if isinstance(engine, OpenAIEngine):
                     self._openai_cost += engine.cost_usd()
                 if ended:
                     break
                 self.switches += 1
+                self._chain.next_generation()
                 mode = "local" if mode == "openai" else "openai"
                 log.warning("engine.switched to=%s", mode)
         finally:
@@ -170,70 +172,49 @@ class AutoEngine:
                 await asyncio.wait(self._rescues, timeout=SWITCH_DRAIN_S)
                 self._give_up_rescues(emit)
 
-    async def _run_one(self, engine: Engine, source: AsyncIterator[AudioBlock],
-                       emit: Emit) -> bool:
-        """Feed ``engine`` until the input ends (True) or it is time to switch (False); the
-        block that triggered a switch is carried over to the next engine."""
+    async def _run_one(self, engine: Engine, relay: Relay, emit: Emit) -> bool:
+        """Feed ``engine`` until the input ends (True) or it is time to switch (False): it
+        reads the stream itself until :meth:`_should_switch`, so the next engine starts with
+        the next block (the pipeline's bounded queue is the only queue on the way)."""
         self.current = engine
         if engine.name not in self.used:
             self.used.append(engine.name)
             self.name = "+".join(self.used)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        to_rate = Resampler(engine.sample_rate) if engine.sample_rate != SAMPLE_RATE else None
-
-        # Set once the engine has taken every block: it has committed its last utterance.
-        fed = asyncio.Event()
-
-        async def blocks() -> AsyncIterator[AudioBlock]:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    tail = to_rate.flush() if to_rate is not None else None
-                    if tail is not None:
-                        yield tail
-                    fed.set()
-                    return
-                yield item
-
-        task = asyncio.get_running_loop().create_task(
-            engine.run(blocks(), self._chain(engine, emit)), name=f"auto-{engine.name}"
-        )
         self._probe_ok = False
-        ended = True
-        try:
-            while True:
-                if self._carry is not None:
-                    block, self._carry = self._carry, None
-                else:
-                    try:
-                        block = await source.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if task.done() or self._should_switch(engine):
-                    self._carry = block
-                    ended = False
-                    break
-                queue.put_nowait(to_rate(block) if to_rate is not None else block)
-        finally:
-            if isinstance(engine, OpenAIEngine) and not ended and not engine.detached:
+
+        def stop() -> bool:
+            if not self._should_switch(engine):
+                return False
+            if isinstance(engine, OpenAIEngine) and not engine.detached:
+                # Before the engine sees the end of its audio: what it holds is rescued.
                 self._rescue(engine.detach(), emit)
-            queue.put_nowait(_END)
-            try:
-                if ended and isinstance(engine, OpenAIEngine):
-                    await self._end_openai(engine, task, fed, emit)
-                else:
-                    await asyncio.wait_for(asyncio.shield(task), SWITCH_DRAIN_S)
-            except EngineFatal as exc:
-                log.error("engine.fatal name=%s error=%s", engine.name, exc)
-                if isinstance(engine, OpenAIEngine) and not engine.detached:
-                    self._rescue(engine.detach(), emit)
-            except TimeoutError:
-                log.error("engine.switch_timeout name=%s", engine.name)
-                task.cancel()
+            return True
+
+        task, _handed_over = await relay.start(
+            engine, self._chain.emitter(self._recorder(engine.name, emit)), stop,
+            rate=engine.sample_rate if engine.sample_rate != SAMPLE_RATE else None,
+            name=f"auto-{engine.name}",
+        )
+        # Not exhausted: a switch was asked for, or the engine ended on its own (a failure).
+        ended = relay.exhausted
+        if isinstance(engine, OpenAIEngine) and not ended and not engine.detached:
+            self._rescue(engine.detach(), emit)
+        try:
+            if ended and isinstance(engine, OpenAIEngine):
+                await self._end_openai(engine, task, emit)
+            else:
+                await asyncio.wait_for(asyncio.shield(task), SWITCH_DRAIN_S)
+        except EngineFatal as exc:
+            log.error("engine.fatal name=%s error=%s", engine.name, exc)
+            if isinstance(engine, OpenAIEngine) and not engine.detached:
+                self._rescue(engine.detach(), emit)
+        except TimeoutError:
+            log.error("engine.switch_timeout name=%s", engine.name)
+            task.cancel()
         return ended
 
     async def _end_openai(self, engine: OpenAIEngine, task: asyncio.Task[None],
-                          fed: asyncio.Event, emit: Emit) -> None:
+                          emit: Emit) -> None:
         """The input ended on OpenAI (end of file, or the daemon stops): wait for the last
         answers while the service answers; when it is unreachable, or has not answered within
         :data:`SWITCH_DRAIN_S`, every utterance still without text is transcribed locally.
@@ -241,7 +222,7 @@ class AutoEngine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SWITCH_DRAIN_S
         while not task.done():
-            if fed.is_set() and not engine.detached and (
+            if not engine.detached and (
                 engine.fatal is not None or engine.unreachable_s() >= STOP_UNREACHABLE_S
             ):
                 log.warning("engine.stop_unreachable name=%s unreachable_s=%.1f by=local",
@@ -277,23 +258,14 @@ class AutoEngine:
         log.info("engine.probe ok=%s detail=%r", ok, why)
         self._probe_ok = ok
 
-    def _chain(self, engine: Engine, emit: Emit) -> Emit:
-        """Rewrite the head of this run's chain onto the tail of the previous run."""
-        link_to = self._tail
-        name = engine.name
+    def _recorder(self, name: str, emit: Emit) -> Emit:
+        """Remember which engine produced each line (the chain is linked before this)."""
 
-        def chained(event: TranscriptEvent) -> None:
-            if isinstance(event, ItemCommitted):
-                if event.previous_item_id is None and link_to is not None:
-                    event = replace(event, previous_item_id=link_to)
-                if event.item_id not in self._engine_of:
-                    self._engine_of[event.item_id] = name
-                    self._tail = event.item_id
-            else:
-                self._engine_of.setdefault(event.item_id, name)
+        def recorded(event: TranscriptEvent) -> None:
+            self._engine_of.setdefault(event.item_id, name)
             emit(event)
 
-        return chained
+        return recorded
 
     def _give_up_rescues(self, emit: Emit) -> None:
         """Local transcriptions still running at the end: failed, and their audio stored as

@@ -18,15 +18,13 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from captiond.audio.block import AudioBlock
-from captiond.audio.segmenter import Params, Pause, Segmenter, SpeechStarted, UtteranceEnded
-from captiond.audio.vad import StreamingVad
+from captiond.audio.frontend import FrontEnd, PcmRing
+from captiond.audio.segmenter import Params, Pause, SpeechStarted, UtteranceEnded
 from captiond.engines.base import Emit
 from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend, looks_repetitive
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
@@ -64,52 +62,8 @@ class DroppedUtterance:
     text: str = ""
 
 
-class _Buffer:
-    """Audio of the stream from ``base`` on (16 kHz), trimmed from the front as it is used."""
-
-    def __init__(self) -> None:
-        self.base = 0
-        self._chunks: deque[np.ndarray] = deque()
-        self._size = 0
-        self._joined: np.ndarray | None = None
-
-    @property
-    def end(self) -> int:
-        return self.base + self._size
-
-    def append(self, block: AudioBlock) -> None:
-        if self._size == 0:
-            self.base = block.start
-        self._chunks.append(block.samples)
-        self._size += len(block.samples)
-        self._joined = None
-
-    def reset(self, position: int) -> None:
-        self._chunks.clear()
-        self._size = 0
-        self.base = position
-        self._joined = None
-
-    def slice(self, start: int, end: int) -> np.ndarray:
-        if self._joined is None:
-            self._joined = (
-                np.concatenate(list(self._chunks)) if self._chunks else np.zeros(0, np.float32)
-            )
-            self._chunks = deque([self._joined]) if len(self._joined) else deque()
-        lo = max(0, start - self.base)
-        hi = max(lo, min(self._size, end - self.base))
-        return self._joined[lo:hi].copy()
-
-    def trim_before(self, position: int) -> None:
-        drop = position - self.base
-        if drop <= 0:
-            return
-        joined = self.slice(self.base, self.end)
-        keep = joined[drop:]
-        self._chunks = deque([keep]) if len(keep) else deque()
-        self._size = len(keep)
-        self.base = position if len(keep) else self.base + drop
-        self._joined = keep if len(keep) else None
+#: The front end's ring: the audio the decision methods slice utterances from.
+_Buffer = PcmRing
 
 
 class LocalEngine:
@@ -128,7 +82,7 @@ class LocalEngine:
         id_prefix: str = "loc",
     ) -> None:
         self.backend = backend
-        self.params = params or Params(rate=SAMPLE_RATE)
+        self.frontend = FrontEnd(params or Params(rate=SAMPLE_RATE), SAMPLE_RATE, engine="local")
         self.partial_interval_s = partial_interval_s
         self.word_timestamps = word_timestamps
         self.partials = partials and partial_interval_s > 0
@@ -195,42 +149,30 @@ class LocalEngine:
         """Where dropped utterances are stored (the session's database)."""
         self._drop_sink = sink
 
+    @property
+    def params(self) -> Params:
+        """The VAD and segmenter settings (the front end's)."""
+        return self.frontend.params
+
     def update_settings(self, params: Params, partial_interval_s: float, word_timestamps: bool) -> None:
         """Live reload: takes effect from the next utterance."""
-        self.params = params
+        self.frontend.params = params
         self.partial_interval_s = partial_interval_s
         self.partials = partial_interval_s > 0
         self.word_timestamps = word_timestamps
 
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
         loop = asyncio.get_running_loop()
-        vad = StreamingVad()
-        seg = Segmenter(self.params)
-        buf = _Buffer()
-        vad_next: int | None = None  # stream sample where the next VAD window starts
+        fe = self.frontend
+        buf = fe.ring
         async for block in audio:
-            if block.rate != SAMPLE_RATE:
-                raise ValueError(f"local engine needs {SAMPLE_RATE} Hz audio, got {block.rate}")
+            # The front end closes the open utterance at a gap and starts afresh after it.
+            self._decide(fe.push(block), buf, emit, loop)
             self.audio_s += block.duration_s
-            if vad_next is None or block.start != buf.end:
-                if vad_next is not None:
-                    # A gap (device lost, overflow): close what was open, start over.
-                    self._decide(seg.finish(), buf, emit, loop)
-                    vad.reset()
-                seg.reset(block.start)
-                buf.reset(block.start)
-                vad_next = block.start
-            if seg.params != self.params:
-                seg.params = self.params
-            buf.append(block)
-            probs = vad(block.samples)
-            decisions = seg.push(probs, vad_next)
-            vad_next += len(probs) * 512
-            self._decide(decisions, buf, emit, loop)
-            if self._speculative is not None and not seg.in_pause:
+            if self._speculative is not None and not fe.in_pause:
                 self._drop_speculative()
             if self._open is not None:
-                if not seg.in_pause:  # trailing silence adds no words: no partial
+                if not fe.in_pause:  # trailing silence adds no words: no partial
                     self._maybe_partial(buf, emit, loop)
                 buf.trim_before(self._open_start - SAMPLE_RATE // 10)
             else:
@@ -240,7 +182,7 @@ class LocalEngine:
             while len(self._finals) >= MAX_PENDING_FINALS:
                 await asyncio.wait({self._finals[0]})
                 self._finals.popleft()
-        self._decide(seg.finish(), buf, emit, loop)
+        self._decide(fe.finish(), buf, emit, loop)
         if self._finals:
             await asyncio.wait(set(self._finals), timeout=DRAIN_TIMEOUT_S)
         self._finals.clear()
@@ -248,7 +190,7 @@ class LocalEngine:
     # -- decisions ------------------------------------------------------------------------
 
     def _decide(
-        self, decisions: list[Any], buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop
+        self, decisions: Iterable[Any], buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop
     ) -> None:
         for d in decisions:
             if isinstance(d, SpeechStarted):

@@ -3,10 +3,11 @@
 All protocol state lives in :class:`captiond.realtime.protocol.TranscriptionProtocol`; this
 module only moves bytes and time: it connects (``websockets``), feeds the protocol what the
 socket and the audio bring, and performs what the protocol returns. The commit policy is the
-shared one: :class:`~captiond.audio.vad.StreamingVad` + :class:`~captiond.audio.segmenter.Segmenter`
-(the local engine's), so both engines cut the same utterances.
+shared one: the local engine's :class:`~captiond.audio.frontend.FrontEnd` (gaps, VAD,
+segmenter, PCM ring), so both engines cut the same utterances.
 
-Audio path: 24 kHz blocks in -> (16 kHz copy for the VAD) -> speech only goes on the wire, as it
+Audio path: 24 kHz blocks in -> (the front end's 16 kHz copy for the VAD, resampled from the
+capture block) -> speech only goes on the wire, as it
 is captured; silence between utterances is never sent (it would be billed and transcribed as
 nothing). A pause commits the utterance. A forced cut during long continuous speech commits at
 the segmenter's quietest point: for the last :data:`~captiond.audio.segmenter.FORCED_CUT_SEARCH_S`
@@ -41,26 +42,20 @@ import random
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from captiond.audio.block import AudioBlock, float_to_pcm16
-from captiond.audio.resample import Resampler
+from captiond.audio.frontend import Discontinuity, FrontEnd, PcmRing
 from captiond.audio.segmenter import (
     FORCED_CUT_SEARCH_S,
     ONSET_BACKTRACK_S,
-    WINDOW,
     Params,
-    Segmenter,
     SpeechStarted,
     UtteranceEnded,
 )
-from captiond.audio.vad import SAMPLE_RATE as VAD_RATE
-from captiond.audio.vad import StreamingVad
 from captiond.config import Config
 from captiond.engines.base import Emit
 from captiond.engines.link import (
@@ -73,7 +68,7 @@ from captiond.engines.link import (
     classify_connect_error,
     open_socket,
 )
-from captiond.errors import ConfigError, EngineError, EngineFatal
+from captiond.errors import ConfigError, EngineFatal
 from captiond.logs import register_secret
 from captiond.realtime.protocol import (
     BYTES_PER_SAMPLE,
@@ -94,10 +89,6 @@ END_EXTRA_WAIT_S = 5.0
 KEEP_MARGIN_S = 0.25
 #: Start holding audio back this long before the forced-cut search window opens.
 HOLD_MARGIN_S = 0.1
-#: Audio handed to the VAD per call (16 kHz samples). Each ONNX call costs ~0.4 ms of CPU
-#: at real-time pace (cold caches), so two 32 ms windows per call halve the cost; decisions
-#: come at most one block later (the pre-speech pad is taken from the ring, nothing is lost).
-VAD_BATCH_SAMPLES = 2 * WINDOW
 #: How often the engine logs its state and running cost (``openai.status``).
 STATUS_LOG_S = 60.0
 
@@ -204,38 +195,6 @@ def _reach(params: Params) -> tuple[int, int]:
     return keep_before, hold_after
 
 
-class _Ring:
-    """Recent 24 kHz PCM16 with stream positions, for the pre-speech pad and held-back audio."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[tuple[int, bytes]] = deque()
-        self.end = 0
-
-    def append(self, start: int, pcm: bytes) -> None:
-        self._chunks.append((start, pcm))
-        self.end = start + len(pcm) // BYTES_PER_SAMPLE
-
-    def slice(self, a: int, b: int) -> bytes:
-        parts = []
-        for start, pcm in self._chunks:
-            end = start + len(pcm) // BYTES_PER_SAMPLE
-            if end <= a or start >= b:
-                continue
-            lo, hi = max(a, start) - start, min(b, end) - start
-            parts.append(pcm[lo * BYTES_PER_SAMPLE : hi * BYTES_PER_SAMPLE])
-        return b"".join(parts)
-
-    def trim_before(self, position: int) -> None:
-        while self._chunks:
-            start, pcm = self._chunks[0]
-            if start + len(pcm) // BYTES_PER_SAMPLE > position:
-                return
-            self._chunks.popleft()
-
-    def clear(self) -> None:
-        self._chunks.clear()
-
-
 class OpenAIEngine:
     """Streams speech to the realtime transcription service; emits the shared events."""
 
@@ -282,7 +241,7 @@ class OpenAIEngine:
         self._fatal: EngineFatal | None = None
         self._utt_start: int | None = None
         self._sent_to = 0
-        self._seg_params = replace(o.segmenter, rate=VAD_RATE)
+        self.frontend = FrontEnd(o.segmenter, SAMPLE_RATE, engine="openai")
         self.state = "starting"
         self._down_since: float | None = time.monotonic()
         # Figures.
@@ -327,7 +286,7 @@ class OpenAIEngine:
         """Live reload: the VAD and segmenter settings apply from the next block (the
         service sends its own partials and no word times: the other two do not apply)."""
         del partial_interval_s, word_timestamps
-        self._seg_params = replace(params, rate=VAD_RATE)
+        self.frontend.params = replace(params, rate=self.frontend.params.rate)
 
     def unreachable_s(self, now: float | None = None) -> float:
         """How long no session has been ready for audio (0 while one is)."""
@@ -404,16 +363,7 @@ class OpenAIEngine:
         return entries
 
     async def _feed(self, audio: AsyncIterator[AudioBlock], manager: asyncio.Task[Any]) -> None:
-        params = self._seg_params
-        vad = StreamingVad()
-        seg = Segmenter(params)
-        to16 = Resampler(VAD_RATE)
-        ring = _Ring()
-        keep_before, hold_after = _reach(params)
-        expected: int | None = None
-        vad_next = 0
-        vad_in: list[np.ndarray] = []
-        vad_pending = 0
+        fe = self.frontend
         self._sent_to = 0
         self._utt_start = None
         async for block in audio:
@@ -422,70 +372,43 @@ class OpenAIEngine:
                 raise self.fatal
             if manager.done() and not self._detached:
                 manager.result()  # surface a crash of the connection manager
-            if block.rate != SAMPLE_RATE:
-                raise EngineError(f"openai engine needs {SAMPLE_RATE} Hz audio, got {block.rate}")
+            keep_before, hold_after = _reach(fe.params)
+            # The front end closes the open utterance at a gap and starts afresh after it.
+            self._decide(fe.push(block), fe.ring, t0)
             self.audio_s += block.duration_s
-            if seg.params != self._seg_params:  # a live reload of vad.*
-                params = seg.params = self._seg_params
-                keep_before, hold_after = _reach(params)
-            if expected is None or block.start != expected:
-                if expected is not None:
-                    # A gap in the stream (device lost): close the utterance, start over.
-                    if vad_pending:
-                        self._decide(seg.push(vad(np.concatenate(vad_in)), vad_next), ring, t0)
-                    self._decide(seg.finish(), ring, t0)
-                    vad.reset()
-                    to16 = Resampler(VAD_RATE)
-                vad_in, vad_pending = [], 0
-                start16 = block.start * VAD_RATE // SAMPLE_RATE
-                seg.reset(start16)
-                vad_next = start16
-                ring.clear()
-                self._sent_to = block.start
-            expected = block.end
-            ring.append(block.start, float_to_pcm16(block.samples))
-            vad_in.append(to16(block).samples)
-            vad_pending += len(vad_in[-1])
-            if vad_pending >= VAD_BATCH_SAMPLES:
-                probs = vad(np.concatenate(vad_in) if len(vad_in) > 1 else vad_in[0])
-                vad_in, vad_pending = [], 0
-                decisions = seg.push(probs, vad_next)
-                vad_next += len(probs) * WINDOW
-                self._decide(decisions, ring, t0)
             if self._utt_start is not None:
                 if block.end - self._utt_start < hold_after:
-                    self._push(ring, block.end, t0)
-                ring.trim_before(self._sent_to)  # only audio not yet handed on is needed
+                    self._push(fe.ring, block.end, t0)
+                fe.ring.trim_before(self._sent_to)  # only audio not yet handed on is needed
             else:
                 self._perform(self.protocol.idle(time.monotonic()))
-                ring.trim_before(block.end - keep_before)
+                fe.ring.trim_before(block.end - keep_before)
             await self.driver.send_now()
-        t_end = time.perf_counter()
-        if vad_pending:  # the last audio, shorter than a VAD batch
-            self._decide(seg.push(vad(np.concatenate(vad_in)), vad_next), ring, t_end)
-        self._decide(seg.finish(), ring, t_end)
+        self._decide(fe.finish(), fe.ring, time.perf_counter())
         await self.driver.send_now()
 
-    def _decide(self, decisions: list[Any], ring: _Ring, t0: float) -> None:
+    def _decide(self, decisions: Iterable[Any], ring: PcmRing, t0: float) -> None:
         for d in decisions:
-            if isinstance(d, SpeechStarted):
-                start = max(d.start * SAMPLE_RATE // VAD_RATE, self._sent_to)
+            if isinstance(d, Discontinuity):
+                self._sent_to = d.at  # the stream (re)starts: nothing before it is sent
+            elif isinstance(d, SpeechStarted):
+                start = max(self.frontend.at_rate(d.start), self._sent_to)
                 self._utt_start = start
                 self._sent_to = start  # audio before it is silence: never sent
             elif isinstance(d, UtteranceEnded):
                 if self._utt_start is None:
                     continue
-                end = d.end * SAMPLE_RATE // VAD_RATE
+                end = self.frontend.at_rate(d.end)
                 if d.forced or end > self._sent_to:
                     self._push(ring, end, t0)
                 self._utt_start = None
                 self._perform(self.protocol.commit(time.monotonic(), discard=d.noise))
 
-    def _push(self, ring: _Ring, until: int, t0: float) -> None:
+    def _push(self, ring: PcmRing, until: int, t0: float) -> None:
         """Hand the utterance's audio from ``_sent_to`` to ``until`` to the protocol."""
         if until <= self._sent_to:
             return
-        pcm = ring.slice(self._sent_to, until)
+        pcm = float_to_pcm16(ring.slice(self._sent_to, until))
         if pcm:
             n = len(pcm) // BYTES_PER_SAMPLE
             self.speech_samples += n
