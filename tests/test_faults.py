@@ -263,9 +263,8 @@ def test_auto_engine_stop_with_service_unreachable_transcribes_locally(
     backend = WhisperBackend(None, threads=1)
     key = "sk-test-unreachable-000000000000"
 
-    def decode(samples: object, offset_ms: int) -> tuple[str, tuple[object, ...]]:
-        d = backend.decode(samples, offset_ms=offset_ms)
-        return d.text, d.words
+    def decode(samples: object, offset_ms: int) -> object:
+        return backend.decode(samples, offset_ms=offset_ms)
 
     engine = AutoEngine(
         lambda prefix: OpenAIEngine(key, OpenAIOptions(url=url), id_prefix=prefix),

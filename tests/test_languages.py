@@ -177,3 +177,53 @@ def test_feed_final_line_messages_carry_the_language() -> None:
         feed.publish_updates([LineUpdate(kind, line, 1)])
         [message] = [m for m in feed.snapshot() if m["type"] == "line"]
         assert message["status"] == status.value and message["language"] == language
+
+
+@pytest.mark.timeout(180)
+def test_auto_engine_local_rescue_stores_the_detected_language(
+    whisper_base: Path, db_url: str
+) -> None:
+    """--engine auto with the service unreachable and `engine.language` empty: the speech the
+    OpenAI engine held is transcribed by the multilingual local model, and its lines store the
+    language that model heard (they used to store the configured, empty, language)."""
+    import asyncio
+    import socket
+
+    from fakes.speech import ArraySource, conversation
+
+    from captiond.audio.segmenter import Params
+    from captiond.engines.auto import AutoEngine
+    from captiond.engines.local import LocalEngine
+    from captiond.engines.openai import OpenAIEngine, OpenAIOptions
+    from captiond.engines.whisper import WhisperBackend
+    from captiond.pipeline import Session, Stream
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{probe.getsockname()[1]}/v1/realtime"
+    backend = WhisperBackend(whisper_base, threads=1, language=None)
+    key = "sk-test-unreachable-000000000000"
+    engine = AutoEngine(
+        lambda prefix: OpenAIEngine(key, OpenAIOptions(url=url, language=None), id_prefix=prefix),
+        lambda prefix: LocalEngine(backend, Params(rate=16_000), partial_interval_s=0.0,
+                                   id_prefix=prefix),
+        decode=lambda samples, offset_ms: backend.decode(samples, offset_ms=offset_ms),
+        grace_s=600.0, url=url, api_key=key, language=None,
+    )
+    clip = FLEURS / "fleurs-de-000.ogg"
+    store = Store.open(db_url)
+
+    async def main() -> int:
+        source = ArraySource(conversation([clip], pause_s=1.0), speed=4.0)
+        session = Session(store, [Stream(source, engine)], feed=Feed(), queue_s=60.0)
+        return await session.run()
+
+    try:
+        sid = asyncio.run(main())
+        rows = [r for r in store.lines(sid, statuses=()) if r.text]
+    finally:
+        store.close()
+    assert rows, "no line stored for the speech taken in"
+    assert all(r.engine == "local" for r in rows), [(r.engine, r.status) for r in rows]
+    assert [r.language for r in rows] == ["de"] * len(rows), [(r.language, r.text) for r in rows]
+    assert content_words_found(" ".join(r.text for r in rows), clip) >= CONTENT_WORDS_MIN

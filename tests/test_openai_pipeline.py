@@ -148,9 +148,8 @@ def _local(prefix: str) -> LocalEngine:
     return LocalEngine(backend(), Params(rate=16_000), partial_interval_s=0.0, id_prefix=prefix)
 
 
-def _decode(samples: Any, offset_ms: int) -> tuple[str, tuple[Any, ...]]:
-    d = backend().decode(samples, offset_ms=offset_ms)
-    return d.text, d.words
+def _decode(samples: Any, offset_ms: int) -> Any:
+    return backend().decode(samples, offset_ms=offset_ms)
 
 
 def _auto(url: str, key: str, grace_s: float) -> AutoEngine:

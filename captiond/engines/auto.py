@@ -36,6 +36,7 @@ from captiond.audio.block import AudioBlock, pcm16_to_float
 from captiond.engines.base import Emit, Engine
 from captiond.engines.handover import Chain, Relay
 from captiond.engines.openai import OpenAIEngine, probe
+from captiond.engines.whisper import Decoded
 from captiond.errors import EngineFatal
 from captiond.events import ItemCompleted, ItemFailed, TranscriptEvent
 from captiond.realtime.protocol import SAMPLE_RATE, Gap
@@ -54,8 +55,8 @@ DETACHED_CLOSE_S = 5.0
 #: Probe handshake bound.
 PROBE_TIMEOUT_S = 10.0
 
-#: ``decode(samples_16k, offset_ms) -> (text, words)``: the local model, blocking.
-Decode = Callable[[np.ndarray, int], tuple[str, tuple[Any, ...]]]
+#: ``decode(samples_16k, offset_ms) -> Decoded``: the local model, blocking.
+Decode = Callable[[np.ndarray, int], Decoded]
 
 
 class AutoEngine:
@@ -293,7 +294,7 @@ class AutoEngine:
             offset = entry.start_ms
             item = entry.item_id
 
-            def work(s: np.ndarray = samples, o: int = offset) -> tuple[str, tuple[Any, ...]]:
+            def work(s: np.ndarray = samples, o: int = offset) -> Decoded:
                 import soxr
 
                 return self.decode(soxr.resample(s, SAMPLE_RATE, 16_000), o)
@@ -307,8 +308,10 @@ class AutoEngine:
                 if f.exception() is not None:
                     emit(ItemFailed(item, f"local fallback failed: {f.exception()}"))
                     return
-                text, words = f.result()
-                emit(ItemCompleted(item, text, words, self.language))
+                decoded = f.result()
+                # A multilingual model auto-detecting says which language it heard.
+                emit(ItemCompleted(item, decoded.text, decoded.words,
+                                   decoded.language or self.language))
 
             fut.add_done_callback(done)
             self._rescues.append(fut)

@@ -107,8 +107,7 @@ def _openai_engine(cfg: Config, name: str, *, channel: str, realtime: bool) -> E
                             realtime=realtime, id_prefix=f"{base}{prefix}")
 
     def decode(samples, offset_ms):  # type: ignore[no-untyped-def]
-        d = whisper_backend(cfg).decode(samples, offset_ms=offset_ms, word_timestamps=True)
-        return d.text, d.words
+        return whisper_backend(cfg).decode(samples, offset_ms=offset_ms, word_timestamps=True)
 
     return AutoEngine(
         lambda prefix: OpenAIEngine(key, options, id_prefix=f"{base}{prefix}"),
