@@ -223,6 +223,7 @@ async def stream(cfg: config.Config, store: Store, path: Path, soak: bool = Fals
 
 def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) -> dict[str, Any]:
     firsts, finals, phantom, finals_text = [], [], 0, []
+    phantoms: list[tuple[str, str]] = []
     items = sorted(viewer.items.values(), key=lambda t: t.start_ms)
     for tr in items:
         if not tr.final:
@@ -239,6 +240,7 @@ def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) 
             finals.append(tr.final_at - (t0 + last))
         if tr.partials and not set(normalise(tr.first_text).split()) & set(normalise(tr.final).split()):
             phantom += 1
+            phantoms.append((tr.first_text, tr.final))
     with_partials = sum(1 for t in items if t.partials and t.final)
     return {
         "lines": len(finals_text),
@@ -251,6 +253,7 @@ def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) 
         "repeated": sum(t.repeated for t in items),
         "repeated_stable": sum(t.repeated_stable for t in items),
         "phantom_first": phantom,
+        "phantoms": phantoms,
         "with_partials": with_partials,
     }
 
@@ -443,6 +446,8 @@ def main() -> None:
     print(f"engine          {stats}")
     if profiler:
         profiler.report(viewer, t0, words, cfg, cpu, audio_s)
+        for first, final in s["phantoms"]:
+            print(f"  first partial {first!r} -> final {final[:60]!r}")
 
 
 def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
