@@ -26,7 +26,7 @@ in stable text), and first partials that share no word with their final.
 
 Soak mode (memory and lag over a long run, clips looped, no batch reference):
 
-    python benchmarks/local_latency.py --soak-min 30   # RSS every minute, lag/RSS every 5 min
+    python benchmarks/local_latency.py --soak-min 30   # lag/RSS every minute and every 5 min
 
 Profile mode (``--profile``) also times the engine from inside: CPU of partial decodes, of
 finals (encoder + decoder, word-timing alignment, continuations; finals whose text was used
@@ -451,7 +451,8 @@ def main() -> None:
 
 
 def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
-    """Clips looped for ``minutes`` at real-time pace: RSS per minute, lag/RSS per 5 minutes."""
+    """Clips looped for ``minutes`` at real-time pace: RSS and lag (final after the line's end on
+    the overlay feed) per minute, and per 5 minutes."""
     rounds = max(1, int(minutes * 60 / 105) + 1)
     path, _, audio_s = programme(tmp, rounds)
     whisper_backend(cfg)
@@ -464,19 +465,25 @@ def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
         minute = 0
         seen: set[str] = set()
         window: list[float] = []
+        this_minute: list[float] = []
         while True:
             await asyncio.sleep(1.0)
             for item_id, tr in list(viewer.items.items()):
                 if tr.final_at is not None and item_id not in seen:
                     seen.add(item_id)
                     # Lag: final arrival vs the line's audio end on the stream clock.
-                    window.append(tr.final_at - ((source.started_at or t0) + tr.end_ms / 1000))
+                    lag = tr.final_at - ((source.started_at or t0) + tr.end_ms / 1000)
+                    window.append(lag)
+                    this_minute.append(lag)
             elapsed = time.monotonic() - t0
             if elapsed >= (minute + 1) * 60:
                 minute += 1
                 rss = proc.memory_info().rss / 2**20
-                print(f"minute {minute:3d}  RSS {rss:6.0f} MiB  engine lag {engine.stats()['lag_s']:.2f} s"
+                lag_med = statistics.median(this_minute) if this_minute else float("nan")
+                print(f"minute {minute:3d}  RSS {rss:6.0f} MiB  final after line end median {lag_med:.2f} s"
+                      f" max {max(this_minute, default=float('nan')):.2f} s over {len(this_minute)} lines"
                       f"  load {os.getloadavg()[0]:.2f}", flush=True)
+                this_minute = []
                 if minute % 5 == 0:
                     print(f"-- minutes {minute - 4}-{minute}: final after line end median"
                           f" {statistics.median(window) if window else float('nan'):.2f} s"
