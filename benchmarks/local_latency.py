@@ -26,7 +26,14 @@ in stable text), and first partials that share no word with their final.
 
 Soak mode (memory and lag over a long run, clips looped, no batch reference):
 
-    python benchmarks/local_latency.py --soak-min 30   # RSS every minute, lag/RSS every 5 min
+    python benchmarks/local_latency.py --soak-min 30   # lag/RSS every minute and every 5 min
+
+Profile mode (``--profile``) also times the engine from inside: CPU of partial decodes, of
+finals (encoder + decoder, word-timing alignment, continuations; finals whose text was used
+and speculative ones thrown away) and of the VAD; and splits each final's latency into the
+VAD's view of the end of speech (last batch word -> last window the VAD called speech), the
+segmenter's wait for ``vad.min_silence_ms``, decode time left after the cut, and delivery to
+the overlay feed.
 """
 
 from __future__ import annotations
@@ -216,6 +223,7 @@ async def stream(cfg: config.Config, store: Store, path: Path, soak: bool = Fals
 
 def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) -> dict[str, Any]:
     firsts, finals, phantom, finals_text = [], [], 0, []
+    phantoms: list[tuple[str, str]] = []
     items = sorted(viewer.items.values(), key=lambda t: t.start_ms)
     for tr in items:
         if not tr.final:
@@ -232,6 +240,7 @@ def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) 
             finals.append(tr.final_at - (t0 + last))
         if tr.partials and not set(normalise(tr.first_text).split()) & set(normalise(tr.final).split()):
             phantom += 1
+            phantoms.append((tr.first_text, tr.final))
     with_partials = sum(1 for t in items if t.partials and t.final)
     return {
         "lines": len(finals_text),
@@ -244,8 +253,157 @@ def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]]) 
         "repeated": sum(t.repeated for t in items),
         "repeated_stable": sum(t.repeated_stable for t in items),
         "phantom_first": phantom,
+        "phantoms": phantoms,
         "with_partials": with_partials,
     }
+
+
+class Profiler:
+    """Times the engine from inside (profile mode): wraps the decode, alignment and VAD calls
+    and the segmenter's decisions of this process's classes, and records when each happened."""
+
+    def __init__(self) -> None:
+        self.decodes: list[dict[str, Any]] = []
+        self.vad_cpu = 0.0
+        self.cuts: dict[tuple[int, int], float] = {}  # (start ms, end ms) -> wall time of the cut
+        self.pauses = 0
+        self.emitted: dict[str, float] = {}  # item -> wall time its final was emitted
+        self._rec: dict[str, Any] | None = None
+        self._in_continue = False
+
+    def install(self) -> None:
+        from captiond.audio.segmenter import Pause, UtteranceEnded
+        from captiond.audio.vad import StreamingVad
+        from captiond.engines.local import LocalEngine
+        from captiond.engines.whisper import WhisperBackend
+
+        prof = self
+        decode, generate, words, cont = (WhisperBackend.decode, WhisperBackend._generate,
+                                         WhisperBackend._words, WhisperBackend._continue)
+
+        def p_decode(self: Any, audio: np.ndarray, **kw: Any) -> Any:
+            rec = {"final": kw.get("final", True), "start_ms": kw.get("offset_ms", 0),
+                   "audio_s": len(audio) / RATE, "generate": 0.0, "align": 0.0, "continue": 0.0,
+                   "t0": time.monotonic()}
+            prof._rec = rec
+            c0 = time.process_time()
+            try:
+                return decode(self, audio, **kw)
+            finally:
+                rec["cpu"] = time.process_time() - c0
+                rec["t1"] = time.monotonic()
+                prof.decodes.append(rec)
+
+        def timed(fn: Any, key: str) -> Any:
+            def wrapper(self: Any, *a: Any, **kw: Any) -> Any:
+                c0 = time.process_time()
+                if key == "continue":
+                    prof._in_continue = True
+                try:
+                    return fn(self, *a, **kw)
+                finally:
+                    if key == "continue":
+                        prof._in_continue = False
+                    if prof._rec is not None and not (key == "generate" and prof._in_continue):
+                        prof._rec[key] += time.process_time() - c0
+            return wrapper
+
+        vad_call = StreamingVad.__call__
+
+        def p_vad(self: Any, samples: np.ndarray) -> Any:
+            c0 = time.thread_time()
+            try:
+                return vad_call(self, samples)
+            finally:
+                prof.vad_cpu += time.thread_time() - c0
+
+        decide, final_done = LocalEngine._decide, LocalEngine._final_done
+
+        def p_decide(self: Any, decisions: list[Any], *a: Any) -> Any:
+            now = time.monotonic()
+            for d in decisions:
+                if isinstance(d, UtteranceEnded):
+                    prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = now
+                elif isinstance(d, Pause):
+                    prof.pauses += 1
+            return decide(self, decisions, *a)
+
+        def p_final_done(self: Any, item: str, fut: Any, **kw: Any) -> Any:
+            prof.emitted[item] = time.monotonic()
+            return final_done(self, item, fut, **kw)
+
+        WhisperBackend.decode = p_decode  # type: ignore[method-assign]
+        WhisperBackend._generate = timed(generate, "generate")  # type: ignore[method-assign]
+        WhisperBackend._words = timed(words, "align")  # type: ignore[method-assign]
+        WhisperBackend._continue = timed(cont, "continue")  # type: ignore[method-assign]
+        StreamingVad.__call__ = p_vad  # type: ignore[method-assign]
+        LocalEngine._decide = p_decide  # type: ignore[method-assign]
+        LocalEngine._final_done = p_final_done  # type: ignore[method-assign]
+
+    def report(self, viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
+               cfg: config.Config, cpu: float, audio_s: float) -> None:
+        tail_s = cfg["vad.tail_ms"] / 1000
+        partials = [r for r in self.decodes if not r["final"]]
+        finals = [r for r in self.decodes if r["final"]]
+        spans = {(tr.start_ms, tr.end_ms) for tr in viewer.items.values() if tr.final_at}
+        used = [r for r in finals if (r["start_ms"], r["start_ms"] + round(r["audio_s"] * 1000)) in spans
+                or any(abs(r["start_ms"] - a) <= 1 and abs(r["start_ms"] + r["audio_s"] * 1000 - b) <= 2
+                       for a, b in spans)]
+        wasted = [r for r in finals if r not in used]
+
+        def line(name: str, recs: list[dict[str, Any]]) -> None:
+            c = sum(r["cpu"] for r in recs)
+            w = sum(r["t1"] - r["t0"] for r in recs)
+            print(f"  {name:<26} n={len(recs):4d}  CPU {c:6.1f} s ({c / audio_s:.3f}/audio s,"
+                  f" {100 * c / cpu:4.1f} %)  wall {w:6.1f} s"
+                  f"  per call {c / max(1, len(recs)):.3f} CPU-s {w / max(1, len(recs)):.3f} s")
+
+        print(f"profile: process CPU {cpu:.1f} s over {audio_s:.0f} s audio")
+        line("partial decodes", partials)
+        line("final decodes (used)", used)
+        line("final decodes (wasted)", wasted)
+        for key in ("generate", "align", "continue"):
+            c = sum(r[key] for r in finals)
+            print(f"    finals: {key:<10} CPU {c:6.1f} s ({c / audio_s:.3f}/audio s)")
+        print(f"  VAD                        CPU {self.vad_cpu:6.1f} s ({self.vad_cpu / audio_s:.3f}/audio s)")
+        rest = cpu - sum(r["cpu"] for r in self.decodes) - self.vad_cpu
+        print(f"  everything else            CPU {rest:6.1f} s ({rest / audio_s:.3f}/audio s);"
+              f" pauses announced {self.pauses}")
+        by_len: dict[int, list[dict[str, Any]]] = {}
+        for r in used:
+            by_len.setdefault(min(int(r["audio_s"] // 3) * 3, 12), []).append(r)
+        for k in sorted(by_len):
+            rs = by_len[k]
+            print(f"    used finals {k:2d}-{k + 3:2d} s audio: n={len(rs):2d}  wall median"
+                  f" {statistics.median(r['t1'] - r['t0'] for r in rs):.2f} s  CPU median"
+                  f" {statistics.median(r['cpu'] for r in rs):.2f} s")
+        parts: dict[str, list[float]] = {"vad_end": [], "silence_wait": [], "decode_after_cut": [],
+                                          "delivery": [], "total": []}
+        spec_ready = 0
+        for tr in viewer.items.values():
+            if not tr.final_at or (tr.start_ms, tr.end_ms) not in self.cuts:
+                continue
+            lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
+            inside = [w for w in words if w[1] >= lo and w[2] <= hi]
+            rec = [r for r in used if abs(r["start_ms"] - tr.start_ms) <= 1
+                   and abs(r["start_ms"] + r["audio_s"] * 1000 - tr.end_ms) <= 2]
+            if not inside or not rec:
+                continue
+            last = t0 + inside[-1][2]
+            speech_end = t0 + tr.end_ms / 1000 - tail_s
+            cut = self.cuts[(tr.start_ms, tr.end_ms)]
+            done = rec[-1]["t1"]
+            spec_ready += done <= cut
+            parts["vad_end"].append(speech_end - last)
+            parts["silence_wait"].append(cut - speech_end)
+            parts["decode_after_cut"].append(max(0.0, done - cut))
+            parts["delivery"].append(tr.final_at - max(done, cut))
+            parts["total"].append(tr.final_at - last)
+        n = len(parts["total"])
+        print(f"final latency split over {n} lines (decode done before the cut in {spec_ready}):")
+        for k, v in parts.items():
+            if v:
+                print(f"  {k:<18} median {statistics.median(v):6.3f} s  p90 {pct(v, 0.9):6.3f} s")
 
 
 def main() -> None:
@@ -253,6 +411,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--soak-min", type=float, default=0.0, help="soak mode: minutes to run")
     parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
+    parser.add_argument("--profile", action="store_true", help="also time the engine from inside")
     args = parser.parse_args()
     cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
     tmp = Path(tempfile.mkdtemp(prefix="captiond-bench-"))
@@ -262,6 +421,9 @@ def main() -> None:
     path, ref_text, audio_s = programme(tmp, args.rounds)
     words, batch_text = batch_words(path)
     whisper_backend(cfg)  # load the model before measuring CPU
+    profiler = Profiler() if args.profile else None
+    if profiler:
+        profiler.install()
     store = Store.open(f"sqlite:///{tmp}/bench.db")
     cpu0, wall0 = time.process_time(), time.monotonic()
     viewer, t0, stats = asyncio.run(stream(cfg, store, path))
@@ -282,10 +444,15 @@ def main() -> None:
           f"  repeated-phrase partials {s['repeated']} (in stable text {s['repeated_stable']})"
           f"  first partials sharing no word with final {s['phantom_first']}/{s['with_partials']}")
     print(f"engine          {stats}")
+    if profiler:
+        profiler.report(viewer, t0, words, cfg, cpu, audio_s)
+        for first, final in s["phantoms"]:
+            print(f"  first partial {first!r} -> final {final[:60]!r}")
 
 
 def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
-    """Clips looped for ``minutes`` at real-time pace: RSS per minute, lag/RSS per 5 minutes."""
+    """Clips looped for ``minutes`` at real-time pace: RSS and lag (final after the line's end on
+    the overlay feed) per minute, and per 5 minutes."""
     rounds = max(1, int(minutes * 60 / 105) + 1)
     path, _, audio_s = programme(tmp, rounds)
     whisper_backend(cfg)
@@ -298,19 +465,25 @@ def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
         minute = 0
         seen: set[str] = set()
         window: list[float] = []
+        this_minute: list[float] = []
         while True:
             await asyncio.sleep(1.0)
             for item_id, tr in list(viewer.items.items()):
                 if tr.final_at is not None and item_id not in seen:
                     seen.add(item_id)
                     # Lag: final arrival vs the line's audio end on the stream clock.
-                    window.append(tr.final_at - ((source.started_at or t0) + tr.end_ms / 1000))
+                    lag = tr.final_at - ((source.started_at or t0) + tr.end_ms / 1000)
+                    window.append(lag)
+                    this_minute.append(lag)
             elapsed = time.monotonic() - t0
             if elapsed >= (minute + 1) * 60:
                 minute += 1
                 rss = proc.memory_info().rss / 2**20
-                print(f"minute {minute:3d}  RSS {rss:6.0f} MiB  engine lag {engine.stats()['lag_s']:.2f} s"
+                lag_med = statistics.median(this_minute) if this_minute else float("nan")
+                print(f"minute {minute:3d}  RSS {rss:6.0f} MiB  final after line end median {lag_med:.2f} s"
+                      f" max {max(this_minute, default=float('nan')):.2f} s over {len(this_minute)} lines"
                       f"  load {os.getloadavg()[0]:.2f}", flush=True)
+                this_minute = []
                 if minute % 5 == 0:
                     print(f"-- minutes {minute - 4}-{minute}: final after line end median"
                           f" {statistics.median(window) if window else float('nan'):.2f} s"

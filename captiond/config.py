@@ -244,6 +244,15 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=10,
     ),
     Setting(
+        "local.final_window",
+        str,
+        "full",
+        "Encoder window of final decodes: full (Whisper's 30 s window, the most robust) or fit "
+        "(the utterance plus 3 s, at least 14 s; the full window again when the decoder doubts "
+        "the text): finals cost a third and come sooner, see README for the accuracy measured.",
+        choices=("full", "fit"),
+    ),
+    Setting(
         "local.partial_interval_s",
         float,
         0.5,

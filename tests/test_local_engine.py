@@ -210,3 +210,64 @@ def test_conversational_repeats_are_not_decoder_loops(text: str, loop: bool) -> 
     """A word said three times ("yeah, yeah, yeah") is how people talk, not a decoder loop
     (an AMI turn was once dropped whole for it); real loops are still caught."""
     assert looks_repetitive(text) is loop
+
+
+def test_partial_the_model_doubts_shows_nothing(backend: WhisperBackend) -> None:
+    """A partial decoded from murmur or from the first fraction of a second of speech, which
+    the model itself doubts is speech, carries no text (it used to show "Thank you."-like
+    guesses such as "I'm not sure." before the speaker's first word)."""
+    for audio in (clip(AMI / "trn01.flac", 0, 4.0), clip(FLEURS / "fleurs-en-001.ogg", 0, 0.6)):
+        d = backend.decode(audio, final=False)
+        assert d.text == "" and d.dropped == "no_speech", d
+
+
+def test_looping_partial_is_not_decoded_again_on_the_full_window(backend: WhisperBackend) -> None:
+    """A partial whose short window makes the decoder loop ("styles, styles, styles") shows
+    nothing and is not decoded a second time on the 30 s window."""
+    retries = backend.full_window_retries
+    d = backend.decode(clip(FLEURS / "fleurs-en-000.ogg", 0, 5.0), final=False)
+    assert d.text == "" and d.dropped == "repetition" and not d.full_window
+    assert backend.full_window_retries == retries
+
+
+def test_stopped_decode_gives_no_text(backend: WhisperBackend) -> None:
+    """A decode whose caller no longer needs it (a speculative final after the speaker went
+    on) ends after the encoder with no text; the next decode is whole."""
+    audio = clip(FLEURS / "fleurs-en-002.ogg")
+    stopped = backend.decode(audio, stop=lambda: True)
+    assert stopped.text == "" and stopped.dropped == "stopped"
+    assert "north" in normalise(backend.decode(audio, stop=lambda: False).text)
+
+
+def test_partials_come_less_often_as_the_utterance_grows(backend: WhisperBackend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each partial re-decodes the whole utterance, so once it is long they come every
+    PARTIAL_INTERVAL_SHARE of its length instead of every partial_interval_s."""
+    from captiond.engines import local
+
+    lengths: list[int] = []
+    decode = backend.decode
+
+    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
+        if not kw.get("final", True):
+            lengths.append(len(audio))
+        return decode(audio, **kw)
+
+    monkeypatch.setattr(backend, "decode", recording)
+    run_engine(backend, np.concatenate([clip(FLEURS / "fleurs-en-000.ogg"), silence(1.0)]), every_s=0.3,
+               stable_text=False)
+    steps = [(a, b) for a, b in zip(lengths, lengths[1:]) if b > a]
+    assert len(steps) >= 5
+    for a, b in steps:
+        assert b - a >= int(max(0.3, local.PARTIAL_INTERVAL_SHARE * b / RATE) * RATE) - BLOCK, (a, b)
+    assert any(b - a > int(0.3 * RATE) + BLOCK for a, b in steps)
+
+
+def test_fitted_final_window_falls_back_when_the_model_doubts() -> None:
+    """With local.final_window = fit a clear sentence's final is decoded on a window fitted to
+    it, while a murmur the model doubts is decoded again on the full 30 s window (and judged
+    no speech there)."""
+    fit = whisper_backend(config.parse("", env={}, overrides={"local.final_window": "fit"}))
+    clear = fit.decode(clip(FLEURS / "fleurs-en-002.ogg"), word_timestamps=True)
+    assert not clear.full_window and "sintra" in normalise(clear.text) and clear.words
+    murmur = fit.decode(clip(AMI / "trn01.flac", 0, 4.0))
+    assert murmur.full_window and murmur.dropped == "no_speech"

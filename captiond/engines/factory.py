@@ -24,6 +24,7 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
         cfg["local.device"],
         cfg["local.hotwords"],
         cfg["local.initial_prompt"],
+        cfg["local.final_window"],
     )
     with _lock:
         backend = _backends.get(key)
@@ -37,6 +38,7 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
                 device=cfg["local.device"],
                 hotwords=cfg["local.hotwords"],
                 initial_prompt=cfg["local.initial_prompt"],
+                final_window=cfg["local.final_window"],
             )
             _backends[key] = backend
         return backend

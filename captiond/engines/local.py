@@ -1,7 +1,9 @@
 """The embedded engine: silero VAD + streaming Whisper on the CPU, no network.
 
-While someone speaks, the growing utterance is re-decoded every ``partial_interval_s`` (only
-when the decoder is idle, so a slow machine shows fewer partials instead of falling behind);
+While someone speaks, the growing utterance is re-decoded every ``partial_interval_s``, or
+every :data:`PARTIAL_INTERVAL_SHARE` of its length once that is longer (each partial decodes
+the whole utterance, so a fixed interval made partials cost more the longer someone spoke),
+only when the decoder is idle (a slow machine shows fewer partials instead of falling behind);
 at a pause (or at the maximum utterance length) the utterance is cut and decoded once more
 for the final text with word timings. Audio that the VAD calls silence is never decoded, so
 Whisper cannot invent text for it.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -47,6 +50,9 @@ AGREE_PARTIALS = 3
 STABLE_AFTER_S = 2.0
 #: Agreed words at the end of a partial that are not yet made stable.
 HOLD_BACK_WORDS = 2
+#: Partials of a long utterance come at most every this share of its length so far (a 10 s
+#: utterance gets one every 1.5 s instead of every 0.5 s).
+PARTIAL_INTERVAL_SHARE = 0.15
 #: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
 MAX_DROPPED_KEPT = 200
 
@@ -105,8 +111,8 @@ class LocalEngine:
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
-        # A final decode started at a pause: (item, start, end) -> its future.
-        self._speculative: tuple[str, int, int, asyncio.Future[Decoded]] | None = None
+        # A final decode started at a pause: (item, start, end, its future, its stop flag).
+        self._speculative: tuple[str, int, int, asyncio.Future[Decoded], threading.Event] | None = None
         self.speculative_used = 0
         self.speculative_wasted = 0
         self._final_cut_at: dict[str, float] = {}
@@ -206,8 +212,9 @@ class LocalEngine:
             elif isinstance(d, Pause):
                 if self._open is not None:
                     self._drop_speculative()
-                    fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
-                    self._speculative = (self._open, d.start, d.end, fut)
+                    stop = threading.Event()
+                    fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop, stop)
+                    self._speculative = (self._open, d.start, d.end, fut, stop)
             elif isinstance(d, UtteranceEnded):
                 ended = self._open
                 self._open = None
@@ -223,6 +230,7 @@ class LocalEngine:
                     self.speculative_used += 1
                 else:
                     if spec is not None:
+                        spec[4].set()
                         self.speculative_wasted += 1
                     if d.noise:
                         self._record_drop(ended, start_ms, end_ms, "noise", "")
@@ -235,7 +243,8 @@ class LocalEngine:
                 self._finals.append(fut)
 
     def _submit_final(
-        self, buf: _Buffer, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop
+        self, buf: _Buffer, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop,
+        stop: threading.Event | None = None,
     ) -> asyncio.Future[Decoded]:
         samples = buf.slice(start, end)
         offset_ms = start * 1000 // SAMPLE_RATE
@@ -244,14 +253,17 @@ class LocalEngine:
         return loop.run_in_executor(
             self.backend.executor,
             lambda: self.backend.decode(
-                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio, prefix=prefix
+                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio, prefix=prefix,
+                stop=stop.is_set if stop is not None else None,
             ),
         )
 
     def _drop_speculative(self) -> None:
         """Speech resumed after a pause: the early final decode is of no use."""
         if self._speculative is not None:
-            self._speculative[3].cancel()  # not started yet: skipped; running: result ignored
+            # Not started yet: skipped; running: it stops after the encoder, its result ignored.
+            self._speculative[3].cancel()
+            self._speculative[4].set()
             self._speculative = None
             self.speculative_wasted += 1
 
@@ -302,7 +314,8 @@ class LocalEngine:
     def _maybe_partial(self, buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
         if not self.partials or self._open is None:
             return
-        interval = int(self.partial_interval_s * SAMPLE_RATE)
+        so_far = (buf.end - self._open_start) / SAMPLE_RATE
+        interval = int(max(self.partial_interval_s, PARTIAL_INTERVAL_SHARE * so_far) * SAMPLE_RATE)
         if buf.end - self._last_partial_at < interval:
             return
         if self._partial_busy or self._finals:

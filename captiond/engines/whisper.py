@@ -9,9 +9,9 @@ is what makes streaming Whisper expensive. Partials encode the utterance plus at
 :data:`CONTEXT_PAD_S` of trailing silence instead (computed together with the speech, so the
 log-mel normalisation matches a full window), rounded up to a multiple of
 :data:`WINDOW_STEP_FRAMES`: CTranslate2 keeps buffers per input shape, and windows of every
-length made memory climb for as long as partials ran. If the short window makes the decoder
-loop (a known failure of truncated context), the same audio is decoded again with the full
-window.
+length made memory climb for as long as partials ran. A partial whose short window makes the
+decoder loop (a known failure of truncated context) is not shown: decoding it again with the
+full window cost three times a partial, and the next partial or the final comes soon.
 
 Stable text: a decode may be given the tokens already shown as stable as a forced prefix;
 the decoder then continues after them, so its text begins with that text by construction.
@@ -33,7 +33,11 @@ languages nobody spoke) keeps the language last detected with confidence
 Hallucination guards (Whisper invents "Thank you." and repeats itself on non-speech):
 no-speech probability with low log-probability, repetition, and a list of the classic
 phantom phrases when the audio has little speech in it (everyday back-channels such as
-"Okay." need both signs).
+"Okay." need both signs). Partials get the same no-speech test: a first partial decoded from
+a fraction of a second of speech was often a guess ("Oh", "Thank you.", "They have been").
+
+A decode may be given a ``stop`` check (a speculative final whose speaker went on): it is
+asked between the encoder and the decoder, and a stopped decode returns no text.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +71,13 @@ CONTEXT_PAD_S = 3.0
 FULL_WINDOW_FRAMES = 3000
 #: Short windows are a multiple of this (2 s): at most 15 input shapes, so memory is bounded.
 WINDOW_STEP_FRAMES = 200
+#: ``local.final_window = fit``: a final is first decoded on a window of the utterance plus
+#: :data:`CONTEXT_PAD_S`, at least this long (14 s) ...
+FIT_MIN_FRAMES = 1400
+#: ... and decoded again on the full window when the decoder doubts that text (Whisper's
+#: average log-probability below this, or no-speech probability above the next) or loops.
+FIT_MIN_LOGPROB = -0.5
+FIT_MAX_NO_SPEECH = 0.5
 #: Upper bound on tokens per second of audio, plus a floor: a decoder that runs past this
 #: is looping.
 MAX_TOKENS_PER_S = 8
@@ -118,6 +130,10 @@ PHANTOM_PHRASES = frozenset(
 #: Phantom phrases that are also everyday back-channels ("Okay." between two turns): dropped
 #: only when the audio has little speech *and* the model doubts it heard speech.
 BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "i'm sorry"})
+
+
+class _Stopped(Exception):
+    """The caller no longer needs this decode."""
 
 
 @dataclass(slots=True)
@@ -189,11 +205,15 @@ class WhisperBackend:
         device: str = "cpu",
         hotwords: str = "",
         initial_prompt: str = "",
+        final_window: str = "full",
     ) -> None:
         """``model``: a directory or a model name (:func:`~captiond.engines.models.resolve_model`);
         ``device``/``compute_type`` may be ``auto``; ``hotwords``/``initial_prompt`` are
-        faster-whisper's vocabulary hints, put before every decode."""
+        faster-whisper's vocabulary hints, put before every decode; ``final_window``: ``full``
+        (finals always on the 30 s window) or ``fit`` (a window fitted to the utterance, the
+        full one when the decoder doubts the text)."""
         self.beam_size = beam_size
+        self.final_window = final_window
         from faster_whisper import WhisperModel
 
         from captiond.engines import models
@@ -243,6 +263,7 @@ class WhisperBackend:
         self.decodes = 0
         self.full_window_retries = 0
         self.continuations = 0
+        self.stopped = 0
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -289,7 +310,7 @@ class WhisperBackend:
 
     # -- decoding (runs on the worker thread) ---------------------------------------------
 
-    def _features(self, audio: np.ndarray, full: bool) -> np.ndarray:
+    def _features(self, audio: np.ndarray, full: bool, min_frames: int = 0) -> np.ndarray:
         if full:
             pad = np.zeros(FULL_WINDOW_FRAMES * 160, dtype=np.float32)
             frames = FULL_WINDOW_FRAMES
@@ -298,13 +319,14 @@ class WhisperBackend:
             # keep buffers of its own, and partials of any length made memory climb for good.
             frames = (len(audio) + int(CONTEXT_PAD_S * SAMPLE_RATE)) // 160
             frames = min(FULL_WINDOW_FRAMES, -(-frames // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
+            frames = max(frames, min_frames)
             pad = np.zeros(max(0, frames * 160 - len(audio)), dtype=np.float32)
         feats = self.model.feature_extractor(np.concatenate([audio, pad]))
         return np.ascontiguousarray(feats[:, :frames][None], dtype=np.float32)
 
     def _generate(  # type: ignore[no-untyped-def]
         self, audio: np.ndarray, full: bool, prompt: list[int], beam_size: int = 1, forced: int = 0,
-        language: str | None = None,
+        stop: Callable[[], bool] | None = None, min_frames: int = 0, language: str | None = None,
     ):
         """One decoder pass. ``forced`` is how many tokens at the end of ``prompt`` are a forced
         prefix (they come back at the start of the result and are not part of the new text).
@@ -313,8 +335,10 @@ class WhisperBackend:
         no-speech probability, the encoder output, the language decoded in)."""
         import ctranslate2
 
-        feats = self._features(audio, full)
+        feats = self._features(audio, full, min_frames)
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        if stop is not None and stop():
+            raise _Stopped
         language = language or self.language or (self._detect(encoded) if self.multilingual else "en")
         prompt = self._in_language(prompt, language)
         max_length = max(MIN_MAX_TOKENS, int(len(audio) / SAMPLE_RATE * MAX_TOKENS_PER_S) + 8)
@@ -370,6 +394,7 @@ class WhisperBackend:
         speech_ratio: float = 1.0,
         final: bool = True,
         prefix: list[int] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> Decoded:
         """Text of one utterance (16 kHz mono float32). Blocking: call it on :attr:`executor`.
 
@@ -377,25 +402,51 @@ class WhisperBackend:
         with them and only decodes what follows, so the result always starts with that text.
 
         Finals use the full 30-second window (the input the model was trained on) and beam
-        search: the most robust text. A final whose decoder stops early (Whisper ends a
+        search: the most robust text. With ``final_window = "fit"`` a final is first decoded on
+        a window fitted to the utterance (:data:`FIT_MIN_FRAMES` at least), a third of the
+        encoder's work, and again on the full window if the decoder doubts that text. A final whose decoder stops early (Whisper ends a
         window before a sentence and skips it) is continued from where it stopped. Partials
-        use greedy search on the short window: a fraction of the CPU."""
+        use greedy search on the short window: a fraction of the CPU.
+
+        ``stop``: asked once the audio is encoded; if it says so, the decode ends there and
+        returns no text (``dropped = "stopped"``)."""
         t_start = time.perf_counter()
         prefix = list(prefix or [])
+        try:
+            return self._decode(audio, offset_ms, word_timestamps, speech_ratio, final, prefix, stop, t_start)
+        except _Stopped:
+            self.stopped += 1
+            return Decoded("", dropped="stopped", prefix_tokens=prefix,
+                           seconds=time.perf_counter() - t_start)
+
+    def _decode(
+        self,
+        audio: np.ndarray,
+        offset_ms: int,
+        word_timestamps: bool,
+        speech_ratio: float,
+        final: bool,
+        prefix: list[int],
+        stop: Callable[[], bool] | None,
+        t_start: float,
+    ) -> Decoded:
         with self._lock:
             self.decodes += 1
-            full = final or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
+            fit = final and self.final_window == "fit"
+            full = (final and not fit) or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
             prompt, forced = self.prompt(prefix)
             new, last, avg_logprob, no_speech, encoded, language = self._generate(
-                audio, full, prompt, beam, forced
+                audio, full, prompt, beam, forced, stop, FIT_MIN_FRAMES if fit else 0
             )
             text = self.tokenizer.decode(new).strip()
             log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
-            if not full and looks_repetitive(text):
+            if final and not full and (
+                looks_repetitive(text) or avg_logprob < FIT_MIN_LOGPROB or no_speech > FIT_MAX_NO_SPEECH
+            ):
                 self.full_window_retries += 1
                 new, last, avg_logprob, no_speech, encoded, language = self._generate(
-                    audio, True, prompt, 1, forced
+                    audio, True, prompt, beam, forced, stop
                 )
                 text = self.tokenizer.decode(new).strip()
                 full = True
@@ -409,7 +460,7 @@ class WhisperBackend:
                 language=language,
             )
             # Judged without the forced prefix: the prefix was agreed by earlier decodes.
-            out.dropped = self._judge(out, speech_ratio, final and not prefix)
+            out.dropped = self._judge(out, speech_ratio, not prefix)
             if out.dropped:
                 out.dropped_text, out.text, out.tokens = out.text, "", []
             # Joined token-wise: the text always begins with the prefix's own text.
@@ -458,7 +509,7 @@ class WhisperBackend:
             part = audio[start:]
             # The rest of an utterance is decoded in the language of its start.
             new, last, avg_logprob, no_speech, encoded, _ = self._generate(
-                part, full, prompt, beam, language=out.language
+                part, full, prompt, beam, min_frames=FIT_MIN_FRAMES, language=out.language
             )
             log.debug("whisper.continue start_s=%.2f last=%s text=%r", start / SAMPLE_RATE, last, self.tokenizer.decode(new))
             piece = Decoded(
@@ -477,12 +528,13 @@ class WhisperBackend:
             passes.append((start, new, encoded))
             context += new
 
-    def _judge(self, d: Decoded, speech_ratio: float, final: bool = True) -> str | None:
-        """Why this text is not speech, or None. Partials (half a second of audio, where the
-        model is rarely sure) skip the no-speech test: the final decides."""
+    def _judge(self, d: Decoded, speech_ratio: float, no_speech_test: bool = True) -> str | None:
+        """Why this text is not speech, or None. Text after a forced stable prefix skips the
+        no-speech test (the prefix was agreed by earlier decodes, so the model's doubt about
+        the whole window says nothing of the words after it)."""
         if not d.text:
             return "empty"
-        if final and d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob < LOGPROB_THRESHOLD:
+        if no_speech_test and d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob < LOGPROB_THRESHOLD:
             return "no_speech"
         plain = _plain(d.text)
         if not plain:

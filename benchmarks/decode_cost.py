@@ -1,0 +1,99 @@
+"""CPU of the local engine when every partial is decoded, independent of the machine's load.
+
+In real time (``benchmarks/local_latency.py``) the engine skips partials while the decoder is
+busy, so its CPU per audio second falls as the machine gets busier and two runs at different
+loads do not compare. Here the audio is fed in 32 ms blocks and the decoder is let finish its
+work every ``--every`` seconds of audio (as on a fast idle machine): every partial is decoded.
+
+Audio: the five English FLEURS clips and the AMI excerpts named with ``--ami``, each followed
+by 2.5 s of silence. Prints the process CPU, the partial and final decodes (count, CPU, partials
+that looped and were decoded again on the full window) and the first partials that share no
+word with their final (listed with ``--verbose``).
+
+    python benchmarks/decode_cost.py [--ami trn03 trn06 trn09 dev00] [--set local.final_window=fit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+from conftest import EN_CLIPS, FLEURS, normalise  # noqa: E402
+from test_local_engine import clip, paced, silence  # noqa: E402
+
+from captiond import config  # noqa: E402
+from captiond.engines.factory import whisper_backend  # noqa: E402
+from captiond.engines.local import LocalEngine  # noqa: E402
+from captiond.events import ItemCompleted, ItemPartial  # noqa: E402
+from captiond.pipeline import segmenter_params  # noqa: E402
+
+AMI = FLEURS.parent / "ami"
+TRAIL_S = 2.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ami", nargs="*", default=["trn03", "trn06", "trn09", "dev00"])
+    parser.add_argument("--every", type=float, default=0.5, help="partial interval (s)")
+    parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
+    parser.add_argument("--verbose", action="store_true", help="list the first partials")
+    args = parser.parse_args()
+    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+    backend = whisper_backend(cfg)
+    decodes: list[dict[str, Any]] = []
+    decode = backend.decode
+
+    def recording(audio: np.ndarray, **kw: Any) -> Any:
+        c0 = time.process_time()
+        d = decode(audio, **kw)
+        decodes.append({"final": kw.get("final", True), "cpu": time.process_time() - c0,
+                        "full": d.full_window})
+        return d
+
+    backend.decode = recording  # type: ignore[method-assign]
+    parts: list[np.ndarray] = []
+    for path in [*EN_CLIPS, *(AMI / f"{n}.flac" for n in args.ami)]:
+        parts += [clip(path), silence(TRAIL_S)]
+    audio = np.concatenate(parts)
+    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=args.every, partials=True,
+                         word_timestamps=cfg["local.word_timestamps"], stable_text=cfg["local.stable_text"])
+    events: list[object] = []
+    retries0 = backend.full_window_retries
+    cpu0 = time.process_time()
+    asyncio.run(engine.run(paced(audio, backend, args.every), events.append))
+    cpu = time.process_time() - cpu0
+    finals = {e.item_id: e.text for e in events if isinstance(e, ItemCompleted)}
+    first: dict[str, str] = {}
+    for e in events:
+        if isinstance(e, ItemPartial):
+            first.setdefault(e.item_id, e.text)
+    phantom = [(t, finals.get(i, "")) for i, t in first.items()
+               if not set(normalise(t).split()) & set(normalise(finals.get(i, "")).split())]
+    partials = [d for d in decodes if not d["final"]]
+    fin = [d for d in decodes if d["final"]]
+    audio_s = len(audio) / 16_000
+    print(f"audio {audio_s:.0f} s; settings {' '.join(args.set) or 'defaults'}")
+    print(f"process CPU     {cpu:6.1f} s ({cpu / audio_s:.3f} CPU-s per audio s)")
+    print(f"partials        {len(partials):4d} decodes, {sum(d['cpu'] for d in partials):6.1f} CPU-s,"
+          f" {sum(d['full'] for d in partials)} on the full window")
+    print(f"finals          {len(fin):4d} decodes, {sum(d['cpu'] for d in fin):6.1f} CPU-s,"
+          f" {backend.full_window_retries - retries0} decoded again on the full window")
+    print(f"first partials sharing no word with their final: {len(phantom)}/{len(first)}")
+    if args.verbose:
+        for text, final in phantom:
+            print(f"  {text!r} -> {final[:60]!r}")
+
+
+if __name__ == "__main__":
+    main()
