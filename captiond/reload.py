@@ -96,14 +96,14 @@ def plan(
 #: Engine settings applied by building a new engine and switching the stream to it.
 ENGINE_SWITCH = frozenset({
     "engine.name", "engine.language", "local.model", "local.threads", "local.compute_type",
-    "local.beam_size", "local.stable_text",
+    "local.beam_size", "local.stable_text", "local.final_window",
 })
 #: Settings every running engine takes while it runs (``Engine.update_settings``).
 ENGINE_LIVE = ("vad.", "local.partial_interval_s", "local.word_timestamps")
 #: Settings only the local engine reads (its model, its decoding, its partials).
 LOCAL_ONLY = frozenset({
     "local.model", "local.threads", "local.compute_type", "local.beam_size", "local.device",
-    "local.stable_text", "local.partial_interval_s", "local.word_timestamps",
+    "local.stable_text", "local.partial_interval_s", "local.word_timestamps", "local.final_window",
 })
 #: ``openai.*`` settings the running translation sessions read (built once, at their start).
 TRANSLATION_READS = frozenset({

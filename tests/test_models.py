@@ -84,3 +84,20 @@ def test_device_auto_and_compute_type_per_device() -> None:
     assert models.pick_compute_type("auto", "cpu") == "int8"
     assert models.pick_compute_type("auto", "cuda") == "float16"
     assert models.pick_compute_type("float32", "cuda") == "float32"
+
+
+def test_shared_models_are_bounded_and_reused() -> None:
+    """Each live reload that changes a decoder setting loads a model; the process keeps at
+    most MAX_SHARED_MODELS of them for reuse instead of one per setting ever used."""
+    from captiond import config
+    from captiond.engines import factory
+
+    factory._backends.clear()
+    cfgs = [config.parse(f"[local]\nbeam_size = {n}\n", env={}, overrides={}) for n in (1, 2, 3)]
+    first = factory.whisper_backend(cfgs[0])
+    assert factory.whisper_backend(cfgs[0]) is first  # the same settings share one model
+    for cfg in cfgs[1:]:
+        factory.whisper_backend(cfg)
+    assert len(factory._backends) == factory.MAX_SHARED_MODELS
+    assert first not in factory._backends.values()  # the least recently used went
+    factory._backends.clear()

@@ -61,6 +61,16 @@ def test_local_only_settings_while_the_openai_engine_runs_are_not_in_use() -> No
     assert auto.live == {"local.beam_size", "local.partial_interval_s"}
 
 
+def test_final_window_switches_the_local_engine_and_is_unused_under_openai() -> None:
+    """local.final_window is a decoder setting: a new local engine takes over with it; the
+    OpenAI engine never reads it."""
+    old, new = edit("", '[local]\nfinal_window = "fit"\n')
+    plan = reload.plan_running(old, new, LOCAL)
+    assert plan.live == {"local.final_window"} and plan.restart == {}
+    assert reload.needs_engine_switch("local.final_window")
+    assert reload.plan_running(old, new, OPENAI).unused == {"local.final_window"}
+
+
 def test_vad_settings_apply_live_on_every_engine() -> None:
     """vad.* goes to the running engine's front end, whichever engine it is."""
     old, new = edit("", "[vad]\nmin_silence_ms = 700\n")

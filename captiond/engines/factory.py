@@ -9,6 +9,10 @@ from captiond.engines.base import Engine
 from captiond.engines.local import LocalEngine
 from captiond.engines.whisper import WhisperBackend
 
+#: Models kept loaded for reuse: the running one and the one a live reload switched from (an
+#: engine still draining holds its own reference; the cache only decides what is reused).
+MAX_SHARED_MODELS = 2
+
 _backends: dict[tuple[object, ...], WhisperBackend] = {}
 _lock = threading.Lock()
 
@@ -41,6 +45,11 @@ def whisper_backend(cfg: Config) -> WhisperBackend:
                 final_window=cfg["local.final_window"],
             )
             _backends[key] = backend
+        else:
+            del _backends[key]  # most recently used goes last
+            _backends[key] = backend
+        while len(_backends) > MAX_SHARED_MODELS:
+            del _backends[next(iter(_backends))]
         return backend
 
 

@@ -68,10 +68,6 @@ class DroppedUtterance:
     text: str = ""
 
 
-#: The front end's ring: the audio the decision methods slice utterances from.
-_Buffer = PcmRing
-
-
 class LocalEngine:
     name = "local"
     sample_rate = SAMPLE_RATE
@@ -196,7 +192,7 @@ class LocalEngine:
     # -- decisions ------------------------------------------------------------------------
 
     def _decide(
-        self, decisions: Iterable[Any], buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop
+        self, decisions: Iterable[Any], buf: PcmRing, emit: Emit, loop: asyncio.AbstractEventLoop
     ) -> None:
         for d in decisions:
             if isinstance(d, SpeechStarted):
@@ -243,7 +239,7 @@ class LocalEngine:
                 self._finals.append(fut)
 
     def _submit_final(
-        self, buf: _Buffer, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop,
+        self, buf: PcmRing, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop,
         stop: threading.Event | None = None,
     ) -> asyncio.Future[Decoded]:
         samples = buf.slice(start, end)
@@ -311,7 +307,7 @@ class LocalEngine:
             item, start_ms, end_ms, reason, text,
         )
 
-    def _maybe_partial(self, buf: _Buffer, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
+    def _maybe_partial(self, buf: PcmRing, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
         if not self.partials or self._open is None:
             return
         so_far = (buf.end - self._open_start) / SAMPLE_RATE
