@@ -77,7 +77,11 @@ async def shown_text(page: Any, track: str = "original") -> str:
 
 
 async def wait_for_text(page: Any, expected: str, track: str = "original") -> None:
-    """Wait until the page's caption rows, joined by spaces, equal ``expected``."""
+    """Wait until the page's caption rows, joined by spaces, equal ``expected``.
+
+    Predicates are always functions: Playwright evaluates a function's text once, in the call
+    that starts the wait, but a bare expression on every animation frame, where the overlay's
+    Content-Security-Policy (no 'unsafe-eval') refuses it whenever the first check was false."""
     await page.wait_for_function(
         """([t, want]) => {
             const rows = Array.from(document.querySelectorAll(

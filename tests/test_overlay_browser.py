@@ -85,7 +85,7 @@ async def test_stale_lines_are_not_reshown_to_late_joiners(browser: Browser) -> 
             await page.goto(server.url + "overlay")
             await page.wait_for_selector("#cap[data-connected='1']", timeout=PAGE_WAIT_MS)
             # hello + the snapshot's line have arrived; the render they queued has run.
-            await page.wait_for_function("window.captiond.stats.messages >= 2",
+            await page.wait_for_function("() => window.captiond.stats.messages >= 2",
                                          timeout=PAGE_WAIT_MS)
             await page.evaluate("new Promise(done => setTimeout(done, 300))")
             assert await shown_text(page) == ""
@@ -118,7 +118,7 @@ async def test_wraps_at_word_boundaries_and_keeps_last_rows(browser: Browser) ->
     async with overlay_feeding(browser, feed, query="max_lines=2&max_chars=20") as (_, page):
         publish_line(feed, "a", " ".join(words), seq=0)
         await page.wait_for_function(
-            "document.querySelectorAll('.pane[data-track=original] .row').length === 2",
+            "() => document.querySelectorAll('.pane[data-track=original] .row').length === 2",
             timeout=PAGE_WAIT_MS,
         )
         rows = await page.eval_on_selector_all(
