@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -113,8 +113,7 @@ class FrontEnd:
     """Blocks at ``rate`` in, utterance decisions (16 kHz positions) out; see the module."""
 
     def __init__(self, params: Params, rate: int, *, engine: str = "engine") -> None:
-        #: The segmenter's settings, at 16 kHz; a new value applies from the next block.
-        self.params = params if params.rate == VAD_RATE else _at_vad_rate(params)
+        self.params = params
         self.rate = rate
         self.engine = engine
         self.ring = PcmRing(rate)
@@ -123,6 +122,16 @@ class FrontEnd:
         self._to16 = Resampler(VAD_RATE)
         self._expected: int | None = None  # stream position the next block should start at
         self._vad_next = 0  # 16 kHz position of the next VAD window
+
+    @property
+    def params(self) -> Params:
+        """The segmenter's settings (at 16 kHz, whatever rate they were given at); a new
+        value applies from the next block."""
+        return self._params
+
+    @params.setter
+    def params(self, params: Params) -> None:
+        self._params = params if params.rate == VAD_RATE else replace(params, rate=VAD_RATE)
 
     @property
     def in_pause(self) -> bool:
@@ -176,8 +185,3 @@ class FrontEnd:
         if self.ring.end - self.ring.base > limit:
             self.ring.trim_before(self.ring.end - limit)
 
-
-def _at_vad_rate(params: Params) -> Params:
-    from dataclasses import replace
-
-    return replace(params, rate=VAD_RATE)

@@ -43,7 +43,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +286,7 @@ class OpenAIEngine:
         """Live reload: the VAD and segmenter settings apply from the next block (the
         service sends its own partials and no word times: the other two do not apply)."""
         del partial_interval_s, word_timestamps
-        self.frontend.params = replace(params, rate=self.frontend.params.rate)
+        self.frontend.params = params
 
     def unreachable_s(self, now: float | None = None) -> float:
         """How long no session has been ready for audio (0 while one is)."""
