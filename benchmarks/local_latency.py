@@ -319,14 +319,16 @@ class Profiler:
 
         decide, final_done = LocalEngine._decide, LocalEngine._final_done
 
-        def p_decide(self: Any, decisions: list[Any], *a: Any) -> Any:
-            now = time.monotonic()
-            for d in decisions:
-                if isinstance(d, UtteranceEnded):
-                    prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = now
-                elif isinstance(d, Pause):
-                    prof.pauses += 1
-            return decide(self, decisions, *a)
+        def p_decide(self: Any, decisions: Any, *a: Any) -> Any:
+            # The front end's decisions come as a generator, consumed one at a time.
+            def recorded() -> Any:
+                for d in decisions:
+                    if isinstance(d, UtteranceEnded):
+                        prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = time.monotonic()
+                    elif isinstance(d, Pause):
+                        prof.pauses += 1
+                    yield d
+            return decide(self, recorded(), *a)
 
         def p_final_done(self: Any, item: str, fut: Any, **kw: Any) -> Any:
             prof.emitted[item] = time.monotonic()

@@ -209,9 +209,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "local.threads",
         int,
-        2,
-        "CPU threads for decoding.",
-        minimum=1,
+        0,
+        "CPU threads for decoding; 0: one for tiny and base models (their decoder is fastest "
+        "on one), two for larger ones.",
+        minimum=0,
         maximum=64,
     ),
     Setting(
@@ -246,11 +247,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "local.final_window",
         str,
-        "full",
-        "Encoder window of final decodes: full (Whisper's 30 s window, the most robust) or fit "
-        "(the utterance plus 3 s, at least 14 s; the full window again when the decoder doubts "
-        "the text): finals cost a third and come sooner, see README for the accuracy measured.",
-        choices=("full", "fit"),
+        "fit",
+        "Encoder window of final decodes: fit (the utterance plus 3 s, at least 14 s; the full "
+        "window again when that text would be dropped as not speech or a loop) or full "
+        "(Whisper's 30 s window for every final: slower, see README for the accuracy measured).",
+        choices=("fit", "full"),
     ),
     Setting(
         "local.partial_interval_s",

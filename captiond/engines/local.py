@@ -102,8 +102,12 @@ class LocalEngine:
         # decode of it (partials and the final) is forced to begin with them.
         self._stable: list[int] = []
         self._stable_text = ""
-        self._tail: list[int] = []  # the last partial's tokens after the stable ones
-        self._earlier: list[list[int]] = []  # the last partials' tokens after the stable ones
+        # Agreed tokens that are not promised (``stable_text`` off): forced on later partials
+        # only, so a partial decodes the words after them instead of the whole utterance;
+        # the final decodes freely.
+        self._draft: list[int] = []
+        self._tail: list[int] = []  # the last partial's tokens after the stable and draft ones
+        self._earlier: list[list[int]] = []  # the last partials' tokens after those
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
@@ -200,6 +204,7 @@ class LocalEngine:
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
                 self._stable, self._stable_text, self._tail, self._earlier = [], "", [], []
+                self._draft = []
                 self._last_partial_at = d.start
                 ms = d.start * 1000 // SAMPLE_RATE
                 self._prev[item] = self._last_item
@@ -321,7 +326,7 @@ class LocalEngine:
         samples = buf.slice(start, end)
         self._last_partial_at = end
         self._partial_busy = True
-        prefix = list(self._stable)
+        prefix = self._stable + self._draft
         fut = loop.run_in_executor(
             self.backend.executor, lambda: self.backend.decode(samples, final=False, prefix=prefix)
         )
@@ -330,14 +335,13 @@ class LocalEngine:
             self._partial_busy = False
             if f.cancelled() or f.exception() is not None or self._open != item:
                 return  # the final is on its way; a late partial would only flicker
-            if self._speculative is not None or self._stable != prefix:
+            if self._speculative is not None or self._stable + self._draft != prefix:
                 return  # a final decode already holds the stable prefix: keep it fixed
             decoded = f.result()
             if decoded.dropped:
                 return
-            self._agree(decoded.tokens, commit=self.stable_text
-                        and len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
-            text = self.backend.join(self._stable, self._tail)
+            self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
+            text = self.backend.join(self._stable + self._draft, self._tail)
             if not text:
                 return
             self._open_text = text
@@ -347,10 +351,12 @@ class LocalEngine:
         fut.add_done_callback(done)
 
     def _agree(self, tokens: list[int], commit: bool = True) -> None:
-        """Local agreement: the words :data:`AGREE_PARTIALS` consecutive partials agree on become stable, except
-        the last :data:`HOLD_BACK_WORDS` of them (a word at the edge of the audio may still
-        grow or be misheard). Stable text never changes afterwards; a candidate that
-        would repeat a phrase is not made stable."""
+        """Local agreement: the words :data:`AGREE_PARTIALS` consecutive partials agree on are
+        committed, except the last :data:`HOLD_BACK_WORDS` of them (a word at the edge of the
+        audio may still grow or be misheard): made stable with ``stable_text`` (never changed
+        afterwards), else added to the draft that later partials are forced to begin with. A
+        candidate that would repeat a phrase is not committed. ``tokens``: a partial's tokens
+        after the stable and draft ones."""
         self._earlier.append(tokens)
         del self._earlier[:-AGREE_PARTIALS]
         agreed = 0
@@ -364,9 +370,12 @@ class LocalEngine:
         starts = [i for i in range(1, agreed) if self.backend.starts_word(tokens[i])]
         cut = starts[-HOLD_BACK_WORDS] if len(starts) >= HOLD_BACK_WORDS else 0
         if cut and commit:
-            candidate = self._stable + tokens[:cut]
+            candidate = self._stable + self._draft + tokens[:cut]
             text = self.backend.join(candidate, [])
             if not looks_repetitive(text):
-                self._stable, self._stable_text = candidate, text
+                if self.stable_text:
+                    self._stable, self._stable_text, self._draft = candidate, text, []
+                else:
+                    self._draft = candidate[len(self._stable):]
                 self._earlier = [t[cut:] for t in self._earlier]
         self._tail = self._earlier[-1]

@@ -72,12 +72,9 @@ FULL_WINDOW_FRAMES = 3000
 #: Short windows are a multiple of this (2 s): at most 15 input shapes, so memory is bounded.
 WINDOW_STEP_FRAMES = 200
 #: ``local.final_window = fit``: a final is first decoded on a window of the utterance plus
-#: :data:`CONTEXT_PAD_S`, at least this long (14 s) ...
+#: :data:`CONTEXT_PAD_S`, at least this long (14 s), and decoded again on the full window
+#: only when that text would be dropped (no speech, a phantom phrase, a loop, nothing).
 FIT_MIN_FRAMES = 1400
-#: ... and decoded again on the full window when the decoder doubts that text (Whisper's
-#: average log-probability below this, or no-speech probability above the next) or loops.
-FIT_MIN_LOGPROB = -0.5
-FIT_MAX_NO_SPEECH = 0.5
 #: Upper bound on tokens per second of audio, plus a floor: a decoder that runs past this
 #: is looping.
 MAX_TOKENS_PER_S = 8
@@ -198,20 +195,21 @@ class WhisperBackend:
         self,
         model: str | os.PathLike[str] | None = None,
         *,
-        threads: int = 2,
+        threads: int = 0,
         compute_type: str = "int8",
         language: str | None = "en",
         beam_size: int = 5,
         device: str = "cpu",
         hotwords: str = "",
         initial_prompt: str = "",
-        final_window: str = "full",
+        final_window: str = "fit",
     ) -> None:
         """``model``: a directory or a model name (:func:`~captiond.engines.models.resolve_model`);
         ``device``/``compute_type`` may be ``auto``; ``hotwords``/``initial_prompt`` are
-        faster-whisper's vocabulary hints, put before every decode; ``final_window``: ``full``
-        (finals always on the 30 s window) or ``fit`` (a window fitted to the utterance, the
-        full one when the decoder doubts the text)."""
+        faster-whisper's vocabulary hints, put before every decode; ``final_window``: ``fit``
+        (a window fitted to the utterance, the full one when its text would be dropped) or
+        ``full`` (finals always on the 30 s window); ``threads``: 0 picks
+        (:func:`~captiond.engines.models.pick_threads`)."""
         self.beam_size = beam_size
         self.final_window = final_window
         from faster_whisper import WhisperModel
@@ -226,6 +224,7 @@ class WhisperBackend:
             )
         device = models.pick_device(device)
         compute_type = models.pick_compute_type(compute_type, device)
+        threads = models.pick_threads(threads, path)
         try:
             self.model = WhisperModel(
                 str(path), device=device, compute_type=compute_type, cpu_threads=threads
@@ -234,6 +233,7 @@ class WhisperBackend:
             raise EngineFatal(f"cannot load Whisper model {path} on {device} ({compute_type}): "
                               f"{exc}") from exc
         self.path = path
+        self.threads = threads
         self.device, self.compute_type = device, compute_type
         multilingual = self.model.model.is_multilingual
         if not multilingual and language != "en":
@@ -401,10 +401,11 @@ class WhisperBackend:
         ``prefix``: tokens of text already shown as stable; the decoder is forced to begin
         with them and only decodes what follows, so the result always starts with that text.
 
-        Finals use the full 30-second window (the input the model was trained on) and beam
-        search: the most robust text. With ``final_window = "fit"`` a final is first decoded on
-        a window fitted to the utterance (:data:`FIT_MIN_FRAMES` at least), a third of the
-        encoder's work, and again on the full window if the decoder doubts that text. A final whose decoder stops early (Whisper ends a
+        Finals use beam search. With ``final_window = "fit"`` (the default) a final is
+        decoded on a window fitted to the utterance (:data:`FIT_MIN_FRAMES` at least, a
+        quarter of the encoder's work on the full window), and again on the full 30-second
+        window (the input the model was trained on) only if that text would be dropped as not
+        speech or a loop; ``full`` always uses the full window. A final whose decoder stops early (Whisper ends a
         window before a sentence and skips it) is continued from where it stopped. Partials
         use greedy search on the short window: a fraction of the CPU.
 
@@ -441,9 +442,10 @@ class WhisperBackend:
             )
             text = self.tokenizer.decode(new).strip()
             log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
-            if final and not full and (
-                looks_repetitive(text) or avg_logprob < FIT_MIN_LOGPROB or no_speech > FIT_MAX_NO_SPEECH
+            if final and not full and self._judge(
+                Decoded(text, no_speech_prob=no_speech, avg_logprob=avg_logprob), speech_ratio, not prefix
             ):
+                # Text is never dropped on the fitted window's word alone.
                 self.full_window_retries += 1
                 new, last, avg_logprob, no_speech, encoded, language = self._generate(
                     audio, True, prompt, beam, forced, stop
