@@ -3,10 +3,12 @@
 While someone speaks, the growing utterance is re-decoded every ``partial_interval_s``, or
 every :data:`PARTIAL_INTERVAL_SHARE` of its length once that is longer (each partial decodes
 the whole utterance, so a fixed interval made partials cost more the longer someone spoke),
-only when the decoder is idle (a slow machine shows fewer partials instead of falling behind);
-at a pause (or at the maximum utterance length) the utterance is cut and decoded once more
-for the final text with word timings. Audio that the VAD calls silence is never decoded, so
-Whisper cannot invent text for it.
+only when the decoder is idle (a slow machine shows fewer partials instead of falling behind).
+Words that successive partials agree on are forced as the decoder's prefix of the partials
+after them (stable text with ``local.stable_text``, else a draft the final does not see), so
+a partial decodes only what follows them. At a pause (or at the maximum utterance length)
+the utterance is cut and decoded once more for the final text with word timings. Audio that
+the VAD calls silence is never decoded, so Whisper cannot invent text for it.
 
 Events: an item opens (``ItemCommitted`` with start = end) when speech starts, partials
 replace its text, and at the cut it gets its final extent, then ``ItemCompleted``. An utterance that turns

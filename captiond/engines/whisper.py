@@ -405,9 +405,9 @@ class WhisperBackend:
         decoded on a window fitted to the utterance (:data:`FIT_MIN_FRAMES` at least, a
         quarter of the encoder's work on the full window), and again on the full 30-second
         window (the input the model was trained on) only if that text would be dropped as not
-        speech or a loop; ``full`` always uses the full window. A final whose decoder stops early (Whisper ends a
-        window before a sentence and skips it) is continued from where it stopped. Partials
-        use greedy search on the short window: a fraction of the CPU.
+        speech or a loop; ``full`` always uses the full window. A final whose decoder stops
+        early (Whisper ends a window before a sentence and skips it) is continued from where
+        it stopped. Partials use greedy search on the short window: a fraction of the CPU.
 
         ``stop``: asked once the audio is encoded; if it says so, the decode ends there and
         returns no text (``dropped = "stopped"``)."""
