@@ -70,7 +70,11 @@ def decode(path: Path) -> np.ndarray:
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    """16-bit PCM at the scale the decoder reads it (1/32768), rounded: audio decoded from a
+    16-bit file is written back unchanged. (Scaled by 32767 and truncated, every sample moved
+    by up to one step: enough to change the VAD's cut of a 0.35 s pause in the joined meeting
+    and tiny.en's words, so `run` and `transcribe` did not hear the same audio.)"""
+    pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
