@@ -127,10 +127,11 @@ def test_agreement_only_ever_extends_the_stable_text(
     for words in hypotheses:
         text = re.sub(r" ([,.])", r"\1", " ".join(words))
         engine._agree(backend.tokenizer.encode(" " + text) if text else [])
-        agreed = backend.join(engine._stable + engine._draft, [])
+        agreed = backend.join(engine._agreed, [])
         assert agreed.startswith(before)
-        assert backend.join(engine._stable + engine._draft, engine._tail).startswith(agreed)
+        assert backend.join(engine._agreed, engine._tail).startswith(agreed)
         assert not looks_repetitive(agreed)
+        assert engine._promised == (len(engine._agreed) if stable_text else 0)
         assert engine._stable_text == (agreed if stable_text else "")
         before = agreed
 

@@ -100,15 +100,15 @@ class LocalEngine:
         self._open: str | None = None  # item of the utterance being spoken
         self._open_start = 0
         self._open_text = ""
-        # The stability contract: tokens of the open utterance shown as stable. Every later
-        # decode of it (partials and the final) is forced to begin with them.
-        self._stable: list[int] = []
-        self._stable_text = ""
-        # Agreed tokens that are not promised (``stable_text`` off): forced on later partials
-        # only, so a partial decodes the words after them instead of the whole utterance;
+        # Tokens of the open utterance that partials agreed on: forced on every later partial,
+        # so a partial decodes only the words after them. The first ``_promised`` of them are
+        # the stability contract (``stable_text``): shown as stable, and forced on the final
+        # too, so no decode can change them. Without ``stable_text`` nothing is promised and
         # the final decodes freely.
-        self._draft: list[int] = []
-        self._tail: list[int] = []  # the last partial's tokens after the stable and draft ones
+        self._agreed: list[int] = []
+        self._promised = 0
+        self._stable_text = ""
+        self._tail: list[int] = []  # the last partial's tokens after the agreed ones
         self._earlier: list[list[int]] = []  # the last partials' tokens after those
         self._last_partial_at = 0
         self._partial_busy = False
@@ -205,8 +205,8 @@ class LocalEngine:
                 self._count += 1
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
-                self._stable, self._stable_text, self._tail, self._earlier = [], "", [], []
-                self._draft = []
+                self._agreed, self._promised, self._stable_text = [], 0, ""
+                self._tail, self._earlier = [], []
                 self._last_partial_at = d.start
                 ms = d.start * 1000 // SAMPLE_RATE
                 self._prev[item] = self._last_item
@@ -252,7 +252,7 @@ class LocalEngine:
         samples = buf.slice(start, end)
         offset_ms = start * 1000 // SAMPLE_RATE
         words = self.word_timestamps
-        prefix = list(self._stable)
+        prefix = self._agreed[: self._promised]
         return loop.run_in_executor(
             self.backend.executor,
             lambda: self.backend.decode(
@@ -328,7 +328,7 @@ class LocalEngine:
         samples = buf.slice(start, end)
         self._last_partial_at = end
         self._partial_busy = True
-        prefix = self._stable + self._draft
+        prefix = list(self._agreed)
         fut = loop.run_in_executor(
             self.backend.executor, lambda: self.backend.decode(samples, final=False, prefix=prefix)
         )
@@ -337,13 +337,13 @@ class LocalEngine:
             self._partial_busy = False
             if f.cancelled() or f.exception() is not None or self._open != item:
                 return  # the final is on its way; a late partial would only flicker
-            if self._speculative is not None or self._stable + self._draft != prefix:
+            if self._speculative is not None or self._agreed != prefix:
                 return  # a final decode already holds the stable prefix: keep it fixed
             decoded = f.result()
             if decoded.dropped:
                 return
             self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
-            text = self.backend.join(self._stable + self._draft, self._tail)
+            text = self.backend.join(self._agreed, self._tail)
             if not text:
                 return
             self._open_text = text
@@ -358,7 +358,7 @@ class LocalEngine:
         audio may still grow or be misheard): made stable with ``stable_text`` (never changed
         afterwards), else added to the draft that later partials are forced to begin with. A
         candidate that would repeat a phrase is not committed. ``tokens``: a partial's tokens
-        after the stable and draft ones."""
+        after the agreed ones."""
         self._earlier.append(tokens)
         del self._earlier[:-AGREE_PARTIALS]
         agreed = 0
@@ -372,12 +372,11 @@ class LocalEngine:
         starts = [i for i in range(1, agreed) if self.backend.starts_word(tokens[i])]
         cut = starts[-HOLD_BACK_WORDS] if len(starts) >= HOLD_BACK_WORDS else 0
         if cut and commit:
-            candidate = self._stable + self._draft + tokens[:cut]
+            candidate = self._agreed + tokens[:cut]
             text = self.backend.join(candidate, [])
             if not looks_repetitive(text):
+                self._agreed = candidate
                 if self.stable_text:
-                    self._stable, self._stable_text, self._draft = candidate, text, []
-                else:
-                    self._draft = candidate[len(self._stable):]
+                    self._promised, self._stable_text = len(candidate), text
                 self._earlier = [t[cut:] for t in self._earlier]
         self._tail = self._earlier[-1]

@@ -437,32 +437,22 @@ class WhisperBackend:
             full = (final and not fit) or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
             prompt, forced = self.prompt(prefix)
-            new, last, avg_logprob, no_speech, encoded, language = self._generate(
-                audio, full, prompt, beam, forced, stop, FIT_MIN_FRAMES if fit else 0
-            )
-            text = self.tokenizer.decode(new).strip()
-            log.debug("whisper.pass final=%s audio_s=%.2f last=%s prefix=%d text=%r", final, len(audio) / SAMPLE_RATE, last, len(prefix), text)
-            if final and not full and self._judge(
-                Decoded(text, no_speech_prob=no_speech, avg_logprob=avg_logprob), speech_ratio, not prefix
-            ):
+            while True:
+                new, last, avg_logprob, no_speech, encoded, language = self._generate(
+                    audio, full, prompt, beam, forced, stop, FIT_MIN_FRAMES if fit else 0
+                )
+                out = Decoded(self.tokenizer.decode(new).strip(), no_speech_prob=no_speech,
+                              avg_logprob=avg_logprob, full_window=full, tokens=new,
+                              prefix_tokens=prefix, language=language)
+                log.debug("whisper.pass final=%s full=%s audio_s=%.2f last=%s prefix=%d text=%r",
+                          final, full, len(audio) / SAMPLE_RATE, last, len(prefix), out.text)
+                # Judged without the forced prefix: the prefix was agreed by earlier decodes.
+                out.dropped = self._judge(out, speech_ratio, not prefix)
+                if not (out.dropped and final and not full):
+                    break
                 # Text is never dropped on the fitted window's word alone.
                 self.full_window_retries += 1
-                new, last, avg_logprob, no_speech, encoded, language = self._generate(
-                    audio, True, prompt, beam, forced, stop
-                )
-                text = self.tokenizer.decode(new).strip()
                 full = True
-            out = Decoded(
-                text=text,
-                no_speech_prob=no_speech,
-                avg_logprob=avg_logprob,
-                full_window=full,
-                tokens=new,
-                prefix_tokens=prefix,
-                language=language,
-            )
-            # Judged without the forced prefix: the prefix was agreed by earlier decodes.
-            out.dropped = self._judge(out, speech_ratio, not prefix)
             if out.dropped:
                 out.dropped_text, out.text, out.tokens = out.text, "", []
             # Joined token-wise: the text always begins with the prefix's own text.
