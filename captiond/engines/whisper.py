@@ -151,6 +151,17 @@ class Decoded:
     language: str | None = None
 
 
+def limit_blas_threads() -> None:
+    """numpy's BLAS to one thread, for the whole process. Decoding calls it on small matrices
+    (the log-mel filter bank, word alignment); with a thread per core, OpenBLAS's idle threads
+    then spin for about 0.1 s after every call: a one-thread partial decode burnt 1.6-1.9 times
+    its wall time in CPU, and one BLAS thread decodes in the same wall time
+    (``benchmarks/local_latency.py --profile`` prints CPU and wall time per decode)."""
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(1, user_api="blas")
+
+
 def bundled_model_path() -> Path:
     from captiond.engines.models import bundled_model_path
 
@@ -234,6 +245,7 @@ class WhisperBackend:
                               f"{exc}") from exc
         self.path = path
         self.threads = threads
+        limit_blas_threads()
         self.device, self.compute_type = device, compute_type
         multilingual = self.model.model.is_multilingual
         if not multilingual and language != "en":
