@@ -19,9 +19,10 @@ the line's audio span, last word = end of the last one.
 Prints: first text (onset -> first text on the feed), final (last word -> final on the feed),
 median and p90 over all lines; WER against the FLEURS reference texts (streaming, and batch
 on the same pieces) and against batch; CPU seconds per audio second (process CPU while
-streaming); peak RSS; and counts of stable-prefix violations (text under a shown stable prefix changed), stable retractions (the
-stable prefix shrank or its line was removed), partials with a repeated phrase (in all text /
-in stable text), and first partials that share no word with their final.
+streaming); peak RSS; and counts of stable-prefix violations (text under a shown stable
+prefix changed), stable retractions (the stable prefix shrank or its line was removed),
+partials with a repeated phrase (in all text / in stable text), and first partials that share
+no word with their final.
 
     python benchmarks/local_latency.py [--rounds 2] [--set vad.threshold=0.35 ...]
 
