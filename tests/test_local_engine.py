@@ -222,6 +222,58 @@ def test_without_stable_text_partials_decode_after_agreed_words_and_finals_freel
     assert "capital letter" in normalise(final)
 
 
+def test_first_text_comes_from_quick_partials_that_are_sure_or_heard_long_enough(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until a line shows text its partials come every FIRST_TEXT_INTERVAL_S (not every
+    partial_interval_s), and its first text is a decode the model was sure of (average
+    log-probability at Whisper's speech threshold) or one of at least FIRST_TEXT_SURE_AFTER_S
+    of speech heard; an unsure early guess is not shown."""
+    from captiond.engines import local
+    from captiond.engines.whisper import LOGPROB_THRESHOLD
+
+    cfg = config.parse("", env={}, overrides={})
+    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=0.5, partials=True)
+    decodes: list[tuple[str | None, int, int, str, float]] = []  # item, end, heard, text, logprob
+    decode = backend.decode
+
+    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
+        item, end, heard = engine._open, engine._open_start + len(audio), engine._heard_at
+        d = decode(audio, **kw)
+        if not kw.get("final", True):
+            decodes.append((item, end, heard, d.text, d.avg_logprob))
+        return d
+
+    monkeypatch.setattr(backend, "decode", recording)
+    audio = np.concatenate([x for c in sorted(FLEURS.glob("fleurs-en-*.ogg"))
+                            for x in (clip(c), silence(1.5))])
+    firsts: dict[str, int] = {}  # item -> the partial decode its first text came from
+
+    def emit(event: object) -> None:
+        # A partial is decoded only when no other is running: the last one recorded is this.
+        if isinstance(event, ItemPartial) and event.item_id not in firsts:
+            assert decodes[-1][3] == event.text
+            firsts[event.item_id] = len(decodes) - 1
+
+    asyncio.run(engine.run(paced(audio, backend, 0.05), emit))
+    assert len(firsts) >= 5
+    withheld = quick = 0
+    for item, index in firsts.items():
+        mine = [i for i, d in enumerate(decodes) if d[0] == item]
+        shown = mine.index(index)
+        _, end, heard, _, logprob = decodes[index]
+        assert logprob >= LOGPROB_THRESHOLD or (end - heard) / RATE >= local.FIRST_TEXT_SURE_AFTER_S
+        withheld += sum(1 for i in mine[:shown] if decodes[i][3])
+        ends = [decodes[i][1] / RATE for i in mine]
+        gaps = [b - a for a, b in zip(ends, ends[1:])]
+        # Quicker than partial_interval_s (0.5 s) before the first text, that cadence after it.
+        assert all(g <= 0.3 for g in gaps[:shown]), gaps
+        assert all(g >= 0.5 - 0.05 for g in gaps[shown:]), gaps
+        quick += shown
+    assert withheld >= 1, "no unsure early guess was held back"
+    assert quick >= 3, "no line needed a second decode for its first text"
+
+
 def test_without_stable_text_partials_promise_nothing(backend: WhisperBackend) -> None:
     """With local.stable_text off (the default) partials still come but mark no text stable,
     so nothing shown as stable can be taken back by the unconstrained final."""
@@ -275,21 +327,24 @@ def test_stopped_decode_gives_no_text(backend: WhisperBackend) -> None:
 
 def test_partials_come_less_often_as_the_utterance_grows(backend: WhisperBackend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Each partial re-decodes the whole utterance, so once it is long they come every
-    PARTIAL_INTERVAL_SHARE of its length instead of every partial_interval_s."""
+    PARTIAL_INTERVAL_SHARE of its length instead of every partial_interval_s (once the line
+    shows text; before, they come every FIRST_TEXT_INTERVAL_S)."""
     from captiond.engines import local
 
-    lengths: list[int] = []
+    cfg = config.parse("", env={}, overrides={})
+    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=0.3, partials=True)
+    lengths: list[tuple[int, bool]] = []  # audio decoded, whether its line showed text then
     decode = backend.decode
 
     def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
         if not kw.get("final", True):
-            lengths.append(len(audio))
+            lengths.append((len(audio), bool(engine._open_text)))
         return decode(audio, **kw)
 
     monkeypatch.setattr(backend, "decode", recording)
-    run_engine(backend, np.concatenate([clip(FLEURS / "fleurs-en-000.ogg"), silence(1.0)]), every_s=0.3,
-               stable_text=False)
-    steps = [(a, b) for a, b in zip(lengths, lengths[1:]) if b > a]
+    audio = np.concatenate([clip(FLEURS / "fleurs-en-000.ogg"), silence(1.0)])
+    asyncio.run(engine.run(paced(audio, backend, 0.3), lambda e: None))
+    steps = [(a, b) for (a, _), (b, shown) in zip(lengths, lengths[1:]) if b > a and shown]
     assert len(steps) >= 5
     for a, b in steps:
         assert b - a >= int(max(0.3, local.PARTIAL_INTERVAL_SHARE * b / RATE) * RATE) - BLOCK, (a, b)

@@ -53,6 +53,7 @@ class Params:
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
     start: int
+    heard: int = 0  # where the VAD first called it speech (``start`` is walked back from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ class Segmenter:
                     self.last_speech_end = end
                     self.speech = WINDOW
                     self._history = [(pos, prob)]
-                    out.append(SpeechStarted(self.start))
+                    out.append(SpeechStarted(self.start, pos))
                 else:
                     self._idle.append(prob)
                     if len(self._idle) > 2 * int(ONSET_BACKTRACK_S * p.rate) // WINDOW:
@@ -197,4 +198,4 @@ class Segmenter:
         speech_windows = [pos for pos, prob in remaining if prob >= p.threshold - HYSTERESIS]
         self.speech = WINDOW * len(speech_windows)
         self.last_speech_end = (max(speech_windows) + WINDOW) if speech_windows else cut_at
-        return [ended, SpeechStarted(cut_at)]
+        return [ended, SpeechStarted(cut_at, cut_at)]

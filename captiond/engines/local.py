@@ -4,15 +4,17 @@ While someone speaks, the growing utterance is re-decoded every ``partial_interv
 every :data:`PARTIAL_INTERVAL_SHARE` of its length once that is longer (each partial decodes
 the whole utterance, so a fixed interval made partials cost more the longer someone spoke),
 only when the decoder is idle (a slow machine shows fewer partials instead of falling behind).
-Words that successive partials agree on are forced as the decoder's prefix of the partials
+Until a line has text, partials come every :data:`FIRST_TEXT_INTERVAL_S`, and the first text
+is shown when the decoder is sure of it or the speech has gone on long enough to trust it
+(:data:`FIRST_TEXT_SURE_AFTER_S`). Words that successive partials agree on are forced as the decoder's prefix of the partials
 after them (stable text with ``local.stable_text``, else a draft the final does not see), so
 a partial decodes only what follows them. At a pause (or at the maximum utterance length)
 the utterance is cut and decoded once more for the final text with word timings. Audio that
 the VAD calls silence is never decoded, so Whisper cannot invent text for it.
 
 Events: an item opens (``ItemCommitted`` with start = end) when speech starts, partials
-replace its text, and at the cut it gets its final extent, then ``ItemCompleted``. An utterance that turns
-out to be noise or a phantom phrase completes with empty text, which removes its partial.
+replace its text, and at the cut it gets its final extent, then ``ItemCompleted``. An
+utterance that turns out to be noise or a phantom phrase completes with empty text, which removes its partial.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from captiond.audio.block import AudioBlock
 from captiond.audio.frontend import FrontEnd, PcmRing
 from captiond.audio.segmenter import Params, Pause, SpeechStarted, UtteranceEnded
 from captiond.engines.base import Emit
-from captiond.engines.whisper import SAMPLE_RATE, Decoded, WhisperBackend, looks_repetitive
+from captiond.engines.whisper import (
+    LOGPROB_THRESHOLD,
+    SAMPLE_RATE,
+    Decoded,
+    WhisperBackend,
+    looks_repetitive,
+)
 from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
 
 log = logging.getLogger("captiond.engine.local")
@@ -55,6 +63,13 @@ HOLD_BACK_WORDS = 2
 #: Partials of a long utterance come at most every this share of its length so far (a 10 s
 #: utterance gets one every 1.5 s instead of every 0.5 s).
 PARTIAL_INTERVAL_SHARE = 0.15
+#: Until a line shows text, partials come this often: the first decodes of an utterance often
+#: hear too little speech for text (a decode of a second of audio costs about 0.05 CPU-s) ...
+FIRST_TEXT_INTERVAL_S = 0.2
+#: ... and a line's first text is shown only when the decoder is as sure of it as Whisper's own
+#: threshold for speech (LOGPROB_THRESHOLD), or once the VAD has heard speech for this long.
+#: Guesses at a first syllable ("They have" for "The cabbage") are the unsure ones.
+FIRST_TEXT_SURE_AFTER_S = 0.7
 #: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
 MAX_DROPPED_KEPT = 200
 
@@ -99,6 +114,7 @@ class LocalEngine:
         self._prev: dict[str, str | None] = {}  # open item -> its predecessor
         self._open: str | None = None  # item of the utterance being spoken
         self._open_start = 0
+        self._heard_at = 0  # where the VAD first heard the open utterance's speech
         self._open_text = ""
         # Tokens of the open utterance that partials agreed on: forced on every later partial,
         # so a partial decodes only the words after them. The first ``_promised`` of them are
@@ -205,6 +221,7 @@ class LocalEngine:
                 self._count += 1
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
+                self._heard_at = d.heard
                 self._agreed, self._promised, self._stable_text = [], 0, ""
                 self._tail, self._earlier = [], []
                 self._last_partial_at = d.start
@@ -318,7 +335,10 @@ class LocalEngine:
         if not self.partials or self._open is None:
             return
         so_far = (buf.end - self._open_start) / SAMPLE_RATE
-        interval = int(max(self.partial_interval_s, PARTIAL_INTERVAL_SHARE * so_far) * SAMPLE_RATE)
+        every = max(self.partial_interval_s, PARTIAL_INTERVAL_SHARE * so_far)
+        if not self._open_text:
+            every = min(every, FIRST_TEXT_INTERVAL_S)
+        interval = int(every * SAMPLE_RATE)
         if buf.end - self._last_partial_at < interval:
             return
         if self._partial_busy or self._finals:
@@ -342,6 +362,9 @@ class LocalEngine:
             decoded = f.result()
             if decoded.dropped:
                 return
+            if (not self._open_text and decoded.avg_logprob < LOGPROB_THRESHOLD
+                    and end - self._heard_at < FIRST_TEXT_SURE_AFTER_S * SAMPLE_RATE):
+                return  # an unsure guess at the first syllables: wait for more speech
             self._agree(decoded.tokens, commit=len(samples) >= STABLE_AFTER_S * SAMPLE_RATE)
             text = self.backend.join(self._agreed, self._tail)
             if not text:
