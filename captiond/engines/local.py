@@ -6,15 +6,17 @@ the whole utterance, so a fixed interval made partials cost more the longer some
 only when the decoder is idle (a slow machine shows fewer partials instead of falling behind).
 Until a line has text, partials come every :data:`FIRST_TEXT_INTERVAL_S`, and the first text
 is shown when the decoder is sure of it or the speech has gone on long enough to trust it
-(:data:`FIRST_TEXT_SURE_AFTER_S`). Words that successive partials agree on are forced as the decoder's prefix of the partials
-after them (stable text with ``local.stable_text``, else a draft the final does not see), so
-a partial decodes only what follows them. At a pause (or at the maximum utterance length)
-the utterance is cut and decoded once more for the final text with word timings. Audio that
-the VAD calls silence is never decoded, so Whisper cannot invent text for it.
+(:data:`FIRST_TEXT_SURE_AFTER_S`). Words that successive partials agree on are forced as the
+decoder's prefix of the partials after them (stable text with ``local.stable_text``, else a
+draft the final does not see), so a partial decodes only what follows them. At a pause (or
+at the maximum utterance length) the utterance is cut and decoded once more for the final
+text with word timings. Audio that the VAD calls silence is never decoded, so Whisper cannot
+invent text for it.
 
 Events: an item opens (``ItemCommitted`` with start = end) when speech starts, partials
 replace its text, and at the cut it gets its final extent, then ``ItemCompleted``. An
-utterance that turns out to be noise or a phantom phrase completes with empty text, which removes its partial.
+utterance that turns out to be noise or a phantom phrase completes with empty text, which
+removes its partial.
 """
 
 from __future__ import annotations
