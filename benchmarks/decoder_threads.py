@@ -22,10 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 from conftest import EN_CLIPS  # noqa: E402
-from test_local_engine import clip  # noqa: E402
+from conversation import decode  # noqa: E402
 
 from captiond.engines.whisper import FIT_MIN_FRAMES, WhisperBackend  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a CTranslate2 Whisper directory (default: bundled tiny.en)")
     parser.add_argument("--threads", nargs="*", type=int, default=[2, 1])
     args = parser.parse_args()
-    audio = np.concatenate([clip(c) for c in EN_CLIPS])
+    audio = np.concatenate([decode(c) for c in EN_CLIPS])
     for threads in args.threads:
         backend = WhisperBackend(args.model, threads=threads, language="en")
         model = backend.model.model

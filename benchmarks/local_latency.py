@@ -143,6 +143,15 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def print_split(heading: str, parts: dict[str, list[float]]) -> None:
+    """A latency split: median and p90 of each part."""
+    print(heading)
+    for name, values in parts.items():
+        if values:
+            print(f"  {name:<18} median {statistics.median(values):6.3f} s"
+                  f"  p90 {pct(values, 0.9):6.3f} s")
+
+
 _WORDS = re.compile(r"[\w']+")
 
 
@@ -174,6 +183,8 @@ class ItemTrace:
     repeated_stable: int = 0
     history: list[tuple[float, str, int]] = field(default_factory=list)
     onset_s: float | None = None  # speech onset by energy, on the programme (see summarise)
+    #: Batch's words inside the line's audio span, timed on the programme (see summarise).
+    batch: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 class Viewer:
@@ -265,17 +276,18 @@ def energy_onset(audio: np.ndarray, lo_s: float, hi_s: float) -> float | None:
 def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
               audio: np.ndarray | None = None) -> dict[str, Any]:
     """Per-line figures. First text is timed from the batch first word's start and, given the
-    programme's ``audio``, from the energy onset (kept on the line as ``onset_s``)."""
+    programme's ``audio``, from the energy onset (kept on the line as ``onset_s``, and the
+    line's batch words as ``batch``, for the profile's report)."""
     firsts, finals, phantom, finals_text = [], [], 0, []
     firsts_energy: list[float] = []
     phantoms: list[tuple[str, str]] = []
     items = sorted(viewer.items.values(), key=lambda t: t.start_ms)
     for tr in items:
+        lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
+        tr.batch = inside = [w for w in words if w[1] >= lo and w[2] <= hi]
         if not tr.final:
             continue
         finals_text.append(tr.final)
-        lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
-        inside = [w for w in words if w[1] >= lo and w[2] <= hi]
         if not inside:
             continue
         onset, last = inside[0][1], inside[-1][2]
@@ -394,11 +406,12 @@ class Profiler:
         WhisperBackend._words = timed(words, "align")  # type: ignore[method-assign]
         WhisperBackend._continue = timed(cont, "continue")  # type: ignore[method-assign]
         StreamingVad.__call__ = p_vad  # type: ignore[method-assign]
-        LocalEngine._decide = p_decide  # type: ignore[method-assign]
+        LocalEngine._decide = p_decide  # type: ignore[method-assign,assignment]
         LocalEngine._final_done = p_final_done  # type: ignore[method-assign]
 
-    def report(self, viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
-               cfg: config.Config, cpu: float, audio_s: float) -> None:
+    def report(self, viewer: Viewer, t0: float, cfg: config.Config, cpu: float,
+               audio_s: float) -> None:
+        """After :func:`summarise`, which puts batch's words and the energy onset on each line."""
         tail_s = cfg["vad.tail_ms"] / 1000
         partials = [r for r in self.decodes if not r["final"]]
         finals = [r for r in self.decodes if r["final"]]
@@ -440,13 +453,11 @@ class Profiler:
         for tr in viewer.items.values():
             if not tr.final_at or (tr.start_ms, tr.end_ms) not in self.cuts:
                 continue
-            lo, hi = tr.start_ms / 1000 - SPAN_SLACK_S, tr.end_ms / 1000 + SPAN_SLACK_S
-            inside = [w for w in words if w[1] >= lo and w[2] <= hi]
             rec = [r for r in used if abs(r["start_ms"] - tr.start_ms) <= 1
                    and abs(r["start_ms"] + r["audio_s"] * 1000 - tr.end_ms) <= 2]
-            if not inside or not rec:
+            if not tr.batch or not rec:
                 continue
-            last = t0 + inside[-1][2]
+            last = t0 + tr.batch[-1][2]
             speech_end = t0 + tr.end_ms / 1000 - tail_s
             cut = self.cuts[(tr.start_ms, tr.end_ms)]
             done = rec[-1]["t1"]
@@ -456,11 +467,8 @@ class Profiler:
             parts["decode_after_cut"].append(max(0.0, done - cut))
             parts["delivery"].append(tr.final_at - max(done, cut))
             parts["total"].append(tr.final_at - last)
-        n = len(parts["total"])
-        print(f"final latency split over {n} lines (decode done before the cut in {spec_ready}):")
-        for k, v in parts.items():
-            if v:
-                print(f"  {k:<18} median {statistics.median(v):6.3f} s  p90 {pct(v, 0.9):6.3f} s")
+        print_split(f"final latency split over {len(parts['total'])} lines (decode done before"
+                    f" the cut in {spec_ready}):", parts)
         self.report_first_text(viewer, t0, partials)
 
     def report_first_text(self, viewer: Viewer, t0: float, partials: list[dict[str, Any]]) -> None:
@@ -483,11 +491,8 @@ class Profiler:
             parts["delivery"].append(tr.first_text_at - before[-1]["t1"])
             parts["total"].append(tr.first_text_at - onset)
             empty.append(len(before) - 1)
-        print(f"first text split over {len(parts['total'])} lines (partials without text before"
-              f" the first with text: {sum(empty)}):")
-        for k, v in parts.items():
-            if v:
-                print(f"  {k:<18} median {statistics.median(v):6.3f} s  p90 {pct(v, 0.9):6.3f} s")
+        print_split(f"first text split over {len(parts['total'])} lines (partials without text"
+                    f" before the first with text: {sum(empty)}):", parts)
 
 
 def main() -> None:
@@ -539,7 +544,7 @@ def main() -> None:
              "history": [(at - t0, text, stable) for at, text, stable in tr.history]}
             for tr in sorted(viewer.items.values(), key=lambda t: t.start_ms)], indent=1))
     if profiler:
-        profiler.report(viewer, t0, words, cfg, cpu, audio_s)
+        profiler.report(viewer, t0, cfg, cpu, audio_s)
         for first, final in s["phantoms"]:
             print(f"  first partial {first!r} -> final {final[:60]!r}")
 
