@@ -34,7 +34,8 @@ Profile mode (``--profile``) also times the engine from inside: CPU of partial d
 finals (encoder + decoder, word-timing alignment, continuations; finals whose text was used
 and speculative ones thrown away) and of the VAD; and splits each final's latency into the
 VAD's view of the end of speech (last batch word -> last window the VAD called speech), the
-segmenter's wait for ``vad.min_silence_ms``, decode time left after the cut, and delivery to
+segmenter's wait for the pause (``vad.min_silence_ms``, or ``vad.sentence_end_ms`` after a
+finished sentence), decode time left after the cut, and delivery to
 the overlay feed; and first text's latency into the VAD's start of the utterance, the wait for
 the partial that gave the text, its decode, and delivery.
 """
@@ -345,9 +346,12 @@ class Profiler:
                                          WhisperBackend._words, WhisperBackend._continue)
 
         def p_decode(self: Any, audio: np.ndarray, **kw: Any) -> Any:
-            rec = {"final": kw.get("final", True), "start_ms": kw.get("offset_ms", 0),
-                   "audio_s": len(audio) / RATE, "generate": 0.0, "align": 0.0, "continue": 0.0,
-                   "t0": time.monotonic()}
+            # A sequel's final decodes the line before it too: matched to its line by its own
+            # extent, its cost counted for all the audio it decoded.
+            lead = kw.get("said_samples", 0) if kw.get("said") else 0
+            rec = {"final": kw.get("final", True), "start_ms": kw.get("offset_ms", 0) + lead * 1000 // RATE,
+                   "audio_s": (len(audio) - lead) / RATE, "decoded_s": len(audio) / RATE, "sequel": bool(lead),
+                   "generate": 0.0, "align": 0.0, "continue": 0.0, "t0": time.monotonic()}
             prof._rec = rec
             c0 = time.process_time()
             try:
@@ -438,10 +442,11 @@ class Profiler:
         print(f"  VAD                        CPU {self.vad_cpu:6.1f} s ({self.vad_cpu / audio_s:.3f}/audio s)")
         rest = cpu - sum(r["cpu"] for r in self.decodes) - self.vad_cpu
         print(f"  everything else            CPU {rest:6.1f} s ({rest / audio_s:.3f}/audio s);"
-              f" pauses announced {self.pauses}")
+              f" pauses announced {self.pauses}; sequels decoded after the line before"
+              f" {sum(r['sequel'] for r in used)}")
         by_len: dict[int, list[dict[str, Any]]] = {}
         for r in used:
-            by_len.setdefault(min(int(r["audio_s"] // 3) * 3, 12), []).append(r)
+            by_len.setdefault(min(int(r["decoded_s"] // 3) * 3, 12), []).append(r)
         for k in sorted(by_len):
             rs = by_len[k]
             print(f"    used finals {k:2d}-{k + 3:2d} s audio: n={len(rs):2d}  wall median"

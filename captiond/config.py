@@ -298,6 +298,17 @@ SETTINGS: tuple[Setting, ...] = (
         live=True,
     ),
     Setting(
+        "vad.sentence_end_ms",
+        int,
+        300,
+        "Pause that ends an utterance whose text the local engine judged a finished sentence "
+        "(ends in . ? or !, its last word sure); at vad.min_silence_ms or above, every pause "
+        "waits that long.",
+        minimum=100,
+        maximum=5000,
+        live=True,
+    ),
+    Setting(
         "vad.min_speech_ms",
         int,
         0,

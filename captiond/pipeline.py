@@ -60,6 +60,7 @@ def segmenter_params(cfg: Config, rate: int = 16_000) -> Params:
     return Params(
         threshold=cfg["vad.threshold"],
         min_silence_ms=cfg["vad.min_silence_ms"],
+        sentence_end_ms=cfg["vad.sentence_end_ms"],
         min_speech_ms=cfg["vad.min_speech_ms"],
         max_utterance_s=cfg["vad.max_utterance_s"],
         pad_ms=cfg["vad.pad_ms"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from captiond.cli import main
 from captiond.engines.factory import whisper_backend
 from captiond.engines.local import LocalEngine
 from captiond.engines.whisper import WhisperBackend, looks_repetitive
-from captiond.events import ItemCompleted, ItemPartial
+from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
 from captiond.pipeline import segmenter_params
 from captiond.transcript.store import Store
 
@@ -163,6 +164,69 @@ def test_joined_meeting_keeps_sentence_edges(tmp_path: Path, capsys) -> None:  #
     words = normalise(text).split()
     for word in ("however", "years", "many", "people", "because", "feathers", "sentence", "north"):
         assert word in words, f"{word!r} missing from {text!r}"
+
+
+def test_a_finished_sentence_ends_at_a_shorter_pause_and_its_sequel_loses_no_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLEURS en-002 (after 2 s of silence) pauses 0.35 s after "made famous" (a finished
+    sentence to the decoder, under vad.min_silence_ms): by default the line ends there. What follows is decoded as its
+    sequel, with the first line's audio and text before it: together the two lines say word
+    for word what one line says with the shorter pause turned off (decoded alone, the second
+    line read "spl interest" for "splinters"), and its words are only its own."""
+    audio = np.concatenate([silence(2.0), clip(FLEURS / "fleurs-en-002.ogg"), silence(1.0)])
+    _, store, sid = transcribe(tmp_path, audio, "sentence")
+    lines = store.lines(sid)
+    assert len(lines) == 2, [ln.text for ln in lines]
+    first, second = lines
+    assert first.text.endswith("famous."), first.text
+    assert second.audio_start_ms == first.audio_end_ms
+    assert second.words and all(w["start_ms"] >= second.audio_start_ms - 100 for w in second.words)
+    assert normalise(second.words[0]["text"]) == normalise(second.text.split()[0])
+
+    monkeypatch.setenv("CAPTIOND_VAD_SENTENCE_END_MS", "400")
+    _, store_b, sid_b = transcribe(tmp_path, audio, "one")
+    (whole,) = store_b.lines(sid_b)
+    assert normalise(first.text + " " + second.text) == normalise(whole.text)
+    assert "splinters" in normalise(second.text).split()
+
+
+def test_where_a_sentence_is_cut_does_not_depend_on_the_decoder_speed(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut at a sentence's end waits for the decoder's verdict: fed as fast as it comes and
+    with every decode slowed by 0.3 s, the engine cuts the same utterances with the same text
+    (``transcribe`` and a live ``run`` alike)."""
+    audio = np.concatenate([silence(2.0), clip(FLEURS / "fleurs-en-002.ogg"), silence(1.0),
+                            clip(FLEURS / "fleurs-en-001.ogg"), silence(1.0)])
+
+    def finals(slow: bool) -> list[tuple[int, int, str]]:
+        cfg = config.parse("", env={}, overrides={})
+        engine = LocalEngine(backend, segmenter_params(cfg), partials=False)
+        decode = backend.decode
+
+        def slowed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)
+            return decode(*args, **kwargs)
+
+        if slow:
+            monkeypatch.setattr(backend, "decode", slowed)
+
+        async def fast() -> AsyncIterator[AudioBlock]:
+            for pos in range(0, len(audio), BLOCK):
+                yield AudioBlock(audio[pos : pos + BLOCK], RATE, pos)
+                await asyncio.sleep(0)
+
+        events: list[object] = []
+        asyncio.run(engine.run(fast(), events.append))
+        monkeypatch.undo()
+        extents = {e.item_id: (e.audio_start_ms, e.audio_end_ms) for e in events
+                   if isinstance(e, ItemCommitted) and e.audio_end_ms > e.audio_start_ms}
+        return [(*extents[e.item_id], e.text) for e in events if isinstance(e, ItemCompleted) and e.text]
+
+    quick, slow = finals(False), finals(True)
+    assert len(quick) >= 3 and quick[0][2].endswith("famous."), quick
+    assert sorted(slow) == sorted(quick)
 
 
 def test_backchannel_between_two_turns_is_a_line(tmp_path: Path) -> None:

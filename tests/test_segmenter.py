@@ -132,3 +132,97 @@ def test_chunking_does_not_change_decisions() -> None:
     probs = [rng.choice([0.0, 0.2, 0.7, 0.95]) for _ in range(2000)]
     p = Params(max_utterance_s=5.0)
     assert run(probs, p, 1) == run(probs, p, 2000)
+
+
+def test_a_finished_sentence_ends_the_pause_at_sentence_end_ms() -> None:
+    """Told at the Pause that the text before it is a finished sentence, the segmenter cuts once
+    the pause reaches sentence_end_ms, at the end the Pause announced; a pause as long with no
+    such word keeps the utterance open."""
+    p = Params(min_silence_ms=400, sentence_end_ms=300, tail_ms=100)
+    seg = Segmenter(p)
+    pause_ms = 352  # 11 windows: over sentence_end_ms, under min_silence_ms
+    speech = [0.9] * 30
+    out = seg.push(speech, 0)
+    out += seg.push([0.0] * windows(128), len(speech) * WINDOW)
+    pause = next(d for d in out if isinstance(d, Pause))
+    assert seg.sentence_end_due(WINDOW) is False  # 128 ms of silence + 32 ms: not yet due
+    assert seg.end_of_sentence(pause.end + 1) == []  # not the announced pause: nothing
+    assert seg.end_of_sentence(pause.end) == []  # due, but not reached yet
+    pos = seg.position
+    cut = []
+    while not cut:
+        cut = [d for d in seg.push([0.0], pos) if isinstance(d, UtteranceEnded)]
+        pos += WINDOW
+    assert (cut[0].start, cut[0].end) == (pause.start, pause.end)
+    assert pos - 30 * WINDOW == p.samples(320)  # the first window at or past 300 ms
+
+    # The same pause without the verdict: one utterance.
+    probs = speech + [0.0] * windows(pause_ms) + speech + [0.0] * 20
+    assert sum(isinstance(d, UtteranceEnded) for d in run(probs, p)) == 1
+
+
+def test_a_verdict_that_comes_late_cuts_at_once_and_never_outlives_the_pause() -> None:
+    """A verdict after sentence_end_ms of silence cuts right away; one given before speech
+    resumed does not shorten the next pause."""
+    p = Params(min_silence_ms=400, sentence_end_ms=300, tail_ms=100)
+    seg = Segmenter(p)
+    seg.push([0.9] * 30, 0)
+    out = seg.push([0.0] * windows(340), 30 * WINDOW)
+    pause = next(d for d in out if isinstance(d, Pause))
+    assert seg.sentence_end_due(WINDOW)
+    (cut,) = seg.end_of_sentence(pause.end)
+    assert isinstance(cut, UtteranceEnded) and cut.end == pause.end
+    assert not seg.sentence_end_due(WINDOW)  # no utterance open
+
+    seg = Segmenter(p)
+    seg.push([0.9] * 30, 0)
+    out = seg.push([0.0] * windows(160), 30 * WINDOW)
+    pause = next(d for d in out if isinstance(d, Pause))
+    assert seg.end_of_sentence(pause.end) == []
+    seg.push([0.9] * 10, seg.position)  # speech resumes: the verdict was for another pause
+    out = seg.push([0.0] * windows(352), seg.position)
+    assert not any(isinstance(d, UtteranceEnded) for d in out)
+
+
+def test_sentence_end_at_or_above_min_silence_changes_nothing() -> None:
+    p = Params(min_silence_ms=400, sentence_end_ms=400, tail_ms=100)
+    seg = Segmenter(p)
+    seg.push([0.9] * 30, 0)
+    out = seg.push([0.0] * windows(352), 30 * WINDOW)
+    pause = next(d for d in out if isinstance(d, Pause))
+    assert not seg.sentence_end_due(WINDOW)
+    assert seg.end_of_sentence(pause.end) == []
+    assert seg.speaking
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=1500),
+    st.lists(st.booleans(), min_size=1, max_size=50),
+)
+def test_sentence_verdicts_keep_cuts_ordered_and_at_announced_ends(probs, verdicts) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the probabilities and whichever pauses are judged sentence ends: cuts are
+    ordered, never overlap, and a cut the verdict brings ends where its Pause said."""
+    p = Params(max_utterance_s=5.0)
+    seg = Segmenter(p)
+    judged: dict[int, bool] = {}
+    decisions = []
+    for i, prob in enumerate(probs):
+        out = seg.push([prob], i * WINDOW)
+        decisions += out
+        for d in out:
+            if isinstance(d, Pause) and verdicts[len(judged) % len(verdicts)]:
+                judged[d.end] = True
+                early = seg.end_of_sentence(d.end)
+                assert all(isinstance(e, UtteranceEnded) and e.end == d.end for e in early)
+                decisions += early
+    decisions += seg.finish()
+    open_start, last_end = None, 0
+    for d in decisions:
+        if isinstance(d, SpeechStarted):
+            assert open_start is None and d.start >= last_end
+            open_start = d.start
+        elif isinstance(d, UtteranceEnded):
+            assert open_start == d.start and d.end > d.start
+            last_end, open_start = d.end, None
+    assert open_start is None

@@ -169,6 +169,15 @@ class FrontEnd:
         self._vad_next += len(probs) * WINDOW
         yield from decisions
 
+    def sentence_end_due(self, block: AudioBlock) -> bool:
+        """Whether this block could end the announced pause as a sentence's end."""
+        return self._seg.sentence_end_due(len(block.samples) * VAD_RATE // self.rate)
+
+    def end_of_sentence(self, end: int) -> list[Decision]:
+        """The text up to the announced pause ending at ``end`` (16 kHz) is a finished
+        sentence: see :meth:`~captiond.audio.segmenter.Segmenter.end_of_sentence`."""
+        return self._seg.end_of_sentence(end)
+
     def finish(self) -> list[Decision]:
         """End of the stream: close the open utterance."""
         return self._seg.finish()

@@ -9,7 +9,8 @@ no server VAD). Positions are sample indices on the session stream at :attr:`Par
   before that still look faintly like speech (>= :data:`ONSET_BACKTRACK_PROB`), then
   ``pad_ms`` more (never before the previous cut). It ends ``tail_ms`` after the last speech.
 - Hysteresis: a window counts as silence only below ``threshold - HYSTERESIS``.
-- A pause of ``min_silence_ms`` ends the utterance.
+- A pause of ``min_silence_ms`` ends the utterance, or of ``sentence_end_ms`` once the engine
+  has judged the text before it a finished sentence (:meth:`Segmenter.end_of_sentence`).
 - Continuous speech is cut before ``max_utterance_s``, at the quietest window of the last
   :data:`FORCED_CUT_SEARCH_S` (the softest point between words), and a new utterance starts
   there at once, so nothing is lost or duplicated.
@@ -40,6 +41,7 @@ ONSET_BACKTRACK_S = 1.0
 class Params:
     threshold: float = 0.5
     min_silence_ms: int = 400
+    sentence_end_ms: int = 300
     min_speech_ms: int = 0
     max_utterance_s: float = 15.0
     pad_ms: int = 400
@@ -95,6 +97,7 @@ class Segmenter:
     floor: int = 0  # utterances never begin before the previous cut
     position: int = 0  # end of the last window seen
     _pause_announced: bool = False
+    _sentence_ended: bool = False  # the engine judged the text before this pause a sentence
     _idle: list[float] = field(default_factory=list)  # recent probabilities while idle
     _history: list[tuple[int, float]] = field(default_factory=list)  # (window start, prob)
 
@@ -131,11 +134,11 @@ class Segmenter:
                 if prob >= p.threshold - HYSTERESIS:
                     self.last_speech_end = end
                     self.speech += WINDOW
-                    self._pause_announced = False
+                    self._pause_announced = self._sentence_ended = False
                 else:
                     silence = end - self.last_speech_end
                     cut = min(self.last_speech_end + p.samples(p.tail_ms), end)
-                    if silence >= p.samples(p.min_silence_ms):
+                    if silence >= self._pause_needed():
                         out.append(self._end(cut))
                     elif not self._pause_announced and silence >= p.samples(
                         max(p.tail_ms, p.min_silence_ms / 4)
@@ -151,6 +154,33 @@ class Segmenter:
     def in_pause(self) -> bool:
         """Speaking, but the last window was silence."""
         return self.speaking and self.position > self.last_speech_end
+
+    def sentence_end_due(self, samples: int) -> bool:
+        """Whether the next ``samples`` could take the announced pause to ``sentence_end_ms``
+        (and so end the utterance if the engine judges its text a finished sentence)."""
+        p = self.params
+        if p.sentence_end_ms >= p.min_silence_ms or not self._pause_announced or self._sentence_ended:
+            return False
+        return self.speaking and self.position + samples - self.last_speech_end >= p.samples(p.sentence_end_ms)
+
+    def end_of_sentence(self, end: int) -> list[Decision]:
+        """The engine judged the text up to the announced pause that ends at ``end`` a finished
+        sentence: the pause ends the utterance after ``sentence_end_ms`` of silence instead of
+        ``min_silence_ms``, now if it has lasted that long. Nothing if speech has resumed."""
+        p = self.params
+        cut = self.last_speech_end + p.samples(p.tail_ms)
+        if not (self.speaking and self._pause_announced) or min(cut, self.position) != end:
+            return []
+        self._sentence_ended = True
+        if self.position - self.last_speech_end >= self._pause_needed():
+            return [self._end(end)]
+        return []
+
+    def _pause_needed(self) -> int:
+        """Silence (samples) that ends the utterance now."""
+        p = self.params
+        ms = min(p.min_silence_ms, p.sentence_end_ms) if self._sentence_ended else p.min_silence_ms
+        return p.samples(ms)
 
     def finish(self) -> list[Decision]:
         """End of stream (or a gap): close the open utterance."""
@@ -177,7 +207,7 @@ class Segmenter:
         self.speaking = False
         self.floor = cut.end
         self._history = []
-        self._pause_announced = False
+        self._pause_announced = self._sentence_ended = False
         return cut
 
     def _forced_cut(self, end: int) -> list[Decision]:

@@ -10,7 +10,9 @@ is shown when the decoder is sure of it or the speech has gone on long enough to
 decoder's prefix of the partials after them (stable text with ``local.stable_text``, else a
 draft the final does not see), so a partial decodes only what follows them. At a pause (or
 at the maximum utterance length) the utterance is cut and decoded once more for the final
-text with word timings. Audio that the VAD calls silence is never decoded, so Whisper cannot
+text with word timings. That final decode starts as the pause does; if its text ends a
+sentence (:func:`ends_sentence`), the pause ends the utterance after ``vad.sentence_end_ms``
+instead of ``vad.min_silence_ms``. Audio that the VAD calls silence is never decoded, so Whisper cannot
 invent text for it.
 
 Events: an item opens (``ItemCommitted`` with start = end) when speech starts, partials
@@ -72,6 +74,16 @@ FIRST_TEXT_INTERVAL_S = 0.2
 #: threshold for speech (LOGPROB_THRESHOLD), or once the VAD has heard speech for this long.
 #: Guesses at a first syllable ("They have" for "The cabbage") are the unsure ones.
 FIRST_TEXT_SURE_AFTER_S = 0.7
+#: A final decode ends a sentence when its text ends with one of these ("..." trails off) ...
+SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
+#: ... and the decoder gave its last word at least this probability ("anything." heard in the
+#: first syllable of the next phrase scores near 0).
+SENTENCE_END_MIN_PROB = 0.5
+#: An utterance whose speech starts less than ``vad.min_silence_ms`` after the last one's
+#: (which a finished sentence ended early; a pause that long would not have cut it) goes on
+#: from it: its final is decoded with that utterance's audio and text before it, if that is
+#: at most this long.
+SEQUEL_LEAD_MAX_S = 10.0
 #: Dropped utterances the engine remembers for status and benchmarks (the store keeps all).
 MAX_DROPPED_KEPT = 200
 
@@ -136,6 +148,11 @@ class LocalEngine:
         self.speculative_used = 0
         self.speculative_wasted = 0
         self._final_cut_at: dict[str, float] = {}
+        self._last_cut: tuple[int, int] | None = None  # extent of the last utterance decoded
+        self._lead: tuple[int, int] | None = None  # the one the open utterance goes on from
+        # (start, end, text tokens) of the last finals, written and read on the decoder's one
+        # thread (in the order the decodes were submitted): what a sequel's final goes on from.
+        self._said: deque[tuple[int, int, list[int]]] = deque(maxlen=8)
         # Figures for status and benchmarks.
         self.audio_s = 0.0
         self.partials_emitted = 0
@@ -192,6 +209,13 @@ class LocalEngine:
         fe = self.frontend
         buf = fe.ring
         async for block in audio:
+            early = self._speculative
+            if early is not None and fe.sentence_end_due(block):
+                # Whether this pause ends a sentence is the early final's verdict: the block
+                # waits for it, so where an utterance is cut never depends on how fast the
+                # decoder was (``transcribe`` and ``run`` cut alike).
+                await asyncio.wait({early[3]})
+                self._pause_decoded(early, early[3], buf=buf, emit=emit, loop=loop)
             # The front end closes the open utterance at a gap and starts afresh after it.
             self._decide(fe.push(block), buf, emit, loop)
             self.audio_s += block.duration_s
@@ -200,9 +224,14 @@ class LocalEngine:
             if self._open is not None:
                 if not fe.in_pause:  # trailing silence adds no words: no partial
                     self._maybe_partial(buf, emit, loop)
-                buf.trim_before(self._open_start - SAMPLE_RATE // 10)
+                first = self._lead[0] if self._lead is not None else self._open_start
+                buf.trim_before(min(first, self._open_start) - SAMPLE_RATE // 10)
             else:
-                buf.trim_before(buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE))
+                keep = buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE)
+                last = self._last_cut
+                if last is not None and buf.end - last[1] < fe.params.samples(fe.params.min_silence_ms):
+                    keep = min(keep, last[0])  # speech may yet go on from it
+                buf.trim_before(keep)
             while self._finals and self._finals[0].done():
                 self._finals.popleft()
             while len(self._finals) >= MAX_PENDING_FINALS:
@@ -224,6 +253,11 @@ class LocalEngine:
                 item = f"{self.id_prefix}-{self._count}"
                 self._open, self._open_start, self._open_text = item, d.start, ""
                 self._heard_at = d.heard
+                last, p = self._last_cut, self.params
+                self._lead = last if (
+                    last is not None and d.heard - last[1] + p.samples(p.tail_ms) < p.samples(p.min_silence_ms)
+                    and last[1] - last[0] <= SEQUEL_LEAD_MAX_S * SAMPLE_RATE
+                ) else None
                 self._agreed, self._promised, self._stable_text = [], 0, ""
                 self._tail, self._earlier = [], []
                 self._last_partial_at = d.start
@@ -236,7 +270,10 @@ class LocalEngine:
                     self._drop_speculative()
                     stop = threading.Event()
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop, stop)
-                    self._speculative = (self._open, d.start, d.end, fut, stop)
+                    early = self._speculative = (self._open, d.start, d.end, fut, stop)
+                    fut.add_done_callback(
+                        functools.partial(self._pause_decoded, early, buf=buf, emit=emit, loop=loop)
+                    )
             elif isinstance(d, UtteranceEnded):
                 ended = self._open
                 self._open = None
@@ -259,6 +296,7 @@ class LocalEngine:
                         emit(ItemCompleted(ended, ""))
                         continue
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop)
+                self._last_cut = (d.start, d.end)
                 self._final_cut_at[ended] = time.monotonic()
                 self._spans[ended] = (start_ms, end_ms)
                 fut.add_done_callback(functools.partial(self._final_done, ended, emit=emit))
@@ -268,17 +306,39 @@ class LocalEngine:
         self, buf: PcmRing, start: int, end: int, ratio: float, loop: asyncio.AbstractEventLoop,
         stop: threading.Event | None = None,
     ) -> asyncio.Future[Decoded]:
-        samples = buf.slice(start, end)
-        offset_ms = start * 1000 // SAMPLE_RATE
+        lead = self._lead if self._lead is not None and self._lead[0] >= buf.base else None
+        first = lead[0] if lead is not None else start
+        samples = buf.slice(first, end)
         words = self.word_timestamps
         prefix = self._agreed[: self._promised]
-        return loop.run_in_executor(
-            self.backend.executor,
-            lambda: self.backend.decode(
-                samples, offset_ms=offset_ms, word_timestamps=words, speech_ratio=ratio, prefix=prefix,
-                stop=stop.is_set if stop is not None else None,
-            ),
-        )
+
+        def job() -> Decoded:
+            # A sequel is decoded after the final it goes on from (decoded before it: one
+            # thread, in order), unless that final had no text.
+            said = next((toks for s, e, toks in self._said if (s, e) == lead), None)
+            at = first if said else start
+            decoded = self.backend.decode(
+                samples[at - first:], offset_ms=at * 1000 // SAMPLE_RATE, word_timestamps=words,
+                speech_ratio=ratio, prefix=prefix, stop=stop.is_set if stop is not None else None,
+                said=said, said_samples=start - at,
+            )
+            if decoded.text:
+                self._said.append((start, end, decoded.prefix_tokens + decoded.tokens))
+            return decoded
+
+        return loop.run_in_executor(self.backend.executor, job)
+
+    def _pause_decoded(
+        self, spec: tuple[str, int, int, asyncio.Future[Decoded], threading.Event], fut: asyncio.Future[Decoded],
+        *, buf: PcmRing, emit: Emit, loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """The final decode started at a pause is done: a finished sentence need not wait for
+        the whole ``min_silence_ms``. Called when it is done and before the block that could
+        end the pause (whichever comes first; the second call finds nothing to do)."""
+        if self._speculative is not spec or not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return
+        if ends_sentence(fut.result()):
+            self._decide(self.frontend.end_of_sentence(spec[2]), buf, emit, loop)
 
     def _drop_speculative(self) -> None:
         """Speech resumed after a pause: the early final decode is of no use."""
@@ -405,3 +465,12 @@ class LocalEngine:
                     self._promised, self._stable_text = len(candidate), text
                 self._earlier = [t[cut:] for t in self._earlier]
         self._tail = self._earlier[-1]
+
+
+def ends_sentence(decoded: Decoded) -> bool:
+    """Whether a final decode's text is a finished sentence: it ends with a full stop, question
+    or exclamation mark, and the decoder was sure of its last word."""
+    text = decoded.text.rstrip()
+    if decoded.dropped or not text.endswith(SENTENCE_ENDS) or text.endswith(".."):
+        return False
+    return not decoded.words or decoded.words[-1].probability >= SENTENCE_END_MIN_PROB

@@ -377,13 +377,21 @@ class WhisperBackend:
         # CTranslate2 returns the cumulative log-prob normalised by length (length_penalty=1).
         return tokens, last, avg_logprob, float(result.no_speech_prob), encoded, language
 
-    def prompt(self, prefix: list[int] | None = None, previous: list[int] | None = None) -> tuple[list[int], int]:
+    def prompt(
+        self, prefix: list[int] | None = None, previous: list[int] | None = None,
+        said: list[int] | None = None, said_s: float = 0.0,
+    ) -> tuple[list[int], int]:
         """The decoder prompt: earlier text as context, then the start sequence, then the
-        forced prefix. Returns the prompt and how many of its tokens are forced."""
+        forced prefix: ``said`` as a segment ending at ``said_s`` (Whisper's own form for a
+        window's earlier sentences), then ``prefix``. Returns the prompt and how many of its
+        tokens are forced."""
         if previous:
             out = [self.tokenizer.sot_prev, *previous[-PROMPT_TOKENS:], *self.tokenizer.sot_sequence]
         else:
             out = list(self._glossary)  # the vocabulary hints, then the start sequence
+        if said:
+            mark = self.tokenizer.timestamp_begin + min(round(said_s / 0.02), 1500)
+            prefix = [*said, mark, mark, *(prefix or [])]
         if not prefix:
             return out, 0
         forced = [self.tokenizer.timestamp_begin, *prefix[-MAX_PREFIX_TOKENS:]]
@@ -407,6 +415,8 @@ class WhisperBackend:
         final: bool = True,
         prefix: list[int] | None = None,
         stop: Callable[[], bool] | None = None,
+        said: list[int] | None = None,
+        said_samples: int = 0,
     ) -> Decoded:
         """Text of one utterance (16 kHz mono float32). Blocking: call it on :attr:`executor`.
 
@@ -422,11 +432,19 @@ class WhisperBackend:
         it stopped. Partials use greedy search on the short window: a fraction of the CPU.
 
         ``stop``: asked once the audio is encoded; if it says so, the decode ends there and
-        returns no text (``dropped = "stopped"``)."""
+        returns no text (``dropped = "stopped"``).
+
+        ``said``: text tokens already given for the first ``said_samples`` of ``audio`` (an
+        utterance that went on after it was cut): forced before ``prefix`` as a finished
+        segment, so the rest is decoded as its sequel with its audio and text as context, and
+        left out of the text and words returned."""
         t_start = time.perf_counter()
         prefix = list(prefix or [])
         try:
-            return self._decode(audio, offset_ms, word_timestamps, speech_ratio, final, prefix, stop, t_start)
+            return self._decode(
+                audio, offset_ms, word_timestamps, speech_ratio, final, prefix, stop, t_start,
+                list(said or []), said_samples,
+            )
         except _Stopped:
             self.stopped += 1
             return Decoded("", dropped="stopped", prefix_tokens=prefix,
@@ -442,13 +460,15 @@ class WhisperBackend:
         prefix: list[int],
         stop: Callable[[], bool] | None,
         t_start: float,
+        said: list[int],
+        said_samples: int,
     ) -> Decoded:
         with self._lock:
             self.decodes += 1
             fit = final and self.final_window == "fit"
             full = (final and not fit) or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
             beam = self.beam_size if final else 1
-            prompt, forced = self.prompt(prefix)
+            prompt, forced = self.prompt(prefix, said=said, said_s=said_samples / SAMPLE_RATE)
             while True:
                 new, last, avg_logprob, no_speech, encoded, language = self._generate(
                     audio, full, prompt, beam, forced, stop, FIT_MIN_FRAMES if fit else 0
@@ -459,7 +479,7 @@ class WhisperBackend:
                 log.debug("whisper.pass final=%s full=%s audio_s=%.2f last=%s prefix=%d text=%r",
                           final, full, len(audio) / SAMPLE_RATE, last, len(prefix), out.text)
                 # Judged without the forced prefix: the prefix was agreed by earlier decodes.
-                out.dropped = self._judge(out, speech_ratio, not prefix)
+                out.dropped = self._judge(out, speech_ratio, not (said or prefix))
                 if not (out.dropped and final and not full):
                     break
                 # Text is never dropped on the fitted window's word alone.
@@ -469,7 +489,7 @@ class WhisperBackend:
                 out.dropped_text, out.text, out.tokens = out.text, "", []
             # Joined token-wise: the text always begins with the prefix's own text.
             out.text = self.join(prefix, out.tokens)
-            passes = [(0, prefix + out.tokens, encoded)]
+            passes = [(0, said + prefix + out.tokens, encoded)]
             if final and last is None and passes[0][1]:
                 # No segment end (the decoder stopped right after the forced prefix, or
                 # without timestamps): where the last aligned word ends is where it stopped.
@@ -480,11 +500,11 @@ class WhisperBackend:
             if word_timestamps:
                 out.words = tuple(
                     w
-                    for start, toks, enc in passes
+                    for i, (start, toks, enc) in enumerate(passes)
                     if toks
                     for w in self._words(
                         toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE,
-                        language,
+                        language, skip=0 if i else len(said),
                     )
                 )
             out.seconds = time.perf_counter() - t_start
@@ -553,8 +573,9 @@ class WhisperBackend:
 
     def _words(
         self, tokens: list[int], encoded: object, n_samples: int, offset_ms: int,
-        language: str | None = None,
+        language: str | None = None, skip: int = 0,
     ) -> tuple[Word, ...]:
+        """Word timings of ``tokens``, leaving out the words of the first ``skip`` tokens."""
         tokenizer = self._tokenizer_for(language) if language else self.tokenizer
         try:
             aligned = self.model.find_alignment(
@@ -566,6 +587,9 @@ class WhisperBackend:
         limit_ms = offset_ms + n_samples * 1000 // SAMPLE_RATE
         words: list[Word] = []
         for w in aligned:
+            skip -= len(w["tokens"])
+            if skip >= 0:
+                continue
             text = w["word"].strip()
             if not text:
                 continue
