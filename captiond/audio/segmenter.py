@@ -137,7 +137,7 @@ class Segmenter:
                     self._pause_announced = self._sentence_ended = False
                 else:
                     silence = end - self.last_speech_end
-                    cut = min(self.last_speech_end + p.samples(p.tail_ms), end)
+                    cut = self._pause_cut(end)
                     if silence >= self._pause_needed():
                         out.append(self._end(cut))
                     elif not self._pause_announced and silence >= p.samples(
@@ -167,14 +167,16 @@ class Segmenter:
         """The engine judged the text up to the announced pause that ends at ``end`` a finished
         sentence: the pause ends the utterance after ``sentence_end_ms`` of silence instead of
         ``min_silence_ms``, now if it has lasted that long. Nothing if speech has resumed."""
-        p = self.params
-        cut = self.last_speech_end + p.samples(p.tail_ms)
-        if not (self.speaking and self._pause_announced) or min(cut, self.position) != end:
+        if not (self.speaking and self._pause_announced) or self._pause_cut(self.position) != end:
             return []
         self._sentence_ended = True
         if self.position - self.last_speech_end >= self._pause_needed():
             return [self._end(end)]
         return []
+
+    def _pause_cut(self, position: int) -> int:
+        """Where the open utterance ends if the pause before ``position`` ends it."""
+        return min(self.last_speech_end + self.params.samples(self.params.tail_ms), position)
 
     def _pause_needed(self) -> int:
         """Silence (samples) that ends the utterance now."""
@@ -186,8 +188,7 @@ class Segmenter:
         """End of stream (or a gap): close the open utterance."""
         if not self.speaking:
             return []
-        tail = self.params.samples(self.params.tail_ms)
-        return [self._end(min(self.last_speech_end + tail, self.position))]
+        return [self._end(self._pause_cut(self.position))]
 
     def reset(self, position: int) -> None:
         """Start over at ``position`` (after a gap in the stream)."""

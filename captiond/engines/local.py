@@ -89,6 +89,17 @@ MAX_DROPPED_KEPT = 200
 
 
 @dataclass(frozen=True, slots=True)
+class EarlyFinal:
+    """A final decode started at a pause, for the cut the pause announced."""
+
+    item: str
+    start: int
+    end: int
+    future: asyncio.Future[Decoded]
+    stop: threading.Event  # set: the decode stops after the encoder, its result unused
+
+
+@dataclass(frozen=True, slots=True)
 class DroppedUtterance:
     """Audio the engine cut as an utterance and then gave no text, and why."""
 
@@ -143,8 +154,7 @@ class LocalEngine:
         self._last_partial_at = 0
         self._partial_busy = False
         self._finals: deque[asyncio.Future[Any]] = deque()
-        # A final decode started at a pause: (item, start, end, its future, its stop flag).
-        self._speculative: tuple[str, int, int, asyncio.Future[Decoded], threading.Event] | None = None
+        self._speculative: EarlyFinal | None = None
         self.speculative_used = 0
         self.speculative_wasted = 0
         self._final_cut_at: dict[str, float] = {}
@@ -214,8 +224,8 @@ class LocalEngine:
                 # Whether this pause ends a sentence is the early final's verdict: the block
                 # waits for it, so where an utterance is cut never depends on how fast the
                 # decoder was (``transcribe`` and ``run`` cut alike).
-                await asyncio.wait({early[3]})
-                self._pause_decoded(early, early[3], buf=buf, emit=emit, loop=loop)
+                await asyncio.wait({early.future})
+                self._pause_decoded(early, early.future, buf=buf, emit=emit, loop=loop)
             # The front end closes the open utterance at a gap and starts afresh after it.
             self._decide(fe.push(block), buf, emit, loop)
             self.audio_s += block.duration_s
@@ -224,8 +234,9 @@ class LocalEngine:
             if self._open is not None:
                 if not fe.in_pause:  # trailing silence adds no words: no partial
                     self._maybe_partial(buf, emit, loop)
+                # A lead (the utterance the open one goes on from) starts before it.
                 first = self._lead[0] if self._lead is not None else self._open_start
-                buf.trim_before(min(first, self._open_start) - SAMPLE_RATE // 10)
+                buf.trim_before(first - SAMPLE_RATE // 10)
             else:
                 keep = buf.end - int(KEEP_BEFORE_S * SAMPLE_RATE)
                 last = self._last_cut
@@ -270,7 +281,7 @@ class LocalEngine:
                     self._drop_speculative()
                     stop = threading.Event()
                     fut = self._submit_final(buf, d.start, d.end, d.speech_ratio, loop, stop)
-                    early = self._speculative = (self._open, d.start, d.end, fut, stop)
+                    early = self._speculative = EarlyFinal(self._open, d.start, d.end, fut, stop)
                     fut.add_done_callback(
                         functools.partial(self._pause_decoded, early, buf=buf, emit=emit, loop=loop)
                     )
@@ -284,12 +295,12 @@ class LocalEngine:
                 emit(ItemCommitted(ended, self._prev.pop(ended, None), start_ms, end_ms))
                 spec = self._speculative
                 self._speculative = None
-                if spec is not None and spec[:3] == (ended, d.start, d.end) and not d.noise:
-                    fut = spec[3]
+                if spec is not None and (spec.item, spec.start, spec.end) == (ended, d.start, d.end) and not d.noise:
+                    fut = spec.future
                     self.speculative_used += 1
                 else:
                     if spec is not None:
-                        spec[4].set()
+                        spec.stop.set()
                         self.speculative_wasted += 1
                     if d.noise:
                         self._record_drop(ended, start_ms, end_ms, "noise", "")
@@ -329,7 +340,7 @@ class LocalEngine:
         return loop.run_in_executor(self.backend.executor, job)
 
     def _pause_decoded(
-        self, spec: tuple[str, int, int, asyncio.Future[Decoded], threading.Event], fut: asyncio.Future[Decoded],
+        self, spec: EarlyFinal, fut: asyncio.Future[Decoded],
         *, buf: PcmRing, emit: Emit, loop: asyncio.AbstractEventLoop,
     ) -> None:
         """The final decode started at a pause is done: a finished sentence need not wait for
@@ -338,14 +349,14 @@ class LocalEngine:
         if self._speculative is not spec or not fut.done() or fut.cancelled() or fut.exception() is not None:
             return
         if ends_sentence(fut.result()):
-            self._decide(self.frontend.end_of_sentence(spec[2]), buf, emit, loop)
+            self._decide(self.frontend.end_of_sentence(spec.end), buf, emit, loop)
 
     def _drop_speculative(self) -> None:
         """Speech resumed after a pause: the early final decode is of no use."""
         if self._speculative is not None:
             # Not started yet: skipped; running: it stops after the encoder, its result ignored.
-            self._speculative[3].cancel()
-            self._speculative[4].set()
+            self._speculative.future.cancel()
+            self._speculative.stop.set()
             self._speculative = None
             self.speculative_wasted += 1
 
