@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 from conftest import EN_CLIPS, normalise  # noqa: E402
 from conversation import AMI, JOIN_GAP_S, RATE, decode  # noqa: E402
-from local_latency import energy_onset  # noqa: E402
+from local_latency import TRAIL_S, energy_onset  # noqa: E402
 
 from captiond import config  # noqa: E402
 from captiond.audio.block import AudioBlock  # noqa: E402
@@ -62,7 +62,6 @@ from captiond.engines.whisper import LOGPROB_THRESHOLD  # noqa: E402
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial  # noqa: E402
 from captiond.pipeline import segmenter_params  # noqa: E402
 
-TRAIL_S = 2.5
 BLOCK = 512
 #: The model's limit is searched every this much audio ...
 STEP_S = 0.05
