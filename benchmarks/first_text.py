@@ -8,24 +8,25 @@ decode's own time (measured here, one thread):
   every block, so every partial the engine asks for is decoded as it would be on an idle
   machine; first text = where the audio stood when the line's first partial was asked for.
 - **the model's limit**: the line's audio from its start is decoded the way a first partial
-  is, ending every :data:`STEP_S` from the VAD's onset; the limit is the first end whose text
-  shares a word with the line's final (whatever the decoder's confidence), and the first from
-  which every later end does too. No rule that shows only the speaker's words can be sooner,
-  whatever its schedule, with the model's decode time on top.
+  is, ending every :data:`STEP_S` from :data:`SEARCH_BEFORE_S` before the VAD's onset; the
+  limit is the first end whose text shares a word with the line's final (whatever the
+  decoder's confidence), and the first from which every later end does too. No rule that
+  shows only the speaker's words can be sooner, whatever its schedule, with the model's decode
+  time on top.
 
 It also tries first-text rules on those decodes (partials every 0.1 s or 0.2 s from the VAD's
 onset). The engine's own partials fall a block or two off that grid, and Whisper's text from
 a fraction of a second of speech changes with a few milliseconds more audio, so a rule's
-figure here is its order of magnitude, not what the engine would show with it: the
-two-word agreement rule, for one, gave FLEURS 0.77 s and AMI 0.75 s here against 0.85 s and
-0.81 s, but put in the engine it changed the first text of 1 line in 79.
+figure here is its order of magnitude, not what the engine would show with it: the two-word
+agreement rule, for one, gave FLEURS 0.77 s and AMI 0.76 s here against 0.86 s and 0.81 s,
+but put in the engine it changed the first text of 1 line in 79.
 
 Audio: the five English FLEURS clips, each with 2.5 s of trailing silence, then the joined
-meeting (as ``local_latency.py`` plays it), and the AMI excerpts named with ``--ami`` (their
-onsets are less clear: overlapping talk, room noise). Prints medians and p90s and, with
-``--verbose``, every line.
+meeting (as ``local_latency.py`` plays it), and the AMI excerpts (all eleven, or those named
+with ``--ami``; their onsets are less clear: overlapping talk, room noise). Prints medians and
+p90s; with ``--verbose`` every line, with ``--lines FILE`` every line's decodes as JSON.
 
-    python benchmarks/first_text.py [--ami dev00 trn03] [--set local.partial_interval_s=0.5]
+    python benchmarks/first_text.py [--ami dev00 trn03] [--set vad.threshold=0.4] [--verbose]
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def describe(name: str, values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ami", nargs="*", default=["dev00", "trn03", "trn06", "trn09"])
+    parser.add_argument("--ami", nargs="*", default=sorted(p.stem for p in AMI.glob("*.flac")),
+                        help="AMI excerpts (default: all)")
     parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
     parser.add_argument("--verbose", action="store_true", help="every line")
     parser.add_argument("--lines", type=Path, help="write every line's decodes here (JSON)")
