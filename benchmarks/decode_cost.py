@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, FLEURS, normalise  # noqa: E402
+from conftest import EN_CLIPS, FLEURS, shares_word  # noqa: E402
 from test_local_engine import clip, paced, silence  # noqa: E402
 
 from captiond import config  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
         if isinstance(e, ItemPartial):
             first.setdefault(e.item_id, e.text)
     phantom = [(t, finals.get(i, "")) for i, t in first.items()
-               if not set(normalise(t).split()) & set(normalise(finals.get(i, "")).split())]
+               if not shares_word(t, finals.get(i, ""))]
     partials = [d for d in decodes if not d["final"]]
     fin = [d for d in decodes if d["final"]]
     audio_s = len(audio) / 16_000

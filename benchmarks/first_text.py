@@ -38,7 +38,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +49,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, normalise  # noqa: E402
-from conversation import AMI, JOIN_GAP_S, RATE, decode  # noqa: E402
-from local_latency import TRAIL_S, energy_onset  # noqa: E402
+from conftest import EN_CLIPS, normalise, shares_word  # noqa: E402
+from conversation import AMI, RATE, decode  # noqa: E402
+from local_latency import TRAIL_S, energy_onset, pieces  # noqa: E402
+from test_local_engine import BLOCK, paced  # noqa: E402
 
 from captiond import config  # noqa: E402
 from captiond.audio.block import AudioBlock  # noqa: E402
@@ -63,7 +63,6 @@ from captiond.engines.whisper import LOGPROB_THRESHOLD  # noqa: E402
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial  # noqa: E402
 from captiond.pipeline import segmenter_params  # noqa: E402
 
-BLOCK = 512
 #: The model's limit is searched every this much audio ...
 STEP_S = 0.05
 #: ... from this long before the VAD's onset to this long after it.
@@ -96,15 +95,12 @@ class Line:
 
 def programme(ami: list[str]) -> tuple[np.ndarray, list[tuple[int, str]]]:
     trail = np.zeros(int(TRAIL_S * RATE), np.float32)
-    gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
-    clips = [decode(c) for c in EN_CLIPS]
-    joined = np.concatenate([x for i, c in enumerate(clips) for x in ([gap, c] if i else [c])])
-    pieces = [*zip([c.stem for c in EN_CLIPS], clips), ("joined", joined),
-              *((name, decode(AMI / f"{name}.flac")) for name in ami)]
+    named = [*zip([c.stem for c in EN_CLIPS] + ["joined"], pieces()),
+             *((name, decode(AMI / f"{name}.flac")) for name in ami)]
     parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
     where: list[tuple[int, str]] = []
     at = len(parts[0])
-    for name, audio in pieces:
+    for name, audio in named:
         where.append((at, name))
         parts += [audio, trail]
         at += len(audio) + len(trail)
@@ -119,21 +115,13 @@ def run_engine(engine: LocalEngine, audio: np.ndarray) -> dict[str, Line]:
     heard: list[int] = []
 
     def recording_push(block: AudioBlock) -> Any:
+        now[0] = block.end
         for d in push(block):
             if isinstance(d, SpeechStarted):
                 heard.append(d.heard)
             yield d
 
     engine.frontend.push = recording_push  # type: ignore[method-assign]
-
-    async def blocks() -> AsyncIterator[AudioBlock]:
-        loop = asyncio.get_running_loop()
-        for pos in range(0, len(audio), BLOCK):
-            now[0] = pos + BLOCK
-            yield AudioBlock(audio[pos : pos + BLOCK], RATE, pos)
-            await loop.run_in_executor(engine.backend.executor, lambda: None)
-            for _ in range(3):  # the decode's done callbacks run before the next block
-                await asyncio.sleep(0)
 
     def emit(e: object) -> None:
         if isinstance(e, ItemCommitted) and e.item_id not in lines:
@@ -145,12 +133,8 @@ def run_engine(engine: LocalEngine, audio: np.ndarray) -> dict[str, Line]:
         elif isinstance(e, ItemCompleted):
             lines[e.item_id].final, lines[e.item_id].final_at = e.text, now[0]
 
-    asyncio.run(engine.run(blocks(), emit))
+    asyncio.run(engine.run(paced(audio, engine.backend, BLOCK / RATE), emit))
     return lines
-
-
-def shares_word(a: str, b: str) -> bool:
-    return bool(set(normalise(a).split()) & set(normalise(b).split()))
 
 
 def model_limit(engine: LocalEngine, audio: np.ndarray, line: Line) -> None:

@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jiwer  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-from conftest import EN_CLIPS, normalise, reference  # noqa: E402
+from conftest import EN_CLIPS, normalise, reference, shares_word  # noqa: E402
 from conversation import JOIN_GAP_S, RATE, decode, write_wav  # noqa: E402
 
 from captiond import config  # noqa: E402
@@ -84,15 +84,20 @@ SPAN_SLACK_S = 0.25
 ONSET_RISE_DB = 15.0
 
 
+def pieces() -> list[np.ndarray]:
+    """The programme's distinct pieces: each English FLEURS clip, then the joined meeting (the
+    five with :data:`JOIN_GAP_S` pauses, as one speaker reading on)."""
+    gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
+    clips = [decode(c) for c in EN_CLIPS]
+    return [*clips, np.concatenate([x for i, c in enumerate(clips) for x in ([gap, c] if i else [c])])]
+
+
 def programme(tmp: Path, rounds: int) -> tuple[Path, str, float, list[tuple[float, int]], list[np.ndarray]]:
     """The WAV to stream, its reference text, its duration, and where its pieces are: (offset
     in seconds, index into the list of distinct pieces: each clip, then the joined meeting)."""
     trail = np.zeros(int(TRAIL_S * RATE), np.float32)
-    gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
-    clips = [decode(c) for c in EN_CLIPS]
     refs = [reference(c) for c in EN_CLIPS]
-    joined = np.concatenate([x for i, c in enumerate(clips) for x in ([gap, c] if i else [c])])
-    distinct = [*clips, joined]
+    distinct = pieces()
     parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
     placed: list[tuple[float, int]] = []
     text: list[str] = []
@@ -300,7 +305,7 @@ def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
                 firsts_energy.append(tr.first_text_at - (t0 + heard))
         if tr.final_at is not None:
             finals.append(tr.final_at - (t0 + last))
-        if tr.partials and not set(normalise(tr.first_text).split()) & set(normalise(tr.final).split()):
+        if tr.partials and not shares_word(tr.first_text, tr.final):
             phantom += 1
             phantoms.append((tr.first_text, tr.final))
     with_partials = sum(1 for t in items if t.partials and t.final)

@@ -29,6 +29,11 @@ def normalise(text: str) -> str:
     return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
 
 
+def shares_word(a: str, b: str) -> bool:
+    """Whether two texts have a word in common (how a partial is told from a phantom)."""
+    return bool(set(normalise(a).split()) & set(normalise(b).split()))
+
+
 def reference(clip: Path) -> str:
     return normalise(clip.with_suffix(".txt").read_text(encoding="utf-8"))
 
