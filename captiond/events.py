@@ -73,6 +73,17 @@ class ItemFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class DroppedUtterance:
+    """Audio an engine cut as an utterance and then gave no text (or trimmed), and why."""
+
+    item_id: str
+    start_ms: int
+    end_ms: int
+    reason: str  # noise (too little speech), no_speech, phantom, repetition, overlap, empty, ...
+    text: str = ""
+
+
 TranscriptEvent = Union[ItemCommitted, ItemPartial, ItemCompleted, ItemFailed]
 
 

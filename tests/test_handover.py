@@ -14,7 +14,7 @@ from captiond.audio.block import AudioBlock
 from captiond.engines.auto import AutoEngine
 from captiond.engines.base import Emit
 from captiond.engines.handover import Chain, Relay
-from captiond.engines.whisper import Decoded
+from captiond.engines.localcore import Final
 from captiond.events import ItemCommitted, ItemCompleted, TranscriptEvent
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,7 +127,7 @@ async def test_auto_engine_reads_no_further_than_its_engine() -> None:
     upstream = Upstream(30)
     engine = Recording(upstream, delay_s=0.005)
     auto = AutoEngine(lambda prefix: engine, lambda prefix: engine,  # type: ignore[arg-type, return-value]
-                      decode=lambda s, o: Decoded("", ()), probe_s=3600.0, url="ws://127.0.0.1:9/")
+                      decode=lambda s, o: Final("", ()), probe_s=3600.0, url="ws://127.0.0.1:9/")
     events: list[TranscriptEvent] = []
     await auto.run(upstream.blocks(), events.append)
     assert engine.got == list(range(30))

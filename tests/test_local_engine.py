@@ -20,7 +20,9 @@ from captiond.audio.block import AudioBlock
 from captiond.cli import main
 from captiond.engines.factory import whisper_backend
 from captiond.engines.local import LocalEngine
-from captiond.engines.whisper import WhisperBackend, looks_repetitive
+from captiond.engines.guards import judge, looks_repetitive
+from captiond.engines.localcore import DecodeRequest
+from captiond.engines.whisper import WhisperBackend
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
 from captiond.pipeline import segmenter_params
 from captiond.transcript.store import Store
@@ -50,6 +52,14 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
         w.setframerate(RATE)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     return path
+
+
+def partial(audio: np.ndarray) -> DecodeRequest:
+    return DecodeRequest(1, "partial", "x", 0, len(audio), words=False)
+
+
+def final(audio: np.ndarray) -> DecodeRequest:
+    return DecodeRequest(1, "final", "x", 0, len(audio))
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +133,17 @@ def test_agreement_only_ever_extends_the_stable_text(
     local.stable_text, else the draft later partials start from) only grows, every partial
     shown begins with it, and it never holds a phrase repeated three times. Without
     local.stable_text nothing is ever stable."""
-    engine = LocalEngine(backend, stable_text=stable_text)
+    core = LocalEngine(backend, stable_text=stable_text).core
     before = ""
     for words in hypotheses:
         text = re.sub(r" ([,.])", r"\1", " ".join(words))
-        engine._agree(backend.tokenizer.encode(" " + text) if text else [])
-        agreed = backend.join(engine._agreed, [])
+        core._agree(backend.tokenizer.encode(" " + text) if text else [])
+        agreed = backend.join(core._agreed, [])
         assert agreed.startswith(before)
-        assert backend.join(engine._agreed, engine._tail).startswith(agreed)
+        assert backend.join(core._agreed, core._tail).startswith(agreed)
         assert not looks_repetitive(agreed)
-        assert engine._promised == (len(engine._agreed) if stable_text else 0)
-        assert engine._stable_text == (agreed if stable_text else "")
+        assert core._promised == (len(core._agreed) if stable_text else 0)
+        assert core._stable_text == (agreed if stable_text else "")
         before = agreed
 
 
@@ -185,9 +195,8 @@ def test_a_finished_sentence_ends_at_a_shorter_pause_and_its_sequel_loses_no_wor
     assert normalise(second.words[0]["text"]) == normalise(second.text.split()[0])
 
     monkeypatch.setenv("CAPTIOND_VAD_SENTENCE_END_MS", "400")
-    _, store_b, sid_b = transcribe(tmp_path, audio, "one")
-    (whole,) = store_b.lines(sid_b)
-    assert normalise(first.text + " " + second.text) == normalise(whole.text)
+    whole, store_b, sid_b = transcribe(tmp_path, audio, "one")
+    assert normalise(first.text + " " + second.text) == normalise(whole)
     assert "splinters" in normalise(second.text).split()
 
 
@@ -203,14 +212,14 @@ def test_where_a_sentence_is_cut_does_not_depend_on_the_decoder_speed(
     def finals(slow: bool) -> list[tuple[int, int, str]]:
         cfg = config.parse("", env={}, overrides={})
         engine = LocalEngine(backend, segmenter_params(cfg), partials=False)
-        decode = backend.decode
+        run = backend.run
 
         def slowed(*args, **kwargs):  # type: ignore[no-untyped-def]
             time.sleep(0.3)
-            return decode(*args, **kwargs)
+            return run(*args, **kwargs)
 
         if slow:
-            monkeypatch.setattr(backend, "decode", slowed)
+            monkeypatch.setattr(backend, "run", slowed)
 
         async def fast() -> AsyncIterator[AudioBlock]:
             for pos in range(0, len(audio), BLOCK):
@@ -266,14 +275,14 @@ def test_without_stable_text_partials_decode_after_agreed_words_and_finals_freel
     after them (each decodes only what follows), never on the final, and none is marked
     stable."""
     calls: list[tuple[bool, list[int], str]] = []
-    decode = backend.decode
+    run = backend.run
 
-    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
-        d = decode(audio, **kw)
-        calls.append((kw.get("final", True), list(kw.get("prefix") or []), d.text))
+    def recording(req: DecodeRequest, audio: np.ndarray, stop=None):  # type: ignore[no-untyped-def]
+        d = run(req, audio, stop)
+        calls.append((req.kind == "final", list(req.prefix), d.text))
         return d
 
-    monkeypatch.setattr(backend, "decode", recording)
+    monkeypatch.setattr(backend, "run", recording)
     events = run_engine(backend, np.concatenate([clip(FLEURS / "fleurs-en-001.ogg"), silence(1.0)]),
                         stable_text=False)
     forced = [(prefix, text) for final, prefix, text in calls if not final and prefix]
@@ -293,22 +302,23 @@ def test_first_text_comes_from_quick_partials_that_are_sure_or_heard_long_enough
     partial_interval_s), and its first text is a decode the model was sure of (average
     log-probability at Whisper's speech threshold) or one of at least FIRST_TEXT_SURE_AFTER_S
     of speech heard; an unsure early guess is not shown."""
-    from captiond.engines import local
-    from captiond.engines.whisper import LOGPROB_THRESHOLD
+    from captiond.engines import localcore as local
+    from captiond.engines.guards import LOGPROB_THRESHOLD
 
     cfg = config.parse("", env={}, overrides={})
     engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=0.5, partials=True)
     decodes: list[tuple[str | None, int, int, str, float]] = []  # item, end, heard, text, logprob
-    decode = backend.decode
+    run = backend.run
 
-    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
-        item, end, heard = engine._open, engine._open_start + len(audio), engine._heard_at
-        d = decode(audio, **kw)
-        if not kw.get("final", True):
-            decodes.append((item, end, heard, d.text, d.avg_logprob))
+    def recording(req: DecodeRequest, audio: np.ndarray, stop=None):  # type: ignore[no-untyped-def]
+        opened = engine.core._open
+        heard = opened.heard if opened is not None and opened.item == req.item else req.start
+        d = run(req, audio, stop)
+        if req.kind == "partial":
+            decodes.append((req.item, req.end, heard, d.text, d.avg_logprob))
         return d
 
-    monkeypatch.setattr(backend, "decode", recording)
+    monkeypatch.setattr(backend, "run", recording)
     audio = np.concatenate([x for c in sorted(FLEURS.glob("fleurs-en-*.ogg"))
                             for x in (clip(c), silence(1.5))])
     firsts: dict[str, int] = {}  # item -> the partial decode its first text came from
@@ -367,45 +377,47 @@ def test_partial_the_model_doubts_shows_nothing(backend: WhisperBackend) -> None
     the model itself doubts is speech, carries no text (it used to show "Thank you."-like
     guesses such as "I'm not sure." before the speaker's first word)."""
     for audio in (clip(AMI / "trn01.flac", 0, 4.0), clip(FLEURS / "fleurs-en-001.ogg", 0, 0.6)):
-        d = backend.decode(audio, final=False)
-        assert d.text == "" and d.dropped == "no_speech", d
+        d = backend.run(partial(audio), audio)
+        assert judge(d.new_text, no_speech_prob=d.no_speech_prob, avg_logprob=d.avg_logprob) == "no_speech", d
 
 
 def test_looping_partial_is_not_decoded_again_on_the_full_window(backend: WhisperBackend) -> None:
     """A partial whose short window makes the decoder loop ("styles, styles, styles") shows
     nothing and is not decoded a second time on the 30 s window."""
-    retries = backend.full_window_retries
-    d = backend.decode(clip(FLEURS / "fleurs-en-000.ogg", 0, 5.0), final=False)
-    assert d.text == "" and d.dropped == "repetition" and not d.full_window
-    assert backend.full_window_retries == retries
+    audio = clip(FLEURS / "fleurs-en-000.ogg", 0, 5.0)
+    d = backend.run(partial(audio), audio)
+    assert judge(d.new_text, no_speech_prob=d.no_speech_prob, avg_logprob=d.avg_logprob) == "repetition"
+    assert not d.full_window
+    # The core shows nothing and asks for no second decode (tests/test_localcore.py).
 
 
 def test_stopped_decode_gives_no_text(backend: WhisperBackend) -> None:
     """A decode whose caller no longer needs it (a speculative final after the speaker went
     on) ends after the encoder with no text; the next decode is whole."""
     audio = clip(FLEURS / "fleurs-en-002.ogg")
-    stopped = backend.decode(audio, stop=lambda: True)
-    assert stopped.text == "" and stopped.dropped == "stopped"
-    assert "north" in normalise(backend.decode(audio, stop=lambda: False).text)
+    req = DecodeRequest(1, "final", "x", 0, len(audio), stoppable=True)
+    stopped = backend.run(req, audio, stop=lambda: True)
+    assert stopped.stopped and stopped.text == ""
+    assert "north" in normalise(backend.run(req, audio, stop=lambda: False).text)
 
 
 def test_partials_come_less_often_as_the_utterance_grows(backend: WhisperBackend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Each partial re-decodes the whole utterance, so once it is long they come every
     PARTIAL_INTERVAL_SHARE of its length instead of every partial_interval_s (once the line
     shows text; before, they come every FIRST_TEXT_INTERVAL_S)."""
-    from captiond.engines import local
+    from captiond.engines import localcore as local
 
     cfg = config.parse("", env={}, overrides={})
     engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=0.3, partials=True)
     lengths: list[tuple[int, bool]] = []  # audio decoded, whether its line showed text then
-    decode = backend.decode
+    run = backend.run
 
-    def recording(audio: np.ndarray, **kw):  # type: ignore[no-untyped-def]
-        if not kw.get("final", True):
-            lengths.append((len(audio), bool(engine._open_text)))
-        return decode(audio, **kw)
+    def recording(req: DecodeRequest, audio: np.ndarray, stop=None):  # type: ignore[no-untyped-def]
+        if req.kind == "partial":
+            lengths.append((len(audio), bool(engine.core._open_text)))
+        return run(req, audio, stop)
 
-    monkeypatch.setattr(backend, "decode", recording)
+    monkeypatch.setattr(backend, "run", recording)
     audio = np.concatenate([clip(FLEURS / "fleurs-en-000.ogg"), silence(1.0)])
     asyncio.run(engine.run(paced(audio, backend, 0.3), lambda e: None))
     steps = [(a, b) for (a, _), (b, shown) in zip(lengths, lengths[1:]) if b > a and shown]
@@ -421,13 +433,16 @@ def test_fitted_final_window_is_the_default_and_tried_again_before_dropping(back
     -1); text the fitted window would drop (a murmur judged no speech) is decoded again on the
     full 30 s window first. With full, every final uses the full window."""
     assert backend.final_window == "fit"
-    clear = backend.decode(clip(FLEURS / "fleurs-en-002.ogg"), word_timestamps=True)
+    audio = clip(FLEURS / "fleurs-en-002.ogg")
+    clear = backend.run(final(audio), audio)
     assert not clear.full_window and "sintra" in normalise(clear.text) and clear.words
-    unsure = backend.decode(clip(FLEURS / "fleurs-en-000.ogg", 0.6, 1.7))
+    audio = clip(FLEURS / "fleurs-en-000.ogg", 0.6, 1.7)
+    unsure = backend.run(final(audio), audio)
     assert not unsure.full_window and unsure.avg_logprob < -0.5 and "however" in normalise(unsure.text)
     retries = backend.full_window_retries
     murmur = backend.decode(clip(AMI / "trn01.flac", 0, 4.0))
-    assert murmur.full_window and murmur.dropped == "no_speech"
+    assert murmur.dropped == "no_speech" and not murmur.text
     assert backend.full_window_retries == retries + 1
     full = whisper_backend(config.parse("", env={}, overrides={"local.final_window": "full"}))
-    assert full.decode(clip(FLEURS / "fleurs-en-002.ogg")).full_window
+    audio = clip(FLEURS / "fleurs-en-002.ogg")
+    assert full.run(final(audio), audio).full_window

@@ -35,8 +35,8 @@ import numpy as np
 from captiond.audio.block import AudioBlock, pcm16_to_float
 from captiond.engines.base import Emit, Engine
 from captiond.engines.handover import Chain, Relay
+from captiond.engines.localcore import Final
 from captiond.engines.openai import OpenAIEngine, probe
-from captiond.engines.whisper import Decoded
 from captiond.errors import EngineFatal
 from captiond.events import ItemCompleted, ItemFailed, TranscriptEvent
 from captiond.realtime.protocol import SAMPLE_RATE, Gap
@@ -55,8 +55,8 @@ DETACHED_CLOSE_S = 5.0
 #: Probe handshake bound.
 PROBE_TIMEOUT_S = 10.0
 
-#: ``decode(samples_16k, offset_ms) -> Decoded``: the local model, blocking.
-Decode = Callable[[np.ndarray, int], Decoded]
+#: ``decode(samples_16k, offset_ms) -> Final``: the local model, blocking.
+Decode = Callable[[np.ndarray, int], Final]
 
 
 class AutoEngine:
@@ -248,7 +248,7 @@ class AutoEngine:
             return engine.unreachable_s(now) > self.grace_s
         # Local: probe the service now and then; switch back at a pause.
         if self._probe_ok:
-            return getattr(engine, "_open", None) is None
+            return getattr(engine, "open_item", None) is None
         if now >= self._next_probe and (self._probe_task is None or self._probe_task.done()):
             self._next_probe = now + self.probe_s
             self._probe_task = asyncio.get_running_loop().create_task(self._probe())
@@ -294,7 +294,7 @@ class AutoEngine:
             offset = entry.start_ms
             item = entry.item_id
 
-            def work(s: np.ndarray = samples, o: int = offset) -> Decoded:
+            def work(s: np.ndarray = samples, o: int = offset) -> Final:
                 import soxr
 
                 return self.decode(soxr.resample(s, SAMPLE_RATE, 16_000), o)

@@ -17,11 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from captiond.audio.block import AudioBlock
-from captiond.events import TranscriptEvent
+from captiond.events import DroppedUtterance, TranscriptEvent
 
 if TYPE_CHECKING:
     from captiond.audio.segmenter import Params
-    from captiond.engines.local import DroppedUtterance
     from captiond.realtime.protocol import Gap
 
 Emit = Callable[[TranscriptEvent], None]

@@ -16,10 +16,10 @@ full window cost three times a partial, and the next partial or the final comes 
 Stable text: a decode may be given the tokens already shown as stable as a forced prefix;
 the decoder then continues after them, so its text begins with that text by construction.
 
-Early stops: Whisper sometimes ends its output at a segment boundary well before the end of
-the audio, silently skipping the rest (a whole sentence in a conversation). A final whose
-last segment ends :data:`CONTINUE_MIN_S` or more before the audio does is decoded again from
-there, with the text so far as context; what that yields is judged like any text.
+The backend runs one :class:`~captiond.engines.localcore.DecodeRequest` at a time
+(:meth:`WhisperBackend.run`): encode, generate, align. What to decode next (a retry on the
+full window, a continuation after an early stop, a sequel) and whether text is speech are
+decided by the pure :mod:`captiond.engines.localcore` and :mod:`captiond.engines.guards`.
 
 Languages: an English-only model (``*.en``) decodes English only and refuses any other
 ``engine.language`` at start. A multilingual model decodes in ``engine.language``, or, when it
@@ -30,12 +30,6 @@ continuations keep it. An unsure guess (short or noisy utterances, where Whisper
 languages nobody spoke) keeps the language last detected with confidence
 (:data:`DETECT_MIN_PROB`).
 
-Hallucination guards (Whisper invents "Thank you." and repeats itself on non-speech):
-no-speech probability with low log-probability, repetition, and a list of the classic
-phantom phrases when the audio has little speech in it (everyday back-channels such as
-"Okay." need both signs). Partials get the same no-speech test: a first partial decoded from
-a fraction of a second of speech was often a guess ("Oh", "Thank you.", "They have been").
-
 A decode may be given a ``stop`` check (a speculative final whose speaker went on): it is
 asked between the encoder and the decoder, and a stopped decode returns no text.
 """
@@ -44,18 +38,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from captiond.engines.localcore import DecodeRequest, Final, FinalDecode, Pass
 from captiond.errors import EngineFatal
 from captiond.events import Word
 
@@ -79,15 +71,6 @@ FIT_MIN_FRAMES = 1400
 #: is looping.
 MAX_TOKENS_PER_S = 8
 MIN_MAX_TOKENS = 16
-#: Whisper's own thresholds for "this was not speech".
-NO_SPEECH_THRESHOLD = 0.6
-LOGPROB_THRESHOLD = -1.0
-#: gzip compression ratio above which text is a repetition loop.
-COMPRESSION_RATIO_THRESHOLD = 2.4
-#: A final whose decoder stops this long before the end of its audio is continued from the
-#: last timestamp (Whisper sometimes ends a window early and skips a whole sentence).
-CONTINUE_MIN_S = 1.0
-MAX_CONTINUATIONS = 3
 #: Earlier text given to a continuation as context (tokens).
 PROMPT_TOKENS = 100
 #: Longest forced prefix (Whisper's decoder holds 448 tokens; half is the prompt's share).
@@ -100,55 +83,8 @@ MAX_DECODER_TOKENS = 448
 #: (Welsh, Polish, Arabic) 0.15-0.60.
 DETECT_MIN_PROB = 0.7
 
-#: Text Whisper produces for silence and noise (lowercase, no punctuation).
-PHANTOM_PHRASES = frozenset(
-    {
-        "thank you",
-        "thank you very much",
-        "thanks for watching",
-        "thank you for watching",
-        "thanks for listening",
-        "thank you for listening",
-        "please subscribe",
-        "subscribe to my channel",
-        "you",
-        "bye",
-        "bye bye",
-        "okay",
-        "so",
-        "the end",
-        "music",
-        "applause",
-        "silence",
-        "i'm sorry",
-    }
-)
-
-#: Phantom phrases that are also everyday back-channels ("Okay." between two turns): dropped
-#: only when the audio has little speech *and* the model doubts it heard speech.
-BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "i'm sorry"})
-
-
 class _Stopped(Exception):
     """The caller no longer needs this decode."""
-
-
-@dataclass(slots=True)
-class Decoded:
-    text: str
-    words: tuple[Word, ...] = ()
-    no_speech_prob: float = 0.0
-    avg_logprob: float = 0.0
-    full_window: bool = False
-    dropped: str | None = None  # why the text was judged not speech
-    dropped_text: str = ""  # the text that was judged not speech (for the dropped log)
-    seconds: float = 0.0  # wall time the decode took
-    tokens: list[int] = field(default_factory=list)  # new text tokens (after the prefix)
-    prefix_tokens: list[int] = field(default_factory=list)
-    #: Pieces decoded after an early stop and judged not speech: (start ms offset, reason, text).
-    trimmed: list[tuple[int, str, str]] = field(default_factory=list)
-    #: The language the text was decoded in: ``engine.language``, or the one detected.
-    language: str | None = None
 
 
 def limit_blas_threads() -> None:
@@ -166,36 +102,6 @@ def bundled_model_path() -> Path:
     from captiond.engines.models import bundled_model_path
 
     return bundled_model_path()
-
-
-def _plain(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
-
-
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / max(1, len(zlib.compress(data)))
-
-
-#: A word said this many times in a row is a decoder loop; fewer is how people talk ("yeah,
-#: yeah, yeah", "no no no" are real turns in a conversation).
-WORD_LOOP_TIMES = 4
-
-
-def looks_repetitive(text: str) -> bool:
-    """A decoder loop: high compression ratio, one word :data:`WORD_LOOP_TIMES` times in a row,
-    a phrase of two or three words three times in a row, or a run of four or more words twice
-    in a row."""
-    if len(text) > 40 and compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
-        return True
-    words = _plain(text).split()
-    for n in range(1, len(words) // 2 + 1):
-        times = 2 if n >= 4 else WORD_LOOP_TIMES if n == 1 else 3
-        for i in range(len(words) - times * n + 1):
-            run = words[i : i + n]
-            if all(words[i + k * n : i + (k + 1) * n] == run for k in range(1, times)):
-                return True
-    return False
 
 
 class WhisperBackend:
@@ -405,171 +311,75 @@ class WhisperBackend:
         """Whether this token begins a new word (Whisper's BPE marks it with a space)."""
         return self.tokenizer.decode([token]).startswith(" ")
 
-    def decode(
-        self,
-        audio: np.ndarray,
-        *,
-        offset_ms: int = 0,
-        word_timestamps: bool = False,
-        speech_ratio: float = 1.0,
-        final: bool = True,
-        prefix: list[int] | None = None,
-        stop: Callable[[], bool] | None = None,
-        said: list[int] | None = None,
-        said_samples: int = 0,
-    ) -> Decoded:
-        """Text of one utterance (16 kHz mono float32). Blocking: call it on :attr:`executor`.
+    def encode(self, text: str) -> list[int]:
+        """Text tokens of ``text`` (no special tokens)."""
+        return list(self.tokenizer.encode(text))
 
-        ``prefix``: tokens of text already shown as stable; the decoder is forced to begin
-        with them and only decodes what follows, so the result always starts with that text.
+    def run(self, req: DecodeRequest, audio: np.ndarray, stop: Callable[[], bool] | None = None) -> Pass:
+        """One decoder pass of a request: encode, generate, align. ``audio``: the request's
+        span (16 kHz mono float32). Blocking: call it on :attr:`executor`.
 
-        Finals use beam search. With ``final_window = "fit"`` (the default) a final is
-        decoded on a window fitted to the utterance (:data:`FIT_MIN_FRAMES` at least, a
-        quarter of the encoder's work on the full window), and again on the full 30-second
-        window (the input the model was trained on) only if that text would be dropped as not
-        speech or a loop; ``full`` always uses the full window. A final whose decoder stops
-        early (Whisper ends a window before a sentence and skips it) is continued from where
-        it stopped. Partials use greedy search on the short window: a fraction of the CPU.
-
-        ``stop``: asked once the audio is encoded; if it says so, the decode ends there and
-        returns no text (``dropped = "stopped"``).
-
-        ``said``: text tokens already given for the first ``said_samples`` of ``audio`` (an
-        utterance that went on after it was cut): forced before ``prefix`` as a finished
-        segment, so the rest is decoded as its sequel with its audio and text as context, and
-        left out of the text and words returned."""
+        Finals use beam search on a window fitted to the audio plus :data:`CONTEXT_PAD_S`
+        (:data:`FIT_MIN_FRAMES` at least) or the full 30 s window (``full_window``, and
+        ``local.final_window = full``); partials greedy search on the short window. ``stop``
+        is asked once the audio is encoded: if it says so, the pass ends there
+        (``stopped``)."""
         t_start = time.perf_counter()
-        prefix = list(prefix or [])
-        try:
-            return self._decode(
-                audio, offset_ms, word_timestamps, speech_ratio, final, prefix, stop, t_start,
-                list(said or []), said_samples,
-            )
-        except _Stopped:
-            self.stopped += 1
-            return Decoded("", dropped="stopped", prefix_tokens=prefix,
-                           seconds=time.perf_counter() - t_start)
-
-    def _decode(
-        self,
-        audio: np.ndarray,
-        offset_ms: int,
-        word_timestamps: bool,
-        speech_ratio: float,
-        final: bool,
-        prefix: list[int],
-        stop: Callable[[], bool] | None,
-        t_start: float,
-        said: list[int],
-        said_samples: int,
-    ) -> Decoded:
+        final = req.kind == "final"
         with self._lock:
             self.decodes += 1
-            fit = final and self.final_window == "fit"
-            full = (final and not fit) or len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0
-            beam = self.beam_size if final else 1
-            prompt, forced = self.prompt(prefix, said=said, said_s=said_samples / SAMPLE_RATE)
-            while True:
-                new, last, avg_logprob, no_speech, encoded, language = self._generate(
-                    audio, full, prompt, beam, forced, stop, FIT_MIN_FRAMES if fit else 0
-                )
-                out = Decoded(self.tokenizer.decode(new).strip(), no_speech_prob=no_speech,
-                              avg_logprob=avg_logprob, full_window=full, tokens=new,
-                              prefix_tokens=prefix, language=language)
-                log.debug("whisper.pass final=%s full=%s audio_s=%.2f last=%s prefix=%d text=%r",
-                          final, full, len(audio) / SAMPLE_RATE, last, len(prefix), out.text)
-                # Judged without the forced prefix: the prefix was agreed by earlier decodes.
-                out.dropped = self._judge(out, speech_ratio, not (said or prefix))
-                if not (out.dropped and final and not full):
-                    break
-                # Text is never dropped on the fitted window's word alone.
+            if req.context:
+                self.continuations += 1
+            full = req.full_window or (final and self.final_window == "full") or (
+                len(audio) / SAMPLE_RATE + CONTEXT_PAD_S >= 30.0)
+            if req.full_window:
                 self.full_window_retries += 1
-                full = True
-            if out.dropped:
-                out.dropped_text, out.text, out.tokens = out.text, "", []
-            # Joined token-wise: the text always begins with the prefix's own text.
-            out.text = self.join(prefix, out.tokens)
-            passes = [(0, said + prefix + out.tokens, encoded)]
-            if final and last is None and passes[0][1]:
-                # No segment end (the decoder stopped right after the forced prefix, or
-                # without timestamps): where the last aligned word ends is where it stopped.
-                aligned = self._words(passes[0][1], encoded, len(audio), 0, language)
-                last = aligned[-1].end_ms / 1000 if aligned else None
-            if final:
-                self._continue(audio, full, beam, last, out, passes)
-            if word_timestamps:
-                out.words = tuple(
-                    w
-                    for i, (start, toks, enc) in enumerate(passes)
-                    if toks
-                    for w in self._words(
-                        toks, enc, len(audio) - start, offset_ms + start * 1000 // SAMPLE_RATE,
-                        language, skip=0 if i else len(said),
-                    )
+            said, prefix = list(req.said), list(req.prefix)
+            said_s = (req.said_end - req.start) / SAMPLE_RATE
+            if req.context:
+                prompt, forced = self.prompt(previous=list(req.context))
+            else:
+                prompt, forced = self.prompt(prefix, said=said, said_s=said_s)
+            try:
+                new, _, avg_logprob, no_speech, encoded, language = self._generate(
+                    audio, full, prompt, self.beam_size if final else 1, forced, stop,
+                    FIT_MIN_FRAMES if final else 0, language=req.language,
                 )
+            except _Stopped:
+                self.stopped += 1
+                return Pass(stopped=True, seconds=time.perf_counter() - t_start)
+            out = Pass(tokens=new, text=self.join(prefix, new), new_text=self.tokenizer.decode(new).strip(),
+                       avg_logprob=avg_logprob, no_speech_prob=no_speech, full_window=full,
+                       language=language)
+            log.debug("whisper.pass kind=%s full=%s audio_s=%.2f said=%d prefix=%d context=%d text=%r",
+                      req.kind, full, len(audio) / SAMPLE_RATE, len(said), len(prefix),
+                      len(req.context), out.new_text)
+            if req.words and (prefix or new):
+                offset_ms = req.start * 1000 // SAMPLE_RATE
+                words = self._words([*said, *prefix, *new], encoded, len(audio), offset_ms,
+                                    language, skip=len(said))
+                out.words = words
+                out.forced_words = len(self._words(prefix, encoded, len(audio), offset_ms, language)) if prefix else 0
             out.seconds = time.perf_counter() - t_start
             return out
 
-    def _continue(
-        self,
-        audio: np.ndarray,
-        full: bool,
-        beam: int,
-        last: float | None,
-        out: Decoded,
-        passes: list[tuple[int, list[int], object]],
-    ) -> None:
-        """Decode the audio after where the decoder stopped, if it stopped early."""
-        start = 0
-        context = list(passes[0][1])
-        for _ in range(MAX_CONTINUATIONS):
-            if last is None or last < CONTINUE_MIN_S or not context:
-                return
-            start += int(last * SAMPLE_RATE)
-            if (len(audio) - start) / SAMPLE_RATE < CONTINUE_MIN_S:
-                return
-            self.continuations += 1
-            prompt, _ = self.prompt(previous=context)
-            part = audio[start:]
-            # The rest of an utterance is decoded in the language of its start.
-            new, last, avg_logprob, no_speech, encoded, _ = self._generate(
-                part, full, prompt, beam, min_frames=FIT_MIN_FRAMES, language=out.language
-            )
-            log.debug("whisper.continue start_s=%.2f last=%s text=%r", start / SAMPLE_RATE, last, self.tokenizer.decode(new))
-            piece = Decoded(
-                text=self.tokenizer.decode(new).strip(), no_speech_prob=no_speech, avg_logprob=avg_logprob
-            )
-            reason = self._judge(piece, 1.0, True)
-            if not reason and _plain(piece.text) in _plain(out.text):
-                reason = "repetition"  # the decoder started over on audio it had transcribed
-            if reason:
-                if reason != "empty":
-                    out.trimmed.append((start * 1000 // SAMPLE_RATE, reason, piece.text))
-                return
-            out.text = " ".join(t for t in (out.text, piece.text) if t)
-            out.tokens = out.tokens + new
-            out.dropped = None
-            passes.append((start, new, encoded))
-            context += new
-
-    def _judge(self, d: Decoded, speech_ratio: float, no_speech_test: bool = True) -> str | None:
-        """Why this text is not speech, or None. Text after a forced stable prefix skips the
-        no-speech test (the prefix was agreed by earlier decodes, so the model's doubt about
-        the whole window says nothing of the words after it)."""
-        if not d.text:
-            return "empty"
-        if no_speech_test and d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob < LOGPROB_THRESHOLD:
-            return "no_speech"
-        plain = _plain(d.text)
-        if not plain:
-            return "punctuation"
-        if plain in PHANTOM_PHRASES and (speech_ratio < 0.5 or d.no_speech_prob > 0.3):
-            # Back-channels are real turns in a conversation: they need both signs.
-            if plain not in BACKCHANNELS or (speech_ratio < 0.5 and d.no_speech_prob > 0.3):
-                return "phantom"
-        if looks_repetitive(d.text):
-            return "repetition"
-        return None
+    def decode(
+        self, audio: np.ndarray, *, offset_ms: int = 0, word_timestamps: bool = False,
+        speech_ratio: float = 1.0,
+    ) -> Final:
+        """The final text of one whole utterance (16 kHz mono float32), with every pass a
+        streaming final gets (full-window retry, continuations, one join). Blocking."""
+        start = offset_ms * SAMPLE_RATE // 1000
+        fd = FinalDecode(self, "decode", start, start + len(audio), speech_ratio=speech_ratio,
+                         fit=self.final_window == "fit")
+        req: DecodeRequest | None = fd.first()
+        while req is not None:
+            part = audio[req.start - start : req.end - start]
+            req = fd.feed(self.run(req, part))
+        result = fd.result
+        if not word_timestamps:
+            result.words = ()
+        return result
 
     def _words(
         self, tokens: list[int], encoded: object, n_samples: int, offset_ms: int,
