@@ -19,8 +19,8 @@ from captiond import config
 from captiond.audio.block import AudioBlock
 from captiond.cli import main
 from captiond.engines.factory import whisper_backend
-from captiond.engines.local import LocalEngine
 from captiond.engines.guards import judge, looks_repetitive
+from captiond.engines.local import LocalEngine
 from captiond.engines.localcore import DecodeRequest
 from captiond.engines.whisper import WhisperBackend
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
