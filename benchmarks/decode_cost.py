@@ -52,16 +52,16 @@ def main() -> None:
     cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
     backend = whisper_backend(cfg)
     decodes: list[dict[str, Any]] = []
-    decode = backend.decode
+    run = backend.run
 
-    def recording(audio: np.ndarray, **kw: Any) -> Any:
+    def recording(req: Any, audio: np.ndarray, stop: Any = None) -> Any:
         c0 = time.process_time()
-        d = decode(audio, **kw)
-        decodes.append({"final": kw.get("final", True), "cpu": time.process_time() - c0,
+        d = run(req, audio, stop)
+        decodes.append({"final": req.kind == "final", "cpu": time.process_time() - c0,
                         "full": d.full_window})
         return d
 
-    backend.decode = recording  # type: ignore[method-assign]
+    backend.run = recording  # type: ignore[method-assign]
     parts: list[np.ndarray] = []
     for path in [*EN_CLIPS, *(AMI / f"{n}.flac" for n in args.ami)]:
         parts += [clip(path), silence(TRAIL_S)]

@@ -58,8 +58,13 @@ from captiond import config  # noqa: E402
 from captiond.audio.block import AudioBlock  # noqa: E402
 from captiond.audio.segmenter import SpeechStarted  # noqa: E402
 from captiond.engines.factory import whisper_backend  # noqa: E402
-from captiond.engines.local import FIRST_TEXT_INTERVAL_S, FIRST_TEXT_SURE_AFTER_S, LocalEngine  # noqa: E402
-from captiond.engines.whisper import LOGPROB_THRESHOLD  # noqa: E402
+from captiond.engines.guards import LOGPROB_THRESHOLD, judge  # noqa: E402
+from captiond.engines.local import LocalEngine  # noqa: E402
+from captiond.engines.localcore import (  # noqa: E402
+    FIRST_TEXT_INTERVAL_S,
+    FIRST_TEXT_SURE_AFTER_S,
+    DecodeRequest,
+)
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial  # noqa: E402
 from captiond.pipeline import segmenter_params  # noqa: E402
 
@@ -145,10 +150,12 @@ def model_limit(engine: LocalEngine, audio: np.ndarray, line: Line) -> None:
     good: list[bool] = []
     for end in ends:
         t0 = time.perf_counter()
-        d = backend.decode(audio[line.start : end], final=False)
+        piece = audio[line.start : end]
+        d = backend.run(DecodeRequest(0, "partial", "limit", 0, len(piece), words=False), piece)
+        text = "" if judge(d.new_text, no_speech_prob=d.no_speech_prob, avg_logprob=d.avg_logprob) else d.text
         line.decode_s.append(time.perf_counter() - t0)
-        line.grid.append((end, d.text, d.avg_logprob))
-        good.append(bool(d.text) and shares_word(d.text, line.final))
+        line.grid.append((end, text, d.avg_logprob))
+        good.append(bool(text) and shares_word(text, line.final))
     if any(good):
         line.limit = ends[good.index(True)]
         if good[-1]:

@@ -338,47 +338,47 @@ class Profiler:
         self.pauses = 0
         self.emitted: dict[str, float] = {}  # item -> wall time its final was emitted
         self._rec: dict[str, Any] | None = None
-        self._in_continue = False
 
     def install(self) -> None:
         from captiond.audio.segmenter import Pause, SpeechStarted, UtteranceEnded
         from captiond.audio.vad import StreamingVad
         from captiond.engines.local import LocalEngine
+        from captiond.engines.localcore import LocalCore
         from captiond.engines.whisper import WhisperBackend
+        from captiond.events import ItemCompleted
 
         prof = self
-        decode, generate, words, cont = (WhisperBackend.decode, WhisperBackend._generate,
-                                         WhisperBackend._words, WhisperBackend._continue)
+        run, generate, words = WhisperBackend.run, WhisperBackend._generate, WhisperBackend._words
 
-        def p_decode(self: Any, audio: np.ndarray, **kw: Any) -> Any:
+        def p_run(self: Any, req: Any, audio: np.ndarray, stop: Any = None) -> Any:
             # A sequel's final decodes the line before it too: matched to its line by its own
-            # extent, its cost counted for all the audio it decoded.
-            lead = kw.get("said_samples", 0) if kw.get("said") else 0
-            rec = {"final": kw.get("final", True), "start_ms": kw.get("offset_ms", 0) + lead * 1000 // RATE,
-                   "audio_s": (len(audio) - lead) / RATE, "decoded_s": len(audio) / RATE, "sequel": bool(lead),
+            # extent, its cost counted for all the audio it decoded. A continuation is a pass
+            # of its own, counted with the final it continues.
+            own = req.said_end if req.said else req.start
+            rec = {"final": req.kind == "final", "start_ms": own * 1000 // RATE,
+                   "audio_s": (req.end - own) / RATE, "decoded_s": len(audio) / RATE,
+                   "sequel": bool(req.said), "continuation": bool(req.context),
                    "generate": 0.0, "align": 0.0, "continue": 0.0, "t0": time.monotonic()}
             prof._rec = rec
             c0 = time.process_time()
             try:
-                out = decode(self, audio, **kw)
+                out = run(self, req, audio, stop)
                 rec["text"] = out.text
                 return out
             finally:
                 rec["cpu"] = time.process_time() - c0
+                if rec["continuation"]:
+                    rec["continue"] = rec["cpu"]
                 rec["t1"] = time.monotonic()
                 prof.decodes.append(rec)
 
         def timed(fn: Any, key: str) -> Any:
             def wrapper(self: Any, *a: Any, **kw: Any) -> Any:
                 c0 = time.process_time()
-                if key == "continue":
-                    prof._in_continue = True
                 try:
                     return fn(self, *a, **kw)
                 finally:
-                    if key == "continue":
-                        prof._in_continue = False
-                    if prof._rec is not None and not (key == "generate" and prof._in_continue):
+                    if prof._rec is not None and not prof._rec["continuation"]:
                         prof._rec[key] += time.process_time() - c0
             return wrapper
 
@@ -391,39 +391,39 @@ class Profiler:
             finally:
                 prof.vad_cpu += time.thread_time() - c0
 
-        decide, final_done = LocalEngine._decide, LocalEngine._final_done
+        decisions, apply = LocalCore.decisions, LocalEngine._apply
 
-        def p_decide(self: Any, decisions: Any, *a: Any) -> Any:
-            # The front end's decisions come as a generator, consumed one at a time.
-            def recorded() -> Any:
-                for d in decisions:
-                    if isinstance(d, UtteranceEnded):
-                        prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = time.monotonic()
-                    elif isinstance(d, Pause):
-                        prof.pauses += 1
-                    elif isinstance(d, SpeechStarted):
-                        prof.starts.setdefault(d.start * 1000 // RATE, time.monotonic())
-                    yield d
-            return decide(self, recorded(), *a)
+        def p_decisions(self: Any, ds: Any, now: float) -> Any:
+            ds = list(ds)
+            for d in ds:
+                if isinstance(d, UtteranceEnded):
+                    prof.cuts[(d.start * 1000 // RATE, d.end * 1000 // RATE)] = time.monotonic()
+                elif isinstance(d, Pause):
+                    prof.pauses += 1
+                elif isinstance(d, SpeechStarted):
+                    prof.starts.setdefault(d.start * 1000 // RATE, time.monotonic())
+            return decisions(self, ds, now)
 
-        def p_final_done(self: Any, item: str, fut: Any, **kw: Any) -> Any:
-            prof.emitted[item] = time.monotonic()
-            return final_done(self, item, fut, **kw)
+        def p_apply(self: Any, out: Any) -> Any:
+            for ev in out.events:
+                if isinstance(ev, ItemCompleted):
+                    prof.emitted[ev.item_id] = time.monotonic()
+            return apply(self, out)
 
-        WhisperBackend.decode = p_decode  # type: ignore[method-assign]
+        WhisperBackend.run = p_run  # type: ignore[method-assign]
         WhisperBackend._generate = timed(generate, "generate")  # type: ignore[method-assign]
         WhisperBackend._words = timed(words, "align")  # type: ignore[method-assign]
-        WhisperBackend._continue = timed(cont, "continue")  # type: ignore[method-assign]
         StreamingVad.__call__ = p_vad  # type: ignore[method-assign]
-        LocalEngine._decide = p_decide  # type: ignore[method-assign,assignment]
-        LocalEngine._final_done = p_final_done  # type: ignore[method-assign]
+        LocalCore.decisions = p_decisions  # type: ignore[method-assign]
+        LocalEngine._apply = p_apply  # type: ignore[method-assign]
 
     def report(self, viewer: Viewer, t0: float, cfg: config.Config, cpu: float,
                audio_s: float) -> None:
         """After :func:`summarise`, which puts batch's words and the energy onset on each line."""
         tail_s = cfg["vad.tail_ms"] / 1000
         partials = [r for r in self.decodes if not r["final"]]
-        finals = [r for r in self.decodes if r["final"]]
+        finals = [r for r in self.decodes if r["final"] and not r["continuation"]]
+        continued = [r for r in self.decodes if r["continuation"]]
         spans = {(tr.start_ms, tr.end_ms) for tr in viewer.items.values() if tr.final_at}
         used = [r for r in finals if (r["start_ms"], r["start_ms"] + round(r["audio_s"] * 1000)) in spans
                 or any(abs(r["start_ms"] - a) <= 1 and abs(r["start_ms"] + r["audio_s"] * 1000 - b) <= 2
@@ -442,7 +442,7 @@ class Profiler:
         line("final decodes (used)", used)
         line("final decodes (wasted)", wasted)
         for key in ("generate", "align", "continue"):
-            c = sum(r[key] for r in finals)
+            c = sum(r[key] for r in finals + continued)
             print(f"    finals: {key:<10} CPU {c:6.1f} s ({c / audio_s:.3f}/audio s)")
         print(f"  VAD                        CPU {self.vad_cpu:6.1f} s ({self.vad_cpu / audio_s:.3f}/audio s)")
         rest = cpu - sum(r["cpu"] for r in self.decodes) - self.vad_cpu

@@ -8,7 +8,8 @@ Runs the installed command line (``python -m captiond``) on each file in four mo
   (a pipe faster than real time, the daemon in live mode);
 - ``realtime``: ``captiond run --source file:FILE`` (the file at wall-clock pace, partials on).
 
-Files: each English FLEURS clip, the five joined into one meeting (2 s apart), each AMI
+Files: each English FLEURS clip, the five joined into one meeting (2 s apart; also at the
+clips' own 48 kHz, ``fleurs-joined-48k``, which the stdin mode's ffmpeg resamples), each AMI
 excerpt, and the AMI excerpts joined (2 s apart); every file ends with 2.5 s of silence.
 References: FLEURS's transcripts; AMI's manual words (overlapping talk counted in full).
 
@@ -60,17 +61,17 @@ def wer(ref: str, hyp: str) -> float:
     return jiwer.wer(normalise(ref), normalise(hyp) or "<empty>")
 
 
-def load(path: Path) -> np.ndarray:
+def load(path: Path, rate: int = RATE) -> np.ndarray:
     from faster_whisper import decode_audio
 
-    return np.asarray(decode_audio(str(path), RATE), np.float32)
+    return np.asarray(decode_audio(str(path), rate), np.float32)
 
 
-def write_wav(path: Path, audio: np.ndarray) -> Path:
+def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> Path:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(RATE)
+        w.setframerate(rate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     return path
 
@@ -99,6 +100,13 @@ def corpus(tmp: Path) -> dict[str, tuple[Path, str, list[tuple[float, float, str
         refs.append(ref)
     files["fleurs-joined"] = (write_wav(tmp / "fleurs-joined.wav", np.concatenate([*joined, silence])),
                               " ".join(refs), [])
+    # The same meeting at the clips' own 48 kHz: captiond resamples it (soxr), the stdin mode's
+    # ffmpeg resamples it before the pipe (swresample).
+    hi = [x for clip in sorted(FLEURS.glob("fleurs-en-*.ogg"))
+          for x in (load(clip, 48_000), np.zeros(int(GAP_S * 48_000), np.float32))]
+    hi.append(np.zeros(int(TRAIL_S * 48_000), np.float32))
+    files["fleurs-joined-48k"] = (write_wav(tmp / "fleurs-joined-48k.wav", np.concatenate(hi), 48_000),
+                                  " ".join(refs), [])
     joined, words, at = [], [], 0.0
     for clip in sorted(AMI.glob("*.flac")):
         if not (AMI / f"{clip.stem}.words.tsv").exists():

@@ -60,6 +60,7 @@ class Script:
     stop_early: float = 0.0  # chance a final's first pass stops halfway through its words
     restart: float = 0.0  # chance a pass starts over on words before its span
     doubt: float = 0.0  # chance a pass is judged no speech
+    empty: float = 0.0  # chance a pass returns nothing
     seed: int = 0
     rng: random.Random = field(init=False)
 
@@ -86,6 +87,8 @@ class ScriptedDecoder:
             words = earlier + words  # the decoder started over on audio it had transcribed
         if req.kind == "final" and not req.context and len(words) > 2 and s.rng.random() < s.stop_early:
             words = words[: len(words) // 2]  # stopped early: the rest is skipped
+        if s.rng.random() < s.empty:
+            return Pass(full_window=req.full_window)
         if s.rng.random() < s.doubt and not req.full_window:
             return Pass(tokens=[self.vocab.token("Thank"), self.vocab.token("you.")],
                         text="Thank you.", new_text="Thank you.", no_speech_prob=0.9,
@@ -351,19 +354,20 @@ def test_a_sequel_is_decoded_after_its_lead_and_repeats_none_of_its_words() -> N
     stop_early=st.sampled_from([0.0, 0.5, 1.0]),
     restart=st.sampled_from([0.0, 0.5, 1.0]),
     doubt=st.sampled_from([0.0, 0.3]),
+    empty=st.sampled_from([0.0, 0.2]),
     lag=st.integers(min_value=0, max_value=40),
     seed=st.integers(min_value=0, max_value=1000),
     pause=st.sampled_from([60, 250, 700]),
 )
 def test_whatever_the_decoder_does_no_word_is_emitted_twice_and_lines_stay_in_order(
-    n: int, split: int, stop_early: float, restart: float, doubt: float, lag: int, seed: int,
-    pause: int,
+    n: int, split: int, stop_early: float, restart: float, doubt: float, empty: float, lag: int,
+    seed: int, pause: int,
 ) -> None:
-    """Overlapping, repeated, doubtful and late pieces: every word at most once, in order;
-    every item settles; the items form one chain."""
+    """Overlapping, repeated, empty, doubtful and late pieces: every word at most once, in
+    order; every item settles; the items form one chain."""
     vocab = Vocab()
     words = speech(random.Random(seed).sample(SENTENCES, n), pause_ms=pause)
-    script = Script(words, stop_early=stop_early, restart=restart, doubt=doubt, seed=seed)
+    script = Script(words, stop_early=stop_early, restart=restart, doubt=doubt, empty=empty, seed=seed)
     core = make_core(vocab, partials=True, partial_interval_s=0.3)
     events = drive(core, ScriptedDecoder(script, vocab), cuts_of(words, split), lag=lag)
     said = " ".join(t for _, t in transcript(events)).split()

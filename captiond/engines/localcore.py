@@ -408,15 +408,22 @@ class LocalCore:
 
     def keep_from(self, end: int) -> int:
         """Where the shell may trim its ring, with the stream at ``end``."""
-        p = self.params
         if self._open is not None:
             first = self._open.lead.start if self._open.lead is not None else self._open.start
             return first - RATE // 10
         keep = end - int(KEEP_BEFORE_S * RATE)
-        last = self._last_cut
-        if last is not None and last.end is not None and end - last.end < p.samples(p.min_silence_ms):
-            keep = min(keep, last.start)  # speech may yet go on from it
+        if self._goes_on(end) and self._last_cut is not None:
+            keep = min(keep, self._last_cut.start)  # speech heard now would go on from it
         return keep
+
+    def _goes_on(self, heard: int) -> bool:
+        """Whether speech the VAD hears at ``heard`` goes on from the last line cut: it resumes
+        sooner than ``vad.min_silence_ms`` after that line's speech ended (a pause that long
+        would not have cut it; a finished sentence did), and that line is short enough."""
+        last, p = self._last_cut, self.params
+        return (last is not None and last.end is not None
+                and heard - last.end + p.samples(p.tail_ms) < p.samples(p.min_silence_ms)
+                and last.end - last.start <= SEQUEL_LEAD_MAX_S * RATE)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -468,11 +475,8 @@ class LocalCore:
         if self._last is not None:
             self._last.next = utt
         self._last = utt
-        last, p = self._last_cut, self.params
-        if (last is not None and last.end is not None
-                and d.heard - last.end + p.samples(p.tail_ms) < p.samples(p.min_silence_ms)
-                and last.end - last.start <= SEQUEL_LEAD_MAX_S * RATE):
-            utt.lead = last
+        if self._goes_on(d.heard):
+            utt.lead = self._last_cut
         self._open, self._open_text = utt, ""
         self._agreed, self._promised, self._stable_text = [], 0, ""
         self._tail, self._earlier = [], []
