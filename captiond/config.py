@@ -250,7 +250,7 @@ SETTINGS: tuple[Setting, ...] = (
         "fit",
         "Encoder window of final decodes: fit (the utterance plus 3 s, at least 14 s; the full "
         "window again when that text would be dropped as not speech or a loop) or full "
-        "(Whisper's 30 s window for every final: slower, see README for the accuracy measured).",
+        "(Whisper's 30 s window for every final: slower, see docs/guide/engines.md for the accuracy measured).",
         choices=("fit", "full"),
     ),
     Setting(
@@ -267,7 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
         False,
         "Mark partial text stable once partials agree and force it on every later decode "
-        "(overlay mode=stable and OBS partials show text sooner; costs accuracy, see README). "
+        "(overlay mode=stable and OBS partials show text sooner; costs accuracy, see docs/guide/engines.md). "
         "Off: only finals are stable.",
         live=True,
     ),
@@ -1124,8 +1124,38 @@ def load(
     return parse(text, path=file if text else None, env=env, overrides=overrides)
 
 
+#: How to regenerate docs/reference/settings.md (its first line says so; tests/test_config.py
+#: checks the file is current).
+DOCS_COMMAND = "python -m captiond config --docs > docs/reference/settings.md"
+
+_DOCS_INTRO = """\
+Every setting can be set in the config file (`~/.config/captiond/config.toml`, or
+`--config FILE`) as `key = value` under `[section]`, overridden by the environment variable
+shown, and some by command-line flags (`captiond run --help`). `captiond config` shows the
+values in force; a wrong value or an unknown key is an error naming the file, line and fix.
+Every number must be finite: `nan` and `inf` are refused in the file, the
+environment, flags and overlay URLs with the usual one line, e.g.
+`config.toml:7: vad.threshold must be a finite number (nan and inf are not numbers captiond can
+use), got nan (write a number from 0.05 to 0.95)`.
+
+Caption outputs are `[[outputs]]` tables, described in [Caption outputs](../guide/outputs.md).
+"""
+
+
+def docs_page() -> str:
+    """docs/reference/settings.md: a generated-file notice, how settings are given, the table."""
+    return (
+        f"<!-- Generated from the settings registry (captiond/config.py): do not edit.\n"
+        f"     Regenerate: {DOCS_COMMAND} -->\n"
+        f"# Settings reference\n\n"
+        f"Generated from the settings registry in `captiond/config.py`; regenerate with "
+        f"`{DOCS_COMMAND}`.\n\n"
+        f"{_DOCS_INTRO}\n{docs_table()}\n"
+    )
+
+
 def docs_table() -> str:
-    """The settings as a Markdown table (the README's reference is generated from this)."""
+    """The settings as a Markdown table (docs/reference/settings.md is generated from this)."""
     rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = "" if s.default == "" else s.default

@@ -73,7 +73,15 @@ def test_secrets_are_hidden_in_public_view() -> None:
     assert "hunter2" not in str(cfg.public())
 
 
-def test_readme_documents_every_setting() -> None:
-    """The README's settings reference is the registry's own table, up to date."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert config.docs_table() in readme, "regenerate it: python -c 'from captiond import config; print(config.docs_table())'"
+def test_settings_reference_is_current() -> None:
+    """docs/reference/settings.md is exactly the page the registry generates, table included."""
+    page = (ROOT / "docs" / "reference" / "settings.md").read_text(encoding="utf-8")
+    assert config.docs_table() in page
+    assert page == config.docs_page(), f"docs/reference/settings.md is stale: {config.DOCS_COMMAND}"
+
+
+def test_settings_reference_says_how_to_regenerate_it() -> None:
+    """The generated page opens by saying it is generated and with the command that does it."""
+    page = config.docs_page()
+    assert config.DOCS_COMMAND in page.split("| setting |")[0]
+    assert page.startswith("<!-- Generated from the settings registry")

@@ -1,5 +1,5 @@
 """``captiond config``: the settings in force and where each came from; ``--docs`` for the
-reference table the README carries."""
+settings reference page (docs/reference/settings.md)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="show the settings in force (and check the config file)",
     )
-    p.add_argument("--docs", action="store_true", help="print the settings reference (Markdown)")
+    p.add_argument("--docs", action="store_true", help="print the settings reference page (Markdown; docs/reference/settings.md)")
     p.set_defaults(func=cmd_config)
 
 
 def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
     if args.docs:
-        print(config.docs_table())
+        print(config.docs_page(), end="")
         return 0
     where = cfg.path or f"{config.default_path()} (absent: defaults)"
     print(f"# config file: {where}")

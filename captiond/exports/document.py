@@ -2,7 +2,7 @@
 
 :func:`load_session` reads finals only, so it works on a session that is still running (the
 export is whatever was final at that moment). The JSON document (``captiond-session`` version
-1) is described in the README; its shape::
+1) is described in docs/guide/exports.md; its shape::
 
     {"format": "captiond-session", "version": 1,
      "session": {"id", "title", "status", "started_at", "ended_at", "duration_ms" (audio),

@@ -228,7 +228,7 @@ def parse_tables(value: Any, text: str, label: str) -> list[OutputSpec]:
              if re.match(r"^(\[\s*outputs\s*\]|outputs\s*=)", ln.strip())), None)
         where = f"{label}:{line}" if line else label
         raise ConfigError(f"{where}: outputs must be [[outputs]] tables, one per output "
-                          f"(see the README's Outputs section)")
+                          f"(see docs/guide/outputs.md)")
     if len(value) > MAX_OUTPUTS:
         raise ConfigError(f"{label}: {len(value)} [[outputs]]; at most {MAX_OUTPUTS}")
     checked: list[tuple[dict[str, Any], str]] = []

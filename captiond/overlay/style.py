@@ -2,8 +2,8 @@
 
 Pure: takes a :class:`~captiond.config.Config` and the query parameters of a request and returns
 plain values. The style settings are ``overlay.<key>`` settings in the one registry
-(:data:`captiond.config.SETTINGS`), so the TOML file, the environment, ``--help``, the README
-table and the URL all agree on names, types, ranges and error messages. Nothing else from the
+(:data:`captiond.config.SETTINGS`), so the TOML file, the environment, ``--help``, the settings
+reference and the URL all agree on names, types, ranges and error messages. Nothing else from the
 config ever reaches a page: no API keys, tokens, hosts or paths.
 """
 
