@@ -413,3 +413,14 @@ def test_one_shot_decode_uses_the_same_passes() -> None:
     while req is not None:
         req = fd.feed(dec.run(req))
     assert fd.result.text.split() == [x.text for x in words]
+
+
+def test_backchannels_need_two_signs_and_phantom_runs_count_as_one_phrase() -> None:
+    """A sure "Okay." in speech stays; "Thanks. Thank you." with a doubtful decoder and a
+    no-speech probability of 0.55 (a far-field murmur in an AMI meeting) is a phantom."""
+    assert guards.judge("Okay.", speech_ratio=0.9, no_speech_prob=0.2, avg_logprob=-0.6) is None
+    assert guards.judge("Okay.", speech_ratio=0.9, no_speech_prob=0.4, avg_logprob=-0.6) is None
+    assert guards.judge("Thanks. Thank you.", speech_ratio=0.9, no_speech_prob=0.55,
+                        avg_logprob=-1.22) == "phantom"
+    assert guards.judge("Great, thank you.", speech_ratio=0.9, no_speech_prob=0.55,
+                        avg_logprob=-1.22) is None

@@ -5,9 +5,11 @@ itself. Every decode's text is judged here, from the text and the decoder's own 
 engine drops what is judged and records why (``captiond show --dropped`` lists it):
 
 - ``no_speech``: Whisper's no-speech probability with a low log-probability (its own rule);
-- ``phantom``: the classic phantom phrases when the audio has little speech in it; everyday
-  back-channels such as "Okay." need both signs; phrases nobody says in a meeting ("Thanks
-  for watching", "Please subscribe") are dropped whatever the audio (:data:`NEVER_SPOKEN`);
+- ``phantom``: the classic phantom phrases (alone or one after another, "Thanks. Thank you.")
+  with one sign of non-speech: little speech in the audio, a no-speech probability over 0.3,
+  or a doubtful decoder (log-probability under Whisper's threshold); everyday back-channels
+  such as "Okay." need two of the three; phrases nobody says in a meeting ("Thanks for
+  watching", "Please subscribe") are dropped whatever the audio (:data:`NEVER_SPOKEN`);
 - ``repetition``: a decoder loop (:func:`looks_repetitive`);
 - ``punctuation`` / ``empty``: no words at all.
 
@@ -54,12 +56,13 @@ PHANTOM_PHRASES = frozenset(
         "applause",
         "silence",
         "i'm sorry",
+        "thanks",
     }
 )
 
 #: Phantom phrases that are also everyday back-channels ("Okay." between two turns): dropped
 #: only when the audio has little speech *and* the model doubts it heard speech.
-BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "i'm sorry"})
+BACKCHANNELS = frozenset({"okay", "so", "bye", "bye bye", "thank you", "thanks", "i'm sorry"})
 
 #: Phantom phrases from Whisper's training data (video outros) that nobody says in a meeting
 #: or a call: dropped wherever they appear, alone or at the end of a line.
@@ -123,11 +126,14 @@ def judge(
         return "punctuation"
     if words in NEVER_SPOKEN:
         return "phantom"
-    if words in PHANTOM_PHRASES and not no_speech_test and no_speech_prob > NO_SPEECH_THRESHOLD:
-        return "phantom"  # after forced words, a phantom phrase the model doubts is one
-    if words in PHANTOM_PHRASES and (speech_ratio < 0.5 or no_speech_prob > 0.3):
-        # Back-channels are real turns in a conversation: they need both signs.
-        if words not in BACKCHANNELS or (speech_ratio < 0.5 and no_speech_prob > 0.3):
+    # "Thanks. Thank you." is as much a phantom phrase as each of its sentences.
+    phrases = {plain(s) for s in re.split(r"(?<=[.?!])\s+", text.strip())} - {""}
+    if phrases and phrases <= PHANTOM_PHRASES:
+        if not no_speech_test and no_speech_prob > NO_SPEECH_THRESHOLD:
+            return "phantom"  # after forced words, a phantom phrase the model doubts is one
+        signs = (speech_ratio < 0.5) + (no_speech_prob > 0.3) + (avg_logprob < LOGPROB_THRESHOLD)
+        # Back-channels are real turns in a conversation: they need two signs of the three.
+        if signs >= (2 if phrases <= BACKCHANNELS else 1):
             return "phantom"
     if looks_repetitive(text):
         return "repetition"

@@ -351,9 +351,9 @@ class WhisperBackend:
             out = Pass(tokens=new, text=self.join(prefix, new), new_text=self.tokenizer.decode(new).strip(),
                        avg_logprob=avg_logprob, no_speech_prob=no_speech, full_window=full,
                        language=language)
-            log.debug("whisper.pass kind=%s full=%s audio_s=%.2f said=%d prefix=%d context=%d text=%r",
-                      req.kind, full, len(audio) / SAMPLE_RATE, len(said), len(prefix),
-                      len(req.context), out.new_text)
+            log.debug("whisper.pass kind=%s full=%s audio_s=%.2f said=%d prefix=%d context=%d "
+                      "no_speech=%.2f logprob=%.2f text=%r", req.kind, full, len(audio) / SAMPLE_RATE,
+                      len(said), len(prefix), len(req.context), no_speech, avg_logprob, out.new_text)
             if req.words and (prefix or new):
                 offset_ms = req.start * 1000 // SAMPLE_RATE
                 words = self._words([*said, *prefix, *new], encoded, len(audio), offset_ms,
