@@ -61,6 +61,7 @@ class Script:
     restart: float = 0.0  # chance a pass starts over on words before its span
     doubt: float = 0.0  # chance a pass is judged no speech
     empty: float = 0.0  # chance a pass returns nothing
+    skip_head: float = 0.0  # chance a final's first pass skips its first words
     seed: int = 0
     rng: random.Random = field(init=False)
 
@@ -75,6 +76,7 @@ class ScriptedDecoder:
     def __init__(self, script: Script, vocab: Vocab) -> None:
         self.script, self.vocab = script, vocab
         self.requests: list[DecodeRequest] = []
+        self._seen: set[str] = set()
 
     def run(self, req: DecodeRequest) -> Pass:
         self.requests.append(req)
@@ -85,6 +87,11 @@ class ScriptedDecoder:
         if req.kind == "final" and words and s.rng.random() < s.restart:
             earlier = [w for w in s.words if w.end_ms <= lo][-4:]
             words = earlier + words  # the decoder started over on audio it had transcribed
+        first = req.kind == "final" and req.item not in self._seen
+        if req.kind == "final":
+            self._seen.add(req.item)
+        if first and not req.said and len(words) > 3 and s.rng.random() < s.skip_head:
+            words = words[len(words) // 2 :]  # the decoder skipped the start of the speech
         if req.kind == "final" and not req.context and len(words) > 2 and s.rng.random() < s.stop_early:
             words = words[: len(words) // 2]  # stopped early: the rest is skipped
         if s.rng.random() < s.empty:
@@ -272,6 +279,18 @@ def test_an_early_stop_is_continued_and_no_word_comes_twice() -> None:
     assert any(r.context for r in dec.requests), "no continuation was asked for"
 
 
+def test_a_skipped_start_is_decoded_and_put_first() -> None:
+    """A decoder whose words begin long after the speech does ("because they have feathers"
+    for "many people ... because they have feathers") gets the audio before them decoded."""
+    vocab = Vocab()
+    words = speech(SENTENCES[:2], pause_ms=100)
+    dec = ScriptedDecoder(Script(words, skip_head=1.0), vocab)
+    events = drive(make_core(vocab), dec, cuts_of(words, len(words)))
+    said = " ".join(t for _, t in transcript(events)).split()
+    assert said == [x.text for x in words]
+    assert len([r for r in dec.requests if r.kind == "final"]) == 2
+
+
 def test_a_restarting_continuation_repeats_nothing() -> None:
     """The decoder starting over on words it gave ("... modern cities or at campuses ...")."""
     vocab = Vocab()
@@ -355,19 +374,21 @@ def test_a_sequel_is_decoded_after_its_lead_and_repeats_none_of_its_words() -> N
     restart=st.sampled_from([0.0, 0.5, 1.0]),
     doubt=st.sampled_from([0.0, 0.3]),
     empty=st.sampled_from([0.0, 0.2]),
+    skip_head=st.sampled_from([0.0, 0.5]),
     lag=st.integers(min_value=0, max_value=40),
     seed=st.integers(min_value=0, max_value=1000),
     pause=st.sampled_from([60, 250, 700]),
 )
 def test_whatever_the_decoder_does_no_word_is_emitted_twice_and_lines_stay_in_order(
-    n: int, split: int, stop_early: float, restart: float, doubt: float, empty: float, lag: int,
-    seed: int, pause: int,
+    n: int, split: int, stop_early: float, restart: float, doubt: float, empty: float,
+    skip_head: float, lag: int, seed: int, pause: int,
 ) -> None:
     """Overlapping, repeated, empty, doubtful and late pieces: every word at most once, in
     order; every item settles; the items form one chain."""
     vocab = Vocab()
     words = speech(random.Random(seed).sample(SENTENCES, n), pause_ms=pause)
-    script = Script(words, stop_early=stop_early, restart=restart, doubt=doubt, empty=empty, seed=seed)
+    script = Script(words, stop_early=stop_early, restart=restart, doubt=doubt, empty=empty,
+                    skip_head=skip_head, seed=seed)
     core = make_core(vocab, partials=True, partial_interval_s=0.3)
     events = drive(core, ScriptedDecoder(script, vocab), cuts_of(words, split), lag=lag)
     said = " ".join(t for _, t in transcript(events)).split()

@@ -82,6 +82,20 @@ def join(covered: Sequence[Word], new: Sequence[Word]) -> tuple[list[Word], list
     return list(new[n:]), list(new[:n])
 
 
+def before(head: Sequence[Word], words: Sequence[Word]) -> list[Word]:
+    """The words of ``head`` (decoded from the audio before ``words``) to put before them: those
+    that start before them (less :data:`TIME_SLACK_MS`), less a run at their end that the
+    first of ``words`` repeat."""
+    if not words:
+        return list(head)
+    kept = [w for w in head if w.start_ms < words[0].start_ms - TIME_SLACK_MS]
+    keys = [_key(w) for w in words]
+    for k in range(min(len(kept), len(keys)), 0, -1):
+        if [_key(w) for w in kept[-k:]] == keys[:k]:
+            return kept[:-k]
+    return kept
+
+
 def text_of(words: Sequence[Word]) -> str:
     return " ".join(w.text for w in words).strip()
 

@@ -45,7 +45,7 @@ from typing import Protocol
 
 from captiond.audio.segmenter import Params, Pause, SpeechStarted, UtteranceEnded
 from captiond.engines import guards
-from captiond.engines.join import join, lines, text_of
+from captiond.engines.join import before, join, lines, text_of
 from captiond.events import (
     DroppedUtterance,
     ItemCommitted,
@@ -175,12 +175,18 @@ def _ms(position: int) -> int:
 class FinalDecode:
     """One utterance's final, pass by pass (see the module): :meth:`first` asks for the first
     decode, :meth:`feed` takes each result and asks for the next, or None when done
-    (:attr:`result`). ``lead``: (start, final) of the line this one is the sequel of."""
+    (:attr:`result`). ``lead``: (start, final) of the line this one is the sequel of;
+    ``heard``: where the VAD first heard its speech.
+
+    After the first pass: a retry on the full window if its text would be dropped; a *head*
+    if its words begin :data:`CONTINUE_MIN_S` or more after the speech does (the decoder
+    skipped the start: the audio before them is decoded and its words put first); then
+    continuations while the words end that long before the audio does."""
 
     def __init__(
         self, tokens: Tokens, item: str, start: int, end: int, *, speech_ratio: float = 1.0,
         prefix: Sequence[int] = (), lead: tuple[int, Final] | None = None, fit: bool = True,
-        stoppable: bool = False,
+        stoppable: bool = False, heard: int | None = None,
     ) -> None:
         self.tokens = tokens
         self.item, self.start, self.end = item, start, end
@@ -196,6 +202,8 @@ class FinalDecode:
         self._context: list[int] = list(lead[1].tokens) if lead else []
         self._pending: DecodeRequest | None = None
         self._joined = False  # words were left out or appended: text and tokens are the words'
+        self.heard = max(start, heard or start)  # where the VAD first heard speech
+        self._stage = "first"  # "first", "head" (audio before the first words), "rest"
 
     def first(self) -> DecodeRequest:
         if self.lead is not None:
@@ -213,7 +221,9 @@ class FinalDecode:
         req = self._pending
         assert req is not None, "a result for no request"
         res = self.result
-        first = not req.context
+        if self._stage == "head":
+            return self._head_done(p)
+        first = self._stage == "first"
         forced = bool(req.said or req.prefix)
         reason = guards.judge(
             p.new_text, no_speech_prob=p.no_speech_prob, avg_logprob=p.avg_logprob,
@@ -253,6 +263,40 @@ class FinalDecode:
         res.tokens = [*res.tokens, *req.prefix, *p.tokens]
         self._covered.extend(kept)
         self._context.extend([*req.prefix, *p.tokens])
+        if (first and not forced and self.lead is None
+                and kept[0].start_ms - _ms(self.heard) >= CONTINUE_MIN_S * 1000):
+            # The decoder's words begin well after the speech does (it skipped the start):
+            # decode the audio before them.
+            self._stage = "head"
+            return self._ask(DecodeRequest(
+                0, "final", self.item, self.start, kept[0].start_ms * RATE // 1000,
+                language=res.language, stoppable=self.stoppable,
+            ))
+        return self._rest()
+
+    def _head_done(self, p: Pass) -> DecodeRequest | None:
+        """The audio before the first words is decoded: its words go before them."""
+        req = self._pending
+        assert req is not None
+        res = self.result
+        self._stage = "rest"
+        reason = guards.judge(p.new_text, no_speech_prob=p.no_speech_prob, avg_logprob=p.avg_logprob)
+        if reason:
+            if reason != "empty":
+                res.trimmed.append((_ms(req.start), reason, p.new_text))
+            return self._rest()
+        head = before(p.words, res.words)
+        if head:
+            self._joined = True
+            res.words = (*head, *res.words)
+            res.text = text_of(res.words)
+            self._covered[:0] = head
+        return self._rest()
+
+    def _rest(self) -> DecodeRequest | None:
+        """Continue after the last words if they end well before the audio does."""
+        self._stage = "rest"
+        res = self.result
         covered_to = self._covered[-1].end_ms
         if (self.continuations < MAX_CONTINUATIONS and covered_to >= _ms(self.start)
                 and _ms(self.end) - covered_to >= CONTINUE_MIN_S * 1000):
@@ -537,7 +581,7 @@ class LocalCore:
             lead is not None and lead.result is not None and lead.result.tokens
         ) else None
         return FinalDecode(self.tokens, utt.item, start, end, speech_ratio=ratio, prefix=prefix,
-                           lead=said, fit=self.fit, stoppable=stoppable)
+                           lead=said, fit=self.fit, stoppable=stoppable, heard=utt.heard)
 
     def _start_final(self, utt: _Utterance, out: Out) -> None:
         assert utt.end is not None
