@@ -13,12 +13,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the repo; from a git worktree it sits further up.
-FLEURS = next(
-    (p / "shared" / "audio" / "fleurs" for p in ROOT.parents
-     if (p / "shared" / "audio" / "fleurs").is_dir()),
-    ROOT.parent / "shared" / "audio" / "fleurs",
-)
+#: The speech the tests use, in the repository (licences and sources: tests/data/README.md).
+DATA = ROOT / "tests" / "data"
+FLEURS = DATA / "fleurs"
+AMI = DATA / "ami"
 EN_CLIPS = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(5)]
 
 
@@ -42,7 +40,8 @@ def reference(clip: Path) -> str:
 def fleurs_en() -> list[Path]:
     missing = [c for c in EN_CLIPS if not c.exists()]
     if missing:
-        pytest.fail(f"FLEURS clips missing: {missing} (../shared/audio/fleurs must sit beside the repo)")
+        pytest.fail(f"FLEURS clips missing: {missing} (they ship in tests/data/fleurs: "
+                    "restore them with git checkout -- tests/data)")
     return EN_CLIPS
 
 

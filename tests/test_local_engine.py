@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FLEURS, normalise
+from conftest import AMI, FLEURS, normalise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +25,6 @@ from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
 from captiond.pipeline import segmenter_params
 from captiond.transcript.store import Store
 
-AMI = FLEURS.parent / "ami"
 RATE = 16_000
 BLOCK = 512
 
