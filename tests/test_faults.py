@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from needs import need_programs
 from overlay_helpers import overlay_config
 from service_helpers import ROOT, daemon_env
 
@@ -311,6 +312,7 @@ def _damaged(tmp_path: Path, clip: Path, suffix: str) -> Path:
     if suffix == clip.suffix:
         out.write_bytes(clip.read_bytes())
     else:
+        need_programs("ffmpeg", install="apt-get install ffmpeg")
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), str(out)],
                        check=True, timeout=60)
     data = bytearray(out.read_bytes())
@@ -468,6 +470,7 @@ def test_truncated_file_says_where_decoding_stopped(
 
     from captiond.audio.sources import FileSource
 
+    need_programs("ffmpeg", install="apt-get install ffmpeg")
     full = tmp_path / "full.mp3"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(fleurs_en[2]), str(full)],
                    check=True, timeout=60)

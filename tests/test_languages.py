@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AMI, FLEURS, ROOT, normalise, reference
+from needs import need_programs
 
 from captiond.api import handle_api
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
@@ -57,6 +58,7 @@ def content_words_found(text: str, clip: Path) -> float:
 def german_then_english(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """FLEURS de-000 then en-000 joined into one recording by ffmpeg; where English starts (s)."""
     de, en = FLEURS / "fleurs-de-000.ogg", FLEURS / "fleurs-en-000.ogg"
+    need_programs("ffmpeg", "ffprobe", install="apt-get install ffmpeg")
     path = tmp_path_factory.mktemp("joined") / "de-en.wav"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(de), "-i", str(en),
                     "-filter_complex", "[0:a][1:a]concat=n=2:v=0:a=1", "-ac", "1", "-ar", "16000",

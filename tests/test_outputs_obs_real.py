@@ -9,7 +9,6 @@ the test is skipped, except under ``CI=true``, where it fails (.ci/apt-packages 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -17,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from cea608 import captions
 from conftest import normalise
+from needs import need_programs
 from service_helpers import DaemonProcess, daemon_env, decode_16k, write_wav
 
 OBS_PASSWORD = "obs-test-password-1"
@@ -30,10 +29,6 @@ DAEMON_S = 120.0
 TAIL_S = 4.0
 
 _TOOLS = ("obs", "xvfb-run", "ffmpeg")
-_missing = [t for t in _TOOLS if shutil.which(t) is None]
-if _missing and os.environ.get("CI") != "true":
-    pytest.skip(f"needs {', '.join(_missing)} (apt install obs-studio xvfb ffmpeg)",
-                allow_module_level=True)
 
 
 def _free_port() -> int:
@@ -100,6 +95,8 @@ def test_real_obs_carries_the_finals_as_cea608(tmp_path: Path, fleurs_en: list[P
     """OBS embeds captiond's roll-up captions in its stream: the 608 text read back from the
     received FLV is the stored finals, word for word."""
     import numpy as np
+
+    need_programs(*_TOOLS, install="apt-get install obs-studio xvfb xauth libgl1-mesa-dri ffmpeg")
 
     speech = write_wav(tmp_path / "speech.wav", np.concatenate(
         [decode_16k(fleurs_en[3]), decode_16k(fleurs_en[4])]))

@@ -20,6 +20,7 @@ from fakes.openai_translate import FakeTranslateServer, Faults, validate_client_
 from fakes.speech import ArraySource, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from needs import need_portaudio
 
 from captiond.config import parse
 from captiond.engines.openai import OpenAIEngine, OpenAIOptions
@@ -471,11 +472,10 @@ def test_end_of_input_closes_sessions_and_flushes_audio_a_drop_left_behind() -> 
 
 
 def test_play_translation_is_checked_at_start(tmp_path) -> None:
+    """translate.play names a target and an output device that opens, or start-up refuses it;
+    translate.audio_dir writes one WAV per target."""
     cfg = parse('[translate]\ntargets = ["es", "de"]\nplay = "fr"\n', env={})
     with pytest.raises(ConfigError, match="fr is not among the translation targets"):
-        build_translators(cfg, api_key=KEY)
-    cfg = parse('[translate]\ntargets = ["es"]\nplay = "es:no-such-device-xyz"\n', env={})
-    with pytest.raises(ConfigError, match="cannot open output device 'no-such-device-xyz'"):
         build_translators(cfg, api_key=KEY)
     with pytest.raises(ConfigError, match="LANG one of es, pt"):
         parse('[translate]\nplay = "xx"\n', env={})
@@ -487,6 +487,10 @@ def test_play_translation_is_checked_at_start(tmp_path) -> None:
     for e in engines:
         for sink in e.sinks:
             sink.close()
+    need_portaudio()  # opening an output device is PortAudio's job
+    cfg = parse('[translate]\ntargets = ["es"]\nplay = "es:no-such-device-xyz"\n', env={})
+    with pytest.raises(ConfigError, match="cannot open output device 'no-such-device-xyz'"):
+        build_translators(cfg, api_key=KEY)
 
 
 @pytest.mark.asyncio
