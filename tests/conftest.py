@@ -114,3 +114,20 @@ def db_url(tmp_path: Path) -> str:
 pytest_plugins = ["db_support"]
 # A private PulseAudio server for the system-audio tests.
 pytest_plugins += ["pulse_support"]
+
+
+#: Test tiers, one folder each under tests/ (the rule for which file goes where:
+#: docs/development-tests.md). Each test gets its folder's marker: ``pytest -m unit``.
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, from the folder it sits in."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(tests).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

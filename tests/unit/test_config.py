@@ -9,7 +9,7 @@ import pytest
 from captiond import config
 from captiond.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_precedence_default_file_env_flag(tmp_path: Path) -> None:

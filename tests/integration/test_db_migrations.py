@@ -14,7 +14,7 @@ from captiond.events import Line, LineStatus
 from captiond.transcript.models import Base
 from captiond.transcript.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _migration(name: str) -> Any:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -313,3 +316,16 @@ def test_reload_adds_removes_and_refuses_outputs(tmp_path: Path, caplog: pytest.
     assert [h["text"] for h in first.lines] == ["only the first"]
     assert [h["text"] for h in second.lines] == ["only the second"]
     assert "config.outputs_failed" in caplog.text and "cannot read URL file" in caplog.text
+
+
+def test_config_command_lists_outputs_without_secrets(tmp_path: Path) -> None:
+    """`captiond config` lists each output with its kind, target and track; a URL written in
+    the file shows only its scheme and host."""
+    path = tmp_path / "c.toml"
+    path.write_text('[[outputs]]\nkind = "zoom"\nurl = "https://wmcapi.zoom.us/closedcaption'
+                    '?id=1&signature=SECRETSIG"\n')
+    result = subprocess.run([sys.executable, "-m", "captiond", "config", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert "# output zoom: kind=zoom target=https://wmcapi.zoom.us track=original" in result.stdout
+    assert "SECRETSIG" not in result.stdout

@@ -8,8 +8,8 @@ import re
 
 import pytest
 from markdown_it import MarkdownIt
+from meeting_support import load_meeting
 from subtitle_readers import verify_file
-from test_export_actions import load_meeting
 
 from captiond import cli
 from captiond.events import Line, LineStatus, Word

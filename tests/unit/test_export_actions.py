@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
+from meeting_support import load_meeting
 
 from captiond.exports.actions import Utterance, extract
-
-MEETING = Path(__file__).parent / "fixtures" / "meeting.txt"
-
-
-def load_meeting(path: Path = MEETING) -> list[Utterance]:
-    """``MM:SS Speaker: text`` lines of the fixture as utterances."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        m = re.match(r"^(\d+):(\d+) (\w+): (.+)$", line)
-        if m:
-            ms = (int(m[1]) * 60 + int(m[2])) * 1000
-            out.append(Utterance(ms, m[4], m[3], len(out)))
-    return out
 
 
 def test_scripted_meeting_yields_expected_items():
