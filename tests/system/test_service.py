@@ -22,14 +22,17 @@ from service_helpers import (
     daemon_env,
     decode_16k,
     last_speech_end_s,
-    write_wav,
 )
 
 from captiond import sdnotify
 
-#: How long after the last word SIGTERM is sent: before the VAD's 400 ms of silence have
-#: closed the utterance, so the shutdown itself must commit the audio in flight.
+#: Silence after the last word fed to the daemon before SIGTERM: less than the VAD's 400 ms
+#: that would close the utterance, so the shutdown itself must commit the audio in flight.
 SIGTERM_AFTER_LAST_WORD_S = 0.25
+#: Longest the daemon may take to read all the fed audio (it reads a pipe as fast as the
+#: engine takes it); the status rounds the stream clock to 0.1 s.
+FED_WAIT_S = 60.0
+STATUS_ROUNDING_S = 0.1
 #: Longest a test waits for a log line after a config edit (watchfiles debounce + parse).
 RELOAD_WAIT_S = 10.0
 TOKEN = "tok_AbCdEf0123456789xyz"
@@ -45,16 +48,17 @@ def _config(port: int = 0, *, min_silence: int = 400, font_size: int = 36,
 
 
 @pytest.fixture(scope="module")
-def meeting(fleurs_en: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two FLEURS sentences back to back: clip 4 then clip 0 (15 s)."""
+def meeting(fleurs_en: list[Path]) -> dict:
+    """Two FLEURS sentences back to back, clip 4 then clip 0, as 16 kHz PCM16 ending
+    SIGTERM_AFTER_LAST_WORD_S after the last word."""
     first, last = decode_16k(fleurs_en[4]), decode_16k(fleurs_en[0])
     import numpy as np
 
-    audio = np.concatenate([first, last])
-    path = write_wav(tmp_path_factory.mktemp("meeting") / "meeting.wav", audio)
+    end = int((last_speech_end_s(last) + SIGTERM_AFTER_LAST_WORD_S) * 16_000)
+    audio = np.concatenate([first, last[:end]])
     return {
-        "path": path,
-        "last_word_s": len(first) / 16_000 + last_speech_end_s(last),
+        "pcm": (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(),
+        "fed_s": len(audio) / 16_000,
         "first_ref": reference(fleurs_en[4]),
         "last_ref": reference(fleurs_en[0]),
     }
@@ -86,7 +90,9 @@ def _json_lines(daemon: DaemonProcess) -> list[dict]:
 
 def test_service_lifecycle_on_fleurs(meeting: dict, tmp_path: Path) -> None:
     """READY/STATUS/WATCHDOG/STOPPING, status, live reload (file and SIGHUP, an invalid edit),
-    a viewer closed with 1001, and the last sentence before SIGTERM stored; exit status 0."""
+    a viewer closed with 1001, and the last sentence, cut by SIGTERM before its pause, stored;
+    exit status 0. The speech comes through a pipe on stdin that stays open: the daemon has all
+    of it before SIGTERM, whatever the test's pace."""
     cfg_path = tmp_path / "config.toml"
     cfg_path.write_text(_config(), encoding="utf-8")
     db = tmp_path / "captiond.db"
@@ -94,11 +100,12 @@ def test_service_lifecycle_on_fleurs(meeting: dict, tmp_path: Path) -> None:
     env = daemon_env(tmp_path, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
     daemon = DaemonProcess(
         ["run", "--config", str(cfg_path), "--db", f"sqlite:///{db}", "--log-format", "json",
-         "--source", f"file:{meeting['path']}"],
-        env,
+         "--source", "stdin", "--rate", "16000"],
+        env, stdin_pipe=True,
     )
     try:
-        ready_at, ready = notify.wait_for("READY", READY_TIMEOUT_S)
+        writer = daemon.feed(meeting["pcm"])
+        _, ready = notify.wait_for("READY", READY_TIMEOUT_S)
         assert ready["MAINPID"] == str(daemon.proc.pid)
         assert "engine local" in ready["STATUS"] and "session 1" in ready["STATUS"]
 
@@ -148,10 +155,15 @@ def test_service_lifecycle_on_fleurs(meeting: dict, tmp_path: Path) -> None:
         st = json.loads(_status(env, "--json").stdout)
         assert st["restart_needed"] == {"overlay server": ["overlay.max_viewers"]}
 
-        # SIGTERM right after the last word, before the pause would have ended the sentence.
-        t_term = ready_at + meeting["last_word_s"] + SIGTERM_AFTER_LAST_WORD_S
-        assert time.monotonic() < t_term, "the test steps took longer than the first sentence"
-        time.sleep(t_term - time.monotonic())
+        # SIGTERM once the daemon has read every fed sample (its stream clock, not the wall
+        # clock): it has heard the last word and too little silence to end the sentence.
+        writer.join(FED_WAIT_S)
+        assert not writer.is_alive(), "the daemon stopped reading its stdin"
+        deadline = time.monotonic() + FED_WAIT_S
+        while json.loads(_status(env, "--json").stdout)["audio_s"] < (
+                meeting["fed_s"] - STATUS_ROUNDING_S):
+            assert time.monotonic() < deadline, "the daemon never read all the fed audio"
+            time.sleep(0.1)
         daemon.signal(signal.SIGTERM)
         rc = daemon.wait()
     finally:
