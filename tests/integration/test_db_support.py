@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: One PostgreSQL test, run in a child pytest.
-PROBE = "tests/test_db_migrations.py::test_models_and_migrations_agree"
+PROBE = "tests/integration/test_db_migrations.py::test_models_and_migrations_agree"
 CHILD_TIMEOUT_S = 120
 
 
