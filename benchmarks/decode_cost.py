@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))  # test_local_engine (paced, clip, silence)
 
 import numpy as np  # noqa: E402
 from conftest import EN_CLIPS, FLEURS, shares_word  # noqa: E402

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))  # test_local_engine (paced, clip, silence)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jiwer

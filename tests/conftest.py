@@ -13,12 +13,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the repo; from a git worktree it sits further up.
-FLEURS = next(
-    (p / "shared" / "audio" / "fleurs" for p in ROOT.parents
-     if (p / "shared" / "audio" / "fleurs").is_dir()),
-    ROOT.parent / "shared" / "audio" / "fleurs",
-)
+#: The speech the tests use, in the repository (licences and sources: tests/data/README.md).
+DATA = ROOT / "tests" / "data"
+FLEURS = DATA / "fleurs"
+AMI = DATA / "ami"
 EN_CLIPS = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(5)]
 
 
@@ -42,7 +40,8 @@ def reference(clip: Path) -> str:
 def fleurs_en() -> list[Path]:
     missing = [c for c in EN_CLIPS if not c.exists()]
     if missing:
-        pytest.fail(f"FLEURS clips missing: {missing} (../shared/audio/fleurs must sit beside the repo)")
+        pytest.fail(f"FLEURS clips missing: {missing} (they ship in tests/data/fleurs: "
+                    "restore them with git checkout -- tests/data)")
     return EN_CLIPS
 
 
@@ -115,3 +114,20 @@ def db_url(tmp_path: Path) -> str:
 pytest_plugins = ["db_support"]
 # A private PulseAudio server for the system-audio tests.
 pytest_plugins += ["pulse_support"]
+
+
+#: Test tiers, one folder each under tests/ (the rule for which file goes where:
+#: docs/development-tests.md). Each test gets its folder's marker: ``pytest -m unit``.
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, from the folder it sits in."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(tests).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

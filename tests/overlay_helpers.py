@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from needs import CHROMIUM  # noqa: F401 - the browser the overlay tests drive
+
 from captiond import config
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
 from captiond.feed import Feed
 from captiond.overlay.server import OverlayServer
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 #: Longest a test waits for the page to show something (ms): generous, CI machines are slow.

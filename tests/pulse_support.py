@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import time
 import wave
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import need_programs
 
 #: How long the server may take to accept connections.
 START_TIMEOUT_S = 10.0
@@ -50,9 +50,8 @@ class PulseServer:
         self.log = root / "pulseaudio.log"
 
     def start(self) -> None:
-        for tool in ("pulseaudio", "pactl", "parec", "paplay"):
-            if shutil.which(tool) is None:
-                pytest.fail(f"{tool} is missing (apt-get install pulseaudio pulseaudio-utils)")
+        need_programs("pulseaudio", "pactl", "parec", "paplay",
+                      install="apt-get install pulseaudio pulseaudio-utils")
         cmd = [
             "pulseaudio",
             "--daemonize=no",

@@ -3,6 +3,7 @@ stdout/stderr read line by line with the time each line arrived."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -119,12 +120,15 @@ class DaemonProcess:
     proc: subprocess.Popen[str] = field(init=False)
     stdout: list[tuple[float, str]] = field(default_factory=list)
     stderr: list[tuple[float, str]] = field(default_factory=list)
+    #: Give the daemon a pipe on stdin (for ``--source stdin``), fed with :meth:`feed`.
+    stdin_pipe: bool = False
 
     def __post_init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "captiond", *self.args],
             env=self.env,
             cwd=str(ROOT),
+            stdin=subprocess.PIPE if self.stdin_pipe else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -161,6 +165,21 @@ class DaemonProcess:
     def stderr_text(self) -> str:
         return "\n".join(line for _, line in self.stderr)
 
+    def feed(self, pcm: bytes) -> threading.Thread:
+        """Writes ``pcm`` to the daemon's stdin from a thread (a pipe holds only 64 KiB) and
+        leaves the pipe open, as a live writer would; join the thread to know all was taken."""
+        assert self.proc.stdin is not None, "DaemonProcess(..., stdin_pipe=True)"
+        pipe = self.proc.stdin.buffer
+
+        def write() -> None:
+            with contextlib.suppress(BrokenPipeError, ValueError):  # the daemon died or was killed
+                pipe.write(pcm)
+                pipe.flush()
+
+        writer = threading.Thread(target=write, name="daemon-stdin", daemon=True)
+        writer.start()
+        return writer
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
 
@@ -174,3 +193,6 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()

@@ -20,13 +20,13 @@ from typing import Any, ClassVar, Self
 import pysubs2
 import srt
 import webvtt
+from needs import CHROMIUM, need_chromium, need_programs
 
 from captiond.exports.cues import Cue
 
 ParsedCue = tuple[int, int, str]
 FFMPEG_TIMEOUT_S = 60
 BROWSER_TIMEOUT_MS = 20_000
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -77,8 +77,9 @@ def _ms(clock: str) -> int:
 
 def ffmpeg_convert(src: Path, dst: Path) -> Path:
     """Convert with ffmpeg; raises with ffmpeg's own message on failure."""
+    need_programs("ffmpeg", install="apt-get install ffmpeg")
     exe = shutil.which("ffmpeg")
-    assert exe, "ffmpeg is not installed (apt-get install ffmpeg; see .ci/apt-packages)"
+    assert exe is not None
     proc = subprocess.run(
         [exe, "-nostdin", "-loglevel", "error", "-y", "-i", str(src), str(dst)],
         capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False,
@@ -146,6 +147,7 @@ class ChromiumReader:
 
         from playwright.sync_api import sync_playwright
 
+        need_chromium()
         self._stack = ExitStack()
         try:
             self._base = self._stack.enter_context(serve(self.folder))

@@ -1,6 +1,6 @@
 """A protocol-faithful fake of OpenAI's realtime transcription WebSocket, on 127.0.0.1:0.
 
-It speaks the GA transcription protocol of ``../shared/docs/realtime-protocol.md`` on a real
+It speaks OpenAI's GA realtime transcription protocol (the events of ``openai.types.realtime``) on a real
 socket (websockets): checks ``Authorization: Bearer <key>`` at the upgrade, answers
 ``session.created`` then ``session.updated``, buffers appended PCM16 24 kHz audio, answers each
 commit with ``input_audio_buffer.committed`` (~150 ms later, in commit order),

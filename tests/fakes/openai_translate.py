@@ -1,6 +1,6 @@
 """A protocol-faithful fake of gpt-realtime-translate's WebSocket, on 127.0.0.1:0.
 
-It speaks ``../shared/docs/realtime-protocol.md`` §2 on a real socket: checks ``Authorization:
+It speaks OpenAI's realtime translation protocol on a real socket: checks ``Authorization:
 Bearer <key>`` at the upgrade, sends ``session.created`` (type ``translation``), answers
 ``session.update`` with ``session.updated``, consumes ``session.input_audio_buffer.append`` audio
 in 200 ms frames and answers ``session.close`` with the flushed rest and ``session.closed``.
