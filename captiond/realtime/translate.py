@@ -1,6 +1,6 @@
 """gpt-realtime-translate as a pure state machine.  [sans-I/O: no sockets, no clock, no tasks]
 
-Wire protocol: ``../shared/docs/realtime-protocol.md`` §2 (models:
+Wire protocol (docs/design/openai-session.md; models:
 ``openai.types.realtime.RealtimeTranslation*``). The client sends ``session.update`` (output
 language, source transcription, noise reduction), then ``session.input_audio_buffer.append``
 continuously (silence included: the service runs in 200 ms frames and treats resumed audio as

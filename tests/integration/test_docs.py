@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 
 from captiond import config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 README_MAX_LINES = 200
 MKDOCS_TIMEOUT_S = 120
