@@ -1,4 +1,5 @@
-"""``captiond export SESSION --format srt|vtt|md|json``: subtitles, minutes or JSON of a session.
+"""``captiond export SESSION --format srt|vtt|minutes|minutes-json|json``: subtitles, minutes
+(Markdown, or their JSON) or the whole session as JSON.
 
 Reads final lines only, so it also works while the session is still running.
 """
@@ -20,7 +21,8 @@ from captiond.exports.document import ExportError, SessionExport, load_session, 
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 
-FORMATS = ("srt", "vtt", "md", "json")
+#: ``md`` and ``minutes`` are the same Markdown minutes; ``minutes-json`` their JSON.
+FORMATS = ("srt", "vtt", "md", "minutes", "minutes-json", "json")
 SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
 
 _LIMIT_FLAGS = {
@@ -123,6 +125,15 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
 
     if fmt == "json":
         _emit([json.dumps(to_json(doc), ensure_ascii=False, indent=2), "\n"], args.output)
+        return 0
+    if fmt == "minutes-json":
+        from captiond.exports import digest
+
+        lines = digest.text_lines(doc.original)
+        minutes = digest.offline(lines, doc.findings(), duration_ms=doc.duration_ms)
+        minutes, _ = digest.check_cites(minutes, lines)
+        _emit([json.dumps(digest.to_json(minutes, lines), ensure_ascii=False, indent=2), "\n"],
+              args.output)
         return 0
     _emit([_minutes(doc, cfg, args.template)], args.output)
     return 0
