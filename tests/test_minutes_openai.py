@@ -15,6 +15,7 @@ from minutes_support import export, rows
 
 from captiond.exports import digest, produce
 from captiond.exports.responses import plan
+from captiond.timefmt import clock
 
 KEY = "sk-test-minutes-0123456789abcdefghijklmnop"
 SAID = [
@@ -150,17 +151,35 @@ def test_three_hour_session_in_parts_within_the_cap() -> None:
         m = produce.write_minutes(doc, opts_, KEY)
     lines = digest.text_lines(doc.original)
     p = plan(lines, opts_.part_tokens, opts_.price_in, opts_.price_out)
-    assert len(p.parts) >= 2 and len(fake.requests) == len(p.parts)
-    sent = [int(i) for b in fake.requests
+    assert len(p.parts) >= 2 and len(fake.requests) == len(p.parts) + 1  # parts, then merge
+    sent = [int(i) for b in fake.requests[:-1]
             for i in re.findall(r"^L(\d+) ", b["input"][0]["content"][0]["text"], re.M)]
     assert sent == [ln.id for ln in lines]  # nothing truncated, nothing twice
     assert m.source == "openai" and len(m.topics) == len(p.parts)
     assert any(f"summarised in {len(p.parts)} parts" in n for n in m.notes)
     assert p.estimated_usd <= opts_.max_cost_usd and m.cost_usd <= p.estimated_usd
     assert len(m.decisions) == 54 and len(m.actions) == 54
+    assert [s.text for s in m.summary] == [
+        f"Overall, Part {i + 1} {clock(a)}–{clock(b)} went over the design."
+        for i, (a, b) in enumerate((t.start_ms, t.end_ms) for t in m.topics)]
+    assert all(s.cites for s in m.summary)
     _all_cites_exist(m, doc)
     print(f"3-hour session: {len(lines)} lines, {len(p.parts)} parts, estimated "
           f"${p.estimated_usd:.4f}, counted ${m.cost_usd:.4f} (cap ${opts_.max_cost_usd})")
+
+
+def test_failed_merge_keeps_the_parts_summaries(caplog: pytest.LogCaptureFixture) -> None:
+    """When the summary of the whole meeting is refused, the parts' own summary points
+    stay (each from a good answer), the note and the log say so."""
+    doc = _three_hours()
+    caplog.set_level(logging.INFO, "captiond.minutes")
+    with FakeResponses(KEY, ["valid", "valid", "refusal"]) as fake:
+        m = produce.write_minutes(doc, _opts(fake), KEY)
+    assert fake.answered == ["valid", "valid", "refusal"]
+    assert m.source == "openai"
+    assert [s.text for s in m.summary] == ["The team reviewed the remote control design."]
+    assert any("summary of the whole meeting failed (the model refused" in n for n in m.notes)
+    assert "minutes.merge_failed" in caplog.text
 
 
 def test_over_the_cap_nothing_is_sent() -> None:

@@ -28,19 +28,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from captiond.exports import digest
 from captiond.exports.digest import Minutes
 from captiond.exports.document import SessionExport
 from captiond.exports.responses import (
     MAX_ANSWER_BYTES,
-    Answer,
     Failure,
-    Part,
     merge,
+    merge_request_body,
     plan,
     read_answer,
+    read_merge,
     request_body,
 )
 from captiond.logs import register_secret
@@ -105,14 +105,20 @@ def post(url: str, key: str, body: Mapping[str, Any],
         return Failure(f"cannot reach {url}: {exc} (check minutes.url and the network)")
 
 
-def ask(opts: Options, key: str, body: Mapping[str, Any], part: Part, *,
-        sleep: Callable[[float], None] = time.sleep) -> Answer | Failure:
-    """One part's answer, retried on 429, 5xx and timeouts at most MAX_ATTEMPTS times."""
-    result: Answer | Failure = Failure("not asked")
+T = TypeVar("T")
+
+
+def ask(opts: Options, key: str, body: Mapping[str, Any],
+        read: Callable[[int, bytes, dict[str, str]], T | Failure], *,
+        sleep: Callable[[float], None] = time.sleep) -> T | Failure:
+    """One request's answer as ``read`` makes it, retried on 429, 5xx and timeouts at most
+    MAX_ATTEMPTS times."""
+    result: T | Failure = Failure("not asked")
     for attempt in range(MAX_ATTEMPTS):
         raw = post(opts.url, key, body, opts.timeout_s)
-        result = raw if isinstance(raw, Failure) else read_answer(*raw, part)
-        if isinstance(result, Answer) or not result.retryable or attempt + 1 == MAX_ATTEMPTS:
+        result = raw if isinstance(raw, Failure) else read(*raw)
+        if not isinstance(result, Failure) or not result.retryable or \
+                attempt + 1 == MAX_ATTEMPTS:
             return result
         wait = result.retry_after_s
         if wait is None:
@@ -164,13 +170,28 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
     for i, part in enumerate(p.parts):
         body = request_body(part, model=opts.model, language=language, index=i,
                             count=len(p.parts))
-        result = ask(opts, key, body, part, sleep=sleep)
+        result = ask(opts, key, body,
+                     lambda status, raw, headers, part=part: read_answer(status, raw, headers,
+                                                                          part), sleep=sleep)
         if isinstance(result, Failure):
             where = f" (part {i + 1} of {len(p.parts)})" if len(p.parts) > 1 else ""
             return offline(f"{opts.model} gave no usable minutes{where}: {result.reason}")
         answers.append(result)
+    overall, merge_note = None, ()
+    if len(answers) > 1:
+        got = ask(opts, key, merge_request_body(answers, model=opts.model, language=language),
+                  lambda status, raw, headers: read_merge(status, raw, headers, lines),
+                  sleep=sleep)
+        if isinstance(got, Failure):
+            # the parts' own summary points stay (each from a good answer); nothing is made up
+            log.warning("minutes.merge_failed session=%d reason=%r", doc.id, got.reason)
+            merge_note = (f"The summary of the whole meeting failed ({got.reason}); the "
+                          "summary points are the parts' own.",)
+        else:
+            overall = got
     m = merge(answers, model=opts.model, language=language or None, price_in=opts.price_in,
-              price_out=opts.price_out)
+              price_out=opts.price_out, overall=overall)
+    m = replace(m, notes=(*m.notes, *merge_note))
     m, problems = digest.check_cites(m, lines)
     for problem in problems:
         log.info("minutes.cite session=%d %s", doc.id, problem)

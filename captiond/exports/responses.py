@@ -30,6 +30,10 @@ MAX_OUTPUT_TOKENS = 16_000
 CHARS_PER_TOKEN = 3.5
 #: Tokens of the instructions and schema, counted once per part.
 OVERHEAD_TOKENS = 1_200
+#: The merge request of a meeting in parts: output allowed, and input counted per part (the
+#: part's minutes, bounded by MAX_ITEMS items of MAX_TEXT characters, are far smaller).
+MERGE_OUTPUT_TOKENS = 8_000
+MERGE_INPUT_TOKENS_PER_PART = 4_000
 #: Bounds on one answer: items per list, characters per text (a runaway answer is cut).
 MAX_ITEMS = 60
 MAX_TEXT = 600
@@ -61,6 +65,16 @@ SCHEMA: dict[str, Any] = _obj({
     "questions": {"type": "array", "items": _obj({"text": _STR, "lines": _CITES}),
                   "description": "questions raised and left open"},
 })
+
+MERGE_SCHEMA: dict[str, Any] = _obj({
+    "summary": {"type": "array", "items": _obj({"text": _STR, "lines": _CITES}),
+                "description": "3 to 6 short points on the whole meeting"},
+})
+
+MERGE_INSTRUCTIONS = """You are given the minutes of the consecutive parts of one long meeting.
+Write in {language} a summary of the whole meeting: 3 to 6 short points on what was discussed
+and concluded, in the order it happened. Each point cites in "lines" the line ids (the numbers
+after L) of the part items it draws on. Use only what the part minutes say."""
 
 INSTRUCTIONS = """You write the minutes of a meeting from its transcript.
 Each transcript line reads: L<id> [time] Speaker: text (the speaker may be missing).
@@ -140,6 +154,9 @@ def plan(lines: Sequence[TextLine], part_tokens: int, price_in: float,
         parts.append(Part(tuple(chunk), "".join(texts), tokens))
     usd = sum(cost(p.input_tokens + OVERHEAD_TOKENS, MAX_OUTPUT_TOKENS, price_in, price_out)
               for p in parts)
+    if len(parts) > 1:
+        usd += cost(OVERHEAD_TOKENS + MERGE_INPUT_TOKENS_PER_PART * len(parts),
+                    MERGE_OUTPUT_TOKENS, price_in, price_out)
     return Plan(tuple(parts), usd)
 
 
@@ -224,8 +241,9 @@ def to_minutes(data: Mapping[str, Any], part: Part) -> Minutes:
                         for q in data["questions"][:MAX_ITEMS]))
 
 
-def read_answer(status: int, body: bytes, headers: Mapping[str, str], part: Part) -> Answer | Failure:
-    """An HTTP answer of ``POST /v1/responses`` as the part's minutes, or why not."""
+def _payload(status: int, body: bytes, headers: Mapping[str, str],
+             schema: Mapping[str, Any]) -> tuple[dict[str, Any], int, int] | Failure:
+    """The answer's schema-valid JSON and the tokens used, or why there is none."""
     if status == 429 or status >= 500:
         return Failure(f"HTTP {status}{_error_text(body)}", retryable=True,
                        retry_after_s=_retry_after(headers))
@@ -234,15 +252,17 @@ def read_answer(status: int, body: bytes, headers: Mapping[str, str], part: Part
                        "openai.api_key_file)")
     if status != 200:
         return Failure(f"HTTP {status}{_error_text(body)}")
+    if len(body) > MAX_ANSWER_BYTES:
+        return Failure(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
     try:
-        data = json.loads(body[:MAX_ANSWER_BYTES])
+        data = json.loads(body)
     except ValueError:
         return Failure("the answer is not JSON")
     if not isinstance(data, dict):
         return Failure("the answer is not a JSON object")
     usage = data.get("usage") or {}
-    tokens_in, tokens_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens")
-                                                                   or 0)
+    tokens_in = int(usage.get("input_tokens") or 0)
+    tokens_out = int(usage.get("output_tokens") or 0)
     if data.get("status") != "completed":
         why = (data.get("incomplete_details") or {}).get("reason") or data.get("error") or "?"
         return Failure(f"the answer is {data.get('status')!s} ({why}); "
@@ -264,10 +284,69 @@ def read_answer(status: int, body: bytes, headers: Mapping[str, str], part: Part
         result = json.loads("".join(texts))
     except ValueError:
         return Failure("the answer's text is not JSON (cut short?)")
-    problem = _check(result, SCHEMA, "minutes")
+    problem = _check(result, schema, "minutes")
     if problem:
         return Failure(f"the answer does not follow the schema: {problem}")
+    return result, tokens_in, tokens_out
+
+
+def read_answer(status: int, body: bytes, headers: Mapping[str, str],
+                part: Part) -> Answer | Failure:
+    """An HTTP answer of ``POST /v1/responses`` as the part's minutes, or why not."""
+    got = _payload(status, body, headers, SCHEMA)
+    if isinstance(got, Failure):
+        return got
+    result, tokens_in, tokens_out = got
     return Answer(to_minutes(result, part), tokens_in, tokens_out)
+
+
+def merge_request_body(answers: Sequence[Answer], *, model: str,
+                       language: str) -> dict[str, Any]:
+    """The request that sums up a meeting from its parts' minutes (small: no transcript)."""
+    out = []
+    for i, a in enumerate(answers):
+        m = a.minutes
+        span = f"{clock(m.topics[0].start_ms)}–{clock(m.topics[-1].end_ms)}" if m.topics else ""
+        out.append(f"## Part {i + 1} {span}\n")
+        for title, items in (("Summary", m.summary), ("Decisions", m.decisions),
+                             ("Actions", m.actions), ("Open questions", m.questions)):
+            if items:
+                out.append(f"{title}:\n")
+                out += [f"- {it.text}{_ids(it.cites)}\n" for it in items[:MAX_ITEMS]]
+        if m.topics:
+            out.append("Topics:\n")
+            out += [f"- {t.title}: {t.summary}{_ids(t.cites)}\n" for t in m.topics[:MAX_ITEMS]]
+    body = request_body(Part((), "".join(out), 0), model=model, language=language)
+    body["instructions"] = MERGE_INSTRUCTIONS.format(
+        language=language or "the language of the part minutes")
+    body["text"]["format"] = {"type": "json_schema", "name": "meeting_summary",
+                              "strict": True, "schema": MERGE_SCHEMA}
+    body["max_output_tokens"] = MERGE_OUTPUT_TOKENS
+    return body
+
+
+def _ids(cites: Sequence[Cite]) -> str:
+    return f" ({', '.join(f'L{c.line}' for c in cites)})" if cites else ""
+
+
+@dataclass(frozen=True)
+class MergeAnswer:
+    summary: tuple[Item, ...]
+    input_tokens: int
+    output_tokens: int
+
+
+def read_merge(status: int, body: bytes, headers: Mapping[str, str],
+               lines: Sequence[TextLine]) -> MergeAnswer | Failure:
+    """The merge request's answer: the whole meeting's summary points, or why not."""
+    got = _payload(status, body, headers, MERGE_SCHEMA)
+    if isinstance(got, Failure):
+        return got
+    result, tokens_in, tokens_out = got
+    by_id = {ln.id: ln for ln in lines}
+    summary = tuple(Item(_text(p["text"]), _cites(p["lines"], by_id))
+                    for p in result["summary"][:MAX_ITEMS])
+    return MergeAnswer(summary, tokens_in, tokens_out)
 
 
 def _error_text(body: bytes) -> str:
@@ -289,10 +368,13 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def merge(answers: Sequence[Answer], *, model: str, language: str | None, price_in: float,
-          price_out: float) -> Minutes:
-    """The parts' minutes in time order, one set; the cost is the sum of what was used."""
-    tokens_in = sum(a.input_tokens for a in answers)
-    tokens_out = sum(a.output_tokens for a in answers)
+          price_out: float, overall: MergeAnswer | None = None) -> Minutes:
+    """The parts' minutes in time order, one set; the summary is ``overall`` when the merge
+    request answered, else the parts' summary points in order. The cost is the sum of the
+    tokens used by every request."""
+    tokens_in = sum(a.input_tokens for a in answers) + (overall.input_tokens if overall else 0)
+    tokens_out = sum(a.output_tokens for a in answers) + (overall.output_tokens if overall
+                                                         else 0)
     seen: set[tuple[str, str]] = set()
 
     def unique(kind: str, items: Sequence[Item]) -> tuple[Item, ...]:
@@ -306,8 +388,9 @@ def merge(answers: Sequence[Answer], *, model: str, language: str | None, price_
 
     ms = [a.minutes for a in answers]
     notes = (f"summarised in {len(answers)} parts, merged in time order",) if len(ms) > 1 else ()
+    summary = overall.summary if overall else unique("s", [i for m in ms for i in m.summary])
     return replace(
-        ms[0], summary=unique("s", [i for m in ms for i in m.summary]),
+        ms[0], summary=summary,
         topics=tuple(t for m in ms for t in m.topics),
         decisions=unique("d", [i for m in ms for i in m.decisions]),
         actions=unique("a", [i for m in ms for i in m.actions]),

@@ -5,7 +5,8 @@ the ``openai`` package's own request type (``ResponseCreateParamsNonStreaming``,
 keys) with a strict JSON-schema text format. Answers are ``openai.types.responses.Response``
 objects (validated by the package before they are sent), scripted per request:
 
-    valid       minutes made from the transcript it was sent, citing its real line ids
+    valid       minutes made from the transcript it was sent, citing its real line ids (or,
+                for a merge request ``meeting_summary``, one summary point per part)
     bad_cites   valid, but some cites name lines that do not exist
     invalid     JSON that breaks the schema (a missing key)
     incomplete  ``status: incomplete`` (max_output_tokens), text cut short
@@ -125,14 +126,15 @@ class FakeResponses:
             time.sleep(self.hang_s)
             return None
         text = body["input"][0]["content"][0]["text"]
-        minutes = self.minutes_for(text)
+        merging = fmt.get("name") == "meeting_summary"
+        minutes = self.summary_for(text) if merging else self.minutes_for(text)
         status, incomplete = "completed", None
         content: list[dict[str, Any]]
         out_text = json.dumps(minutes)
         if mode == "invalid":
-            del minutes["decisions"]
+            del minutes["summary" if merging else "decisions"]
             out_text = json.dumps(minutes)
-        elif mode == "bad_cites":
+        elif mode == "bad_cites" and not merging:
             minutes["decisions"].append({"text": "We will buy a yacht", "lines": [999_999]})
             for a in minutes["actions"]:
                 a["lines"] = [*a["lines"], 888_888]
@@ -160,6 +162,16 @@ class FakeResponses:
         }
         Response.model_validate(answer)  # the package's own answer type
         return self._reply(h, 200, answer)
+
+    @staticmethod
+    def summary_for(text: str) -> dict[str, Any]:
+        """The merge request's answer: one point per part, citing the ids the parts cite."""
+        points = []
+        for part in re.split(r"^## ", text, flags=re.M)[1:]:
+            ids = [int(i) for i in re.findall(r"\bL(\d+)\b", part)][:3]
+            points.append({"text": f"Overall, {part.splitlines()[0].strip()} went over the "
+                                   "design.", "lines": ids})
+        return {"summary": points}
 
     @staticmethod
     def minutes_for(text: str) -> dict[str, Any]:
