@@ -256,14 +256,18 @@ def _summary_line(lines: Sequence[TextLine], words: dict[int, list[str]],
         if len(content) > 1 and content[0].id == lines[0].id:
             content = content[1:]
         return max(content, key=lambda ln: (len(words[ln.id]), -ln.id), default=None)
-    section = Counter(w for ln in lines for w in words[ln.id])
+    # cosine of each line with the rest of its section, in TF-IDF weights, computed from the
+    # section's totals (O(words of the line) per line, not O(words of the section))
+    section = _tfidf([w for ln in lines for w in words[ln.id]], idf)
+    total_sq = sum(v * v for v in section.values())
     best, best_score = None, -1.0
     for ln in candidates:
-        own = Counter(words[ln.id])
-        rest = section - own
-        # a one-line section has nothing else to agree with: its longest line stands
-        score = _cosine(_tfidf(list(own.elements()), idf), _tfidf(list(rest.elements()), idf))
-        score += 1e-6 * len(own)
+        own = _tfidf(words[ln.id], idf)
+        dot = sum(v * (section[k] - v) for k, v in own.items())
+        own_sq = sum(v * v for v in own.values())
+        rest_sq = total_sq - 2 * sum(v * section[k] for k, v in own.items()) + own_sq
+        score = dot / math.sqrt(own_sq * rest_sq) if own_sq > 0 and rest_sq > 1e-12 else 0.0
+        score += 1e-6 * len(words[ln.id])
         if score > best_score:
             best, best_score = ln, score
     return best
