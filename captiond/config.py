@@ -866,18 +866,21 @@ SETTINGS += (
         "no network), auto (openai when a key is set, else offline). A failed model answer "
         "always falls back to offline minutes.",
         choices=("auto", "openai", "offline"),
+        live=True,
     ),
     Setting(
         "minutes.on_session_end",
         bool,
         True,
         "Write and store the minutes when a session completes (else only on `captiond minutes`).",
+        live=True,
     ),
     Setting(
         "minutes.model",
         str,
         "gpt-5-mini",
         "OpenAI text model for the minutes (Responses API with structured outputs).",
+        live=True,
     ),
     Setting(
         "minutes.language",
@@ -885,6 +888,7 @@ SETTINGS += (
         "",
         "Language of the minutes (ISO-639-1, e.g. en, de); empty: the meeting's own language.",
         check=_language,
+        live=True,
     ),
     Setting(
         "minutes.max_cost_usd",
@@ -894,6 +898,7 @@ SETTINGS += (
         "meeting that would cost more gets offline minutes.",
         minimum=0.0,
         maximum=100.0,
+        live=True,
     ),
     Setting(
         "minutes.url",
@@ -901,6 +906,7 @@ SETTINGS += (
         "https://api.openai.com/v1/responses",
         "Responses API endpoint (a proxy, EU data residency, tests).",
         check=_https_url,
+        live=True,
     ),
     Setting(
         "minutes.price_input_per_mtok",
@@ -909,6 +915,7 @@ SETTINGS += (
         "USD per million input tokens of minutes.model (gpt-5-mini: 0.25), for the cost.",
         minimum=0.0,
         maximum=1000.0,
+        live=True,
     ),
     Setting(
         "minutes.price_output_per_mtok",
@@ -917,6 +924,7 @@ SETTINGS += (
         "USD per million output tokens of minutes.model (gpt-5-mini: 2.00), for the cost.",
         minimum=0.0,
         maximum=1000.0,
+        live=True,
     ),
     Setting(
         "minutes.part_tokens",
@@ -925,6 +933,7 @@ SETTINGS += (
         "A transcript longer than this many tokens is summarised in parts, then merged.",
         minimum=2_000,
         maximum=400_000,
+        live=True,
     ),
     Setting(
         "minutes.timeout_s",
@@ -933,6 +942,7 @@ SETTINGS += (
         "Longest wait for one answer of the model.",
         minimum=5.0,
         maximum=900.0,
+        live=True,
     ),
 )
 

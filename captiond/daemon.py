@@ -280,9 +280,15 @@ class Daemon:
             except BaseException as exc:  # noqa: BLE001 - reported on the loop
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed after a timeout
-                loop.call_soon_threadsafe(
-                    lambda: done.done() or (done.set_exception(error) if error else
-                                            done.set_result(None)))
+                loop.call_soon_threadsafe(settle, error)
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
 
         # A daemon thread: a model that never answers cannot hold the process at exit.
         threading.Thread(target=work, name="minutes", daemon=True).start()

@@ -140,3 +140,11 @@ def test_minutes_written_when_a_session_ends(fleurs_en: list[Path], db_url: str,
     assert row is not None and row.source == "openai" and row.cost_usd > 0
     assert row.content["topics"][0]["cites"][0]["line"] == 0
     assert KEY not in err
+
+
+def test_minutes_settings_apply_on_reload() -> None:
+    """minutes.* edited on a running daemon apply at once (read when a session ends)."""
+    from captiond.reload import Running, decide
+
+    for name in ("minutes.engine", "minutes.model", "minutes.max_cost_usd"):
+        assert decide(name, Running(session=True)) == "live"

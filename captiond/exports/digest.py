@@ -107,7 +107,7 @@ def stamps(lines: Sequence[TextLine]) -> dict[int, str]:
 
 def text_lines(rows: Sequence[Any]) -> list[TextLine]:
     """Stored rows (with text) as numbered lines; ``speaker`` is read when the row has one."""
-    out = []
+    out: list[TextLine] = []
     for r in rows:
         if not r.text:
             continue

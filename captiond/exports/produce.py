@@ -19,6 +19,7 @@ or a page (error texts from the service are stripped of it before they are kept)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import random
@@ -35,7 +36,10 @@ from captiond.exports.digest import Minutes
 from captiond.exports.document import SessionExport
 from captiond.exports.responses import (
     MAX_ANSWER_BYTES,
+    Answer,
     Failure,
+    MergeAnswer,
+    Part,
     merge,
     merge_request_body,
     plan,
@@ -133,6 +137,11 @@ def ask(opts: Options, key: str, body: Mapping[str, Any],
     return result
 
 
+def _read_part(status: int, raw: bytes, headers: dict[str, str], *,
+               part: Part) -> Answer | Failure:
+    return read_answer(status, raw, headers, part)
+
+
 def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
                   sleep: Callable[[float], None] = time.sleep) -> Minutes:
     """The session's minutes: by the model when ``opts.engine`` and the key allow and every
@@ -143,7 +152,7 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
     findings = doc.findings()
 
     def offline(why: str | None = None) -> Minutes:
-        notes = ()
+        notes: tuple[str, ...] = ()
         if why:
             why = why.replace(key, "<redacted>") if key else why
             log.warning("minutes.offline session=%d reason=%r", doc.id, why)
@@ -166,18 +175,17 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
                        f"minutes.max_cost_usd = {opts.max_cost_usd:g} (raise it to use "
                        f"{opts.model})")
     language = opts.language or doc.language or ""
-    answers = []
+    answers: list[Answer] = []
     for i, part in enumerate(p.parts):
         body = request_body(part, model=opts.model, language=language, index=i,
                             count=len(p.parts))
-        result = ask(opts, key, body,
-                     lambda status, raw, headers, part=part: read_answer(status, raw, headers,
-                                                                          part), sleep=sleep)
+        result = ask(opts, key, body, functools.partial(_read_part, part=part), sleep=sleep)
         if isinstance(result, Failure):
             where = f" (part {i + 1} of {len(p.parts)})" if len(p.parts) > 1 else ""
             return offline(f"{opts.model} gave no usable minutes{where}: {result.reason}")
         answers.append(result)
-    overall, merge_note = None, ()
+    overall: MergeAnswer | None = None
+    merge_note: tuple[str, ...] = ()
     if len(answers) > 1:
         got = ask(opts, key, merge_request_body(answers, model=opts.model, language=language),
                   lambda status, raw, headers: read_merge(status, raw, headers, lines),
