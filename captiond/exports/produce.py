@@ -156,7 +156,7 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
         if why:
             why = why.replace(key, "<redacted>") if key else why
             log.warning("minutes.offline session=%d reason=%r", doc.id, why)
-            notes = (f"Offline minutes: {why}.",)
+            notes = (f"Offline minutes: {why.rstrip('. ')}.",)
         m = digest.offline(lines, findings, duration_ms=doc.duration_ms, generated_at=_now(),
                            notes=notes)
         return digest.check_cites(m, lines)[0]
