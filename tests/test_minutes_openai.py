@@ -196,3 +196,17 @@ def test_without_a_key_auto_is_offline() -> None:
     """minutes.engine = auto without a key: offline minutes, no note, no request."""
     m = produce.write_minutes(_meeting(), produce.Options(engine="auto"), None)
     assert m.source == "offline" and m.notes == ()
+
+
+def test_runaway_answer_is_cut_and_said() -> None:
+    """An answer listing more items than the bound keeps the first MAX_ITEMS, and says so."""
+    from captiond.exports.responses import MAX_ITEMS, Part, to_minutes
+
+    lines = digest.text_lines(_meeting().original)
+    data = FakeResponses.minutes_for("".join(
+        f"L{ln.id} [00:00:00] {ln.speaker}: {ln.text}\n" for ln in lines))
+    data["questions"] = [{"text": f"Question {i}?", "lines": [5]} for i in range(MAX_ITEMS + 7)]
+    m = to_minutes(data, Part(tuple(lines), "", 0))
+    assert len(m.questions) == MAX_ITEMS
+    assert m.notes == (f"The model listed {MAX_ITEMS + 7} questions; the first {MAX_ITEMS} "
+                       "of each are kept.",)

@@ -226,8 +226,13 @@ def to_minutes(data: Mapping[str, Any], part: Part) -> Minutes:
             first, last = last, first
         topics.append(Topic(_text(t["title"]), first.start_ms, last.end_ms,
                             _text(t["summary"]), _cites(t["lines"] or [first.id], by_id)))
+    cut = [f"{len(data[k])} {k}" for k in ("summary", "topics", "decisions", "actions",
+                                             "questions") if len(data[k]) > MAX_ITEMS]
+    notes = (f"The model listed {', '.join(cut)}; the first {MAX_ITEMS} of each are kept.",
+             ) if cut else ()
     return Minutes(
         "openai",
+        notes=notes,
         summary=tuple(Item(_text(s["text"]), _cites(s["lines"], by_id))
                       for s in data["summary"][:MAX_ITEMS]),
         topics=tuple(topics),
@@ -387,7 +392,9 @@ def merge(answers: Sequence[Answer], *, model: str, language: str | None, price_
         return tuple(out)
 
     ms = [a.minutes for a in answers]
-    notes = (f"summarised in {len(answers)} parts, merged in time order",) if len(ms) > 1 else ()
+    notes = tuple(n for m in ms for n in m.notes)
+    if len(ms) > 1:
+        notes += (f"summarised in {len(answers)} parts, merged in time order",)
     summary = overall.summary if overall else unique("s", [i for m in ms for i in m.summary])
     return replace(
         ms[0], summary=summary,
