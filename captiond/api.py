@@ -11,6 +11,8 @@ Routes (GET; every response is a JSON object; errors are ``{"error": "…"}``)::
     /api/sessions/{id}                     {"session": session, "gaps": [gap…]}  (id or "last")
     /api/sessions/{id}/lines?since=0&limit=500&track=original
                                            {"lines": [line…], "next_since": cursor}
+    /api/sessions/{id}/minutes             {"minutes": captiond-minutes JSON, "stored": bool}
+                                           (the stored minutes, else offline ones made now)
     /api/search?q=…&session=&since=&until=&lang=&speaker=&limit=20
                                            {"query": q, "hits": [hit…]}
     /api/status                            the daemon's status snapshot
@@ -60,6 +62,7 @@ StatusSource = Callable[[], Mapping[str, Any]]
 
 _SESSION = re.compile(r"/api/sessions/([^/]+)")
 _LINES = re.compile(r"/api/sessions/([^/]+)/lines")
+_MINUTES = re.compile(r"/api/sessions/([^/]+)/minutes")
 
 
 class BadRequest(CaptiondError):
@@ -200,6 +203,20 @@ def _lines(store: Store, ref: str, params: Mapping[str, str]) -> ApiResponse:
     }
 
 
+def _minutes(store: Store, ref: str) -> ApiResponse:
+    from captiond.exports import digest, produce
+    from captiond.exports.document import load_session
+
+    doc = load_session(store, ref, lang="original")
+    lines = digest.text_lines(doc.original)
+    minutes = produce.stored(store, doc)
+    stored = minutes is not None
+    if minutes is None:
+        minutes = digest.offline(lines, doc.findings(), duration_ms=doc.duration_ms)
+    minutes, _ = digest.check_cites(minutes, lines)
+    return 200, {"session": doc.id, "stored": stored, "minutes": digest.to_json(minutes, lines)}
+
+
 def _search(store: Store, params: Mapping[str, str]) -> ApiResponse:
     q = params.get("q", "")
     hits = search(
@@ -240,6 +257,8 @@ def handle_api(
             return _sessions(store, params)
         if m := _LINES.fullmatch(path):
             return _lines(store, m.group(1), params)
+        if m := _MINUTES.fullmatch(path):
+            return _minutes(store, m.group(1))
         if m := _SESSION.fullmatch(path):
             return _session(store, m.group(1))
         if path == "/api/search":

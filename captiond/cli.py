@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "captiond.commands.db",
     "captiond.commands.configcmd",
     "captiond.commands.export",
+    "captiond.commands.minutes",
     "captiond.commands.service",
     "captiond.commands.models",
 )

@@ -848,6 +848,104 @@ SETTINGS += (
     ),
 )
 
+# -- meeting minutes ---------------------------------------------------------------
+
+
+def _https_url(value: str) -> str | None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        return "must be an http:// or https:// URL such as https://api.openai.com/v1/responses"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "minutes.engine",
+        str,
+        "auto",
+        "Who writes the minutes: openai (a text model, needs the API key), offline (rules, "
+        "no network), auto (openai when a key is set, else offline). A failed model answer "
+        "always falls back to offline minutes.",
+        choices=("auto", "openai", "offline"),
+        live=True,
+    ),
+    Setting(
+        "minutes.on_session_end",
+        bool,
+        True,
+        "Write and store the minutes when a session completes (else only on `captiond minutes`).",
+        live=True,
+    ),
+    Setting(
+        "minutes.model",
+        str,
+        "gpt-5-mini",
+        "OpenAI text model for the minutes (Responses API with structured outputs).",
+        live=True,
+    ),
+    Setting(
+        "minutes.language",
+        str,
+        "",
+        "Language of the minutes (ISO-639-1, e.g. en, de); empty: the meeting's own language.",
+        check=_language,
+        live=True,
+    ),
+    Setting(
+        "minutes.max_cost_usd",
+        float,
+        0.50,
+        "Cost cap of one set of minutes in USD, estimated from the tokens before sending; a "
+        "meeting that would cost more gets offline minutes.",
+        minimum=0.0,
+        maximum=100.0,
+        live=True,
+    ),
+    Setting(
+        "minutes.url",
+        str,
+        "https://api.openai.com/v1/responses",
+        "Responses API endpoint (a proxy, EU data residency, tests).",
+        check=_https_url,
+        live=True,
+    ),
+    Setting(
+        "minutes.price_input_per_mtok",
+        float,
+        0.25,
+        "USD per million input tokens of minutes.model (gpt-5-mini: 0.25), for the cost.",
+        minimum=0.0,
+        maximum=1000.0,
+        live=True,
+    ),
+    Setting(
+        "minutes.price_output_per_mtok",
+        float,
+        2.00,
+        "USD per million output tokens of minutes.model (gpt-5-mini: 2.00), for the cost.",
+        minimum=0.0,
+        maximum=1000.0,
+        live=True,
+    ),
+    Setting(
+        "minutes.part_tokens",
+        int,
+        60_000,
+        "A transcript longer than this many tokens is summarised in parts, then merged.",
+        minimum=2_000,
+        maximum=400_000,
+        live=True,
+    ),
+    Setting(
+        "minutes.timeout_s",
+        float,
+        120.0,
+        "Longest wait for one answer of the model.",
+        minimum=5.0,
+        maximum=900.0,
+        live=True,
+    ),
+)
+
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 
 

@@ -50,6 +50,8 @@ log = logging.getLogger("captiond.daemon")
 
 #: Seconds a service gets to close at shutdown.
 SERVICE_CLOSE_TIMEOUT_S = 5.0
+#: Longest wait at session end for minutes by the model (offline minutes are stored first).
+MINUTES_AT_END_TIMEOUT_S = 60.0
 #: How often start-up progress is checked for READY=1.
 READY_POLL_S = 0.05
 #: How often STATUS= is refreshed for systemd (only sent when it changed).
@@ -237,6 +239,67 @@ class Daemon:
             raise
         return streams
 
+    async def minutes_at_end(self) -> None:
+        """Minutes of the session that just completed (``minutes.on_session_end``): offline
+        minutes are stored at once; with a key, the model's replace them if they arrive within
+        MINUTES_AT_END_TIMEOUT_S (else the offline ones stay, and the log says how to ask)."""
+        if not self.cfg["minutes.on_session_end"] or self.session is None or self.store is None:
+            return
+        sid = self.session.session_id
+        if sid is None:
+            return
+        import threading
+
+        from captiond.engines.openai import resolve_api_key
+        from captiond.exports import produce
+        from captiond.exports.document import load_session
+
+        store, cfg = self.store, self.cfg
+        try:
+            doc = await asyncio.to_thread(load_session, store, sid)
+            if not doc.original:
+                return
+            offline = produce.Options.from_config(cfg.replace(minutes__engine="offline"))
+            first = await asyncio.to_thread(produce.write_minutes, doc, offline, None)
+            await asyncio.to_thread(produce.save, store, doc, first)
+            opts = produce.Options.from_config(cfg)
+            key = None if opts.engine == "offline" else resolve_api_key(cfg)
+            if opts.engine == "offline" or (opts.engine == "auto" and not key):
+                return
+        except Exception as exc:  # noqa: BLE001 - minutes never fail the session
+            log.warning("minutes.failed session=%d error=%r", sid, str(exc))
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                # the model's minutes, or offline ones whose note says why not
+                produce.save(store, doc, produce.write_minutes(doc, opts, key))
+            except BaseException as exc:  # noqa: BLE001 - reported on the loop
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed after a timeout
+                loop.call_soon_threadsafe(settle, error)
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+
+        # A daemon thread: a model that never answers cannot hold the process at exit.
+        threading.Thread(target=work, name="minutes", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), MINUTES_AT_END_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("minutes.timeout session=%d waited_s=%.0f (offline minutes kept; run "
+                        "captiond minutes %d --regenerate)", sid, MINUTES_AT_END_TIMEOUT_S, sid)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("minutes.failed session=%d error=%r", sid, str(exc))
+
     def echo_guard(self, streams: list[Stream]) -> EchoGuard | None:
         """The echo guard, when configured and the session has a mic and a system channel."""
         channels = {s.channel for s in streams}
@@ -397,7 +460,9 @@ class Daemon:
                 self._background.append(
                     asyncio.create_task(self._watch_config(self.cfg.path), name="config-watch")
                 )
-            return await self.session.run()
+            result = await self.session.run()
+            await self.minutes_at_end()
+            return result
         finally:
             if self.state != "stopping":  # ended on its own (end of file) or failed
                 self.state = "stopping"

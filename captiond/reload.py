@@ -32,6 +32,7 @@ COMPONENT_OF_SECTION = {
     "log": "logging",
     "export": "live subtitles",
     "translate": "translation sessions",
+    "minutes": "minutes",
 }
 
 
@@ -167,6 +168,8 @@ def decide(name: str, running: Running) -> Decision:
         return "live"
     if name == "log.level":
         return "live"
+    if name.startswith("minutes."):
+        return "live"  # read from the config when a session ends or minutes are asked for
     if name.startswith("overlay."):
         return "live" if running.overlay else "restart"
     return "restart"

@@ -49,4 +49,60 @@
       .catch(function () {});
   }
   setInterval(refresh, STATUS_REFRESH_MS);
+
+  // The minutes of the newest completed session (text only: every value goes in as
+  // textContent, so nothing from a transcript or a model can become markup).
+  var MINUTES_ITEMS = 12;
+  function el(tag, text) {
+    var e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function at(cites) {
+    return (cites || []).map(function (c) { return " [" + c.at + "]"; }).join("");
+  }
+  function list(title, items, line) {
+    if (!items || !items.length) return null;
+    var box = el("div");
+    box.appendChild(el("h3", title));
+    var ul = el("ul");
+    items.slice(0, MINUTES_ITEMS).forEach(function (it) { ul.appendChild(el("li", line(it))); });
+    box.appendChild(ul);
+    return box;
+  }
+  function showMinutes() {
+    var json = function (r) { return r.ok ? r.json() : null; };
+    fetch(withToken("/api/sessions", "limit=10"), { cache: "no-store" })
+      .then(json)
+      .then(function (data) {
+        var done = data && data.sessions.filter(function (s) { return s.status === "completed"; });
+        if (!done || !done.length) return null;
+        return fetch(withToken("/api/sessions/" + done[0].id + "/minutes", ""),
+                     { cache: "no-store" }).then(json).then(function (m) {
+          return m && { session: done[0], minutes: m.minutes };
+        });
+      })
+      .then(function (got) {
+        if (!got) return;
+        var m = got.minutes;
+        document.getElementById("minutes-about").textContent =
+          (got.session.title || "Session " + got.session.id) + " · " +
+          (m.source === "openai" ? "written by " + m.model + " ($" + m.cost_usd.toFixed(4) + ")"
+                                 : "made offline");
+        var body = document.getElementById("minutes-body");
+        body.textContent = "";
+        [list("Summary", m.summary, function (s) { return s.text + at(s.cites); }),
+         list("Topics", m.topics, function (t) {
+           return t.title + " — " + t.summary + at(t.cites); }),
+         list("Decisions", m.decisions, function (d) { return d.text + at(d.cites); }),
+         list("Action items", m.actions, function (a) {
+           return (a.owner ? a.owner + ": " : "") + a.task +
+             (a.due ? " (due: " + a.due + ")" : "") + at(a.cites); }),
+         list("Open questions", m.questions, function (q) { return q.text + at(q.cites); })
+        ].forEach(function (box) { if (box) body.appendChild(box); });
+        document.getElementById("minutes").hidden = false;
+      })
+      .catch(function () {});
+  }
+  showMinutes();
 })();

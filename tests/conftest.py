@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Minutes at session end stay offline in tests (a test with an API key never reaches the
+# real Responses API); the minutes tests ask for the model against a fake on 127.0.0.1.
+os.environ.setdefault("CAPTIOND_MINUTES_ENGINE", "offline")
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The speech the tests use, in the repository (licences and sources: tests/data/README.md).

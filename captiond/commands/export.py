@@ -1,4 +1,5 @@
-"""``captiond export SESSION --format srt|vtt|md|json``: subtitles, minutes or JSON of a session.
+"""``captiond export SESSION --format srt|vtt|minutes|minutes-json|json``: subtitles, minutes
+(Markdown, or their JSON) or the whole session as JSON.
 
 Reads final lines only, so it also works while the session is still running.
 """
@@ -20,7 +21,8 @@ from captiond.exports.document import ExportError, SessionExport, load_session, 
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 
-FORMATS = ("srt", "vtt", "md", "json")
+#: ``md`` and ``minutes`` are the same Markdown minutes; ``minutes-json`` their JSON.
+FORMATS = ("srt", "vtt", "md", "minutes", "minutes-json", "json")
 SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
 
 _LIMIT_FLAGS = {
@@ -95,6 +97,7 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg)
     try:
         doc = load_session(store, args.session, lang=lang)
+        stored_in = _StoredMinutes(store.minutes(doc.id))
     finally:
         store.close()
     if not doc.all_rows():
@@ -124,11 +127,23 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     if fmt == "json":
         _emit([json.dumps(to_json(doc), ensure_ascii=False, indent=2), "\n"], args.output)
         return 0
-    _emit([_minutes(doc, cfg, args.template)], args.output)
+    from captiond.exports import digest, produce
+
+    minutes = produce.stored(stored_in, doc)  # None: offline minutes, made now, not stored
+    if fmt == "minutes-json":
+        lines = digest.text_lines(doc.original)
+        if minutes is None:
+            minutes = digest.offline(lines, doc.findings(), duration_ms=doc.duration_ms)
+        minutes, _ = digest.check_cites(minutes, lines)
+        _emit([json.dumps(digest.to_json(minutes, lines), ensure_ascii=False, indent=2), "\n"],
+              args.output)
+        return 0
+    _emit([minutes_markdown(doc, cfg, args.template, minutes)], args.output)
     return 0
 
 
-def _minutes(doc: SessionExport, cfg: Config, template: str | None) -> str:
+def minutes_markdown(doc: SessionExport, cfg: Config, template: str | None,
+                     minutes: Any = None) -> str:
     import jinja2
 
     from captiond.exports.minutes import TEMPLATE, environment, render_minutes, user_templates_dir
@@ -136,7 +151,7 @@ def _minutes(doc: SessionExport, cfg: Config, template: str | None) -> str:
     env = environment(user_templates_dir(cfg["export.templates_dir"]))
     name = template or TEMPLATE
     try:
-        return render_minutes(doc, env=env, template=name)
+        return render_minutes(doc, minutes=minutes, env=env, template=name)
     except jinja2.TemplateNotFound as exc:
         raise ExportError(f"minutes template '{exc.name}' not found (looked in "
                           f"{user_templates_dir(cfg['export.templates_dir'])} and the shipped "
@@ -144,6 +159,16 @@ def _minutes(doc: SessionExport, cfg: Config, template: str | None) -> str:
     except jinja2.TemplateError as exc:
         where = f"{getattr(exc, 'name', None) or name}:{getattr(exc, 'lineno', '?')}"
         raise ExportError(f"minutes template {where}: {exc} (fix the template)") from None
+
+
+class _StoredMinutes:
+    """The one stored-minutes row read before the store was closed, served as the store would."""
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+
+    def minutes(self, _session_id: int) -> Any:
+        return self.row
 
 
 def _emit(chunks: Iterable[str], target: Path | None) -> None:

@@ -123,7 +123,7 @@ _ACTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         rf"(?:\s+(?i:for)\s+{_OWNER})?\s*[:,\-–—]\s*{_TASK}")),
     # "Dave, can you book ...", "Can you book ..., Dave?"
     ("request", re.compile(
-        rf"^(?:{_OWNER},\s*)?(?i:can|could|would|will) (?i:you|one of you)(?i:,? please)?,?\s+"
+        rf"^(?:{_OWNER},?\s+)?(?i:can|could|would|will) (?i:you|one of you)(?i:,? please)?,?\s+"
         rf"(?P<task>.+?)(?:,\s*(?P<owner2>{_NAME}))?\s*\??$")),
     # "Tom, you'll handle the deployment, right?"
     ("you_will", re.compile(
@@ -182,6 +182,33 @@ _DECISION = re.compile(
     r"|\b(?:is|are|was|were|has been|have been|got)\s+(?:approved|signed off))",
     re.IGNORECASE,
 )
+#: "Let's X" / "we'll X" / "we're going to X" as people settle things in a meeting; the verbs
+#: below are how they steer the talk instead ("let's see", "we'll talk about it").
+_PLAN = re.compile(
+    r"\b(?:let's|let’s|let us|we'll|we’ll|we will|we're going to|we’re going to|we are going to"
+    r"|we're gonna|we’re gonna|we should go (?:for|with))\s+(?P<verb>[a-z]+)",
+    re.IGNORECASE)
+_PLAN_CHATTER = _words(
+    "see start begin get talk think say look wait hope try just have move go come discuss "
+    "recap summarize summarise continue carry break finish stop do be need find take meet "
+    "check chat leave hear ask wrap introduce turn jump skip focus first all now maybe "
+    "probably not never also still actually both"
+)
+_PLAN_CHATTER_PHRASES = re.compile(
+    r"\b(?:go with|go for|go ahead|do (?:it|that|this|the|a)\b|take (?:the|a|that)|move (?:it|the|to)"
+    r"|meet (?:again|on|next|at|tomorrow)|have (?:a|the) (?:button|\w+ button))",
+    re.IGNORECASE)
+
+
+def _plan_decision(sentence: str) -> re.Match[str] | None:
+    """A "let's ..."/"we'll ..." that settles something, not one that steers the talk."""
+    for m in _PLAN.finditer(sentence):
+        verb = m.group("verb").lower()
+        if verb not in _PLAN_CHATTER or _PLAN_CHATTER_PHRASES.match(sentence, m.start("verb")):
+            return m
+    return None
+
+
 _NEGATED_DECISION = re.compile(
     r"\b(?:not|haven't|hasn't|didn't|don't|never|no)\s+(?:yet\s+)?(?:decided|agreed|approved)"
     r"|\b(?:if|whether|once|until|unless)\s+(?:we\s+)?(?:decide|agree)", re.IGNORECASE)
@@ -315,7 +342,8 @@ def extract(utterances: Iterable[Utterance]) -> list[Finding]:
             if not sentence:
                 continue
             question = sentence.endswith("?")
-            decision = None if question else _DECISION.search(sentence)
+            decision = None if question else (_DECISION.search(sentence)
+                                              or _plan_decision(sentence))
             if decision and not _NEGATED_DECISION.search(sentence):
                 text = _decision_text(sentence, decision.start())
                 key: tuple[str, str | None, str] = ("decision", None, text.lower())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,39 +26,14 @@ from typing import Any
 import jinja2
 
 from captiond.exports.actions import Finding
+from captiond.exports.digest import Cite, Minutes, check_cites, offline, stamps, text_lines
 from captiond.exports.document import SessionExport
 from captiond.resources import templates_dir
 from captiond.timefmt import clock
 
-
-def _words(text: str) -> frozenset[str]:
-    """A set of words written as one string (easier to read and edit than a list)."""
-    return frozenset(text.split())
-
 TEMPLATE = "minutes.md.j2"
-#: Outline sections: about this many for a session of any length, each a round length.
-OUTLINE_SECTIONS = 8
-SECTION_LENGTHS_MS = (60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000)
-KEYWORDS_PER_SECTION = 4
-GIST_MAX_CHARS = 140
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&!{}])")
-_WORD = re.compile(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’\-]{3,}")
-_STOPWORDS = _words(
-    """about above after again against also although always another anyone anything around
-    because been before being below between both cannot could didn't does doesn't doing done
-    don't down during each else even every everyone everything fine first from further going
-    gonna good great have haven't having here hers into it's itself just kind know last let's
-    like little look looks lot make many maybe mean more most much must need next nice okay once
-    only other ought ours over really right same say says should some something still such sure
-    take than thank thanks that that's their theirs them then there there's these they they're
-    thing things think this those though through time today together told too under until very
-    want wanted was wasn't we'll we're we've well were weren't what what's when where which
-    while will with won't would yeah year years yes you'll you're your yours actually alright
-    thing guess pretty probably whatever anyway able back come came coming right people said
-    quite these week yeah okay yeah going want gets getting"""
-)
-
 
 def md(text: Any) -> str:
     """Escape Markdown (and inline HTML) in transcript text; whitespace collapsed."""
@@ -111,105 +85,40 @@ def environment(user_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def _anchors(rows: Sequence[Any], prefix: str) -> list[str]:
-    """A unique anchor per line, stable for the same transcript: ``t83000``, ``t83000-2``."""
-    seen: Counter[int] = Counter()
-    out = []
-    for r in rows:
-        seen[r.audio_start_ms] += 1
-        n = seen[r.audio_start_ms]
-        out.append(f"{prefix}{r.audio_start_ms}" + (f"-{n}" if n > 1 else ""))
-    return out
-
-
-def _section_ms(duration_ms: int) -> int:
-    for length in SECTION_LENGTHS_MS:
-        if duration_ms <= length * OUTLINE_SECTIONS:
-            return length
-    return SECTION_LENGTHS_MS[-1]
-
-
-def _gist(texts: Sequence[str]) -> str:
-    """The first sentence of some substance in a section (at least six words)."""
-    for text in texts:
-        for sentence in re.split(r"(?<=[.!?])\s+", text):
-            if len(sentence.split()) >= 6:
-                return sentence if len(sentence) <= GIST_MAX_CHARS else (
-                    sentence[: GIST_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…")
-    return texts[0][:GIST_MAX_CHARS] if texts else ""
-
-
-def outline(rows: Sequence[Any], anchors: Sequence[str], findings: Sequence[Finding],
-            duration_ms: int) -> list[dict[str, Any]]:
-    """Time sections with speakers, distinctive keywords and a gist."""
-    if not rows:
-        return []
-    length = _section_ms(max(duration_ms, rows[-1].audio_end_ms))
-    sections: dict[int, dict[str, Any]] = {}
-    names = {r.speaker.lower() for r in rows if r.speaker}
-    for row, anchor in zip(rows, anchors):
-        k = row.audio_start_ms // length
-        sec = sections.setdefault(k, {"start_ms": k * length, "end_ms": (k + 1) * length,
-                                      "anchor": anchor, "speakers": [], "texts": [],
-                                      "words": Counter(), "lines": 0})
-        sec["lines"] += 1
-        sec["texts"].append(row.text)
-        if row.speaker and row.speaker not in sec["speakers"]:
-            sec["speakers"].append(row.speaker)
-        sec["words"].update(
-            w for w in (x.lower() for x in _WORD.findall(row.text))
-            # contractions and the speakers' names say nothing about the topic
-            if w not in _STOPWORDS and w not in names and "'" not in w and "’" not in w)
-    # distinctive words: frequent here, rare in other sections
-    spread: Counter[str] = Counter()
-    for sec in sections.values():
-        spread.update(sec["words"].keys())
-    total = len(sections)
-    out = []
-    for k in sorted(sections):
-        sec = sections[k]
-        scored = sorted(sec["words"].items(),
-                        key=lambda kv: (-kv[1] * (1 + total - spread[kv[0]]), kv[0]))
-        keywords = [w for w, c in scored if c > 1 or total == 1][:KEYWORDS_PER_SECTION]
-        items = [f for f in findings if sec["start_ms"] <= f.start_ms < sec["end_ms"]]
-        out.append({
-            "start_ms": sec["start_ms"],
-            "end_ms": min(sec["end_ms"], max(duration_ms, rows[-1].audio_end_ms)),
-            "anchor": sec["anchor"],
-            "speakers": sec["speakers"],
-            "keywords": keywords,
-            "gist": _gist(sec["texts"]),
-            "lines": sec["lines"],
-            "decisions": sum(1 for f in items if f.kind == "decision"),
-            "actions": sum(1 for f in items if f.kind == "action"),
-        })
-    return out
-
-
 def _local(value: dt.datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
-def minutes_context(doc: SessionExport, findings: Sequence[Finding]) -> dict[str, Any]:
-    """Everything the template may use: plain dicts, lists and strings."""
+def minutes_context(doc: SessionExport, findings: Sequence[Finding] | None = None,
+                    minutes: Minutes | None = None) -> dict[str, Any]:
+    """Everything the template may use: plain dicts, lists and strings.
+
+    ``minutes``: stored minutes (their cites are checked against this transcript); without
+    them, offline minutes are made from the transcript and ``findings``.
+    """
     rows = [r for r in doc.original if r.text]
-    anchors = _anchors(rows, "t")
+    lines = text_lines(rows)
+    at = stamps(lines)
+    if minutes is None:
+        found = doc.findings() if findings is None else findings
+        minutes = offline(lines, found, duration_ms=doc.duration_ms)
+    minutes, _ = check_cites(minutes, lines)
 
-    def link(f: Finding) -> str:
-        # line_index counts the original lines that have text, as ``rows`` does
-        return anchors[f.line_index] if 0 <= f.line_index < len(anchors) else ""
+    def cites(cs: Sequence[Cite]) -> list[str]:
+        return [at[c.line] for c in cs if c.line in at]
 
-    def line_dict(r: Any, anchor: str) -> dict[str, Any]:
-        return {"start_ms": r.audio_start_ms, "end_ms": r.audio_end_ms, "anchor": anchor,
+    def line_dict(r: Any, stamp: str) -> dict[str, Any]:
+        return {"start_ms": r.audio_start_ms, "end_ms": r.audio_end_ms, "at": stamp,
                 "speaker": r.speaker, "channel": r.channel, "text": r.text}
 
     translations = []
     for lang, trows in doc.translations.items():
-        trows = [r for r in trows if r.text]
+        tlines = text_lines(trows)
+        tat = stamps(tlines)
         translations.append({"language": lang, "lines": [
-            line_dict(r, a) for r, a in zip(trows, _anchors(trows, f"{lang}-"))]})
+            line_dict(r, tat[ln.id]) for r, ln in zip([r for r in trows if r.text], tlines)]})
     return {
         "session": {
             "id": doc.id,
@@ -230,13 +139,24 @@ def minutes_context(doc: SessionExport, findings: Sequence[Finding]) -> dict[str
             "channels": doc.channels,
             "speakers": doc.speakers,
         },
-        "outline": outline(rows, anchors, findings, doc.duration_ms),
-        "decisions": [{"text": f.text, "start_ms": f.start_ms, "anchor": link(f),
-                       "speaker": f.speaker} for f in findings if f.kind == "decision"],
-        "actions": [{"task": f.text, "owner": f.owner, "due": f.due, "start_ms": f.start_ms,
-                     "anchor": link(f), "speaker": f.speaker, "self_assigned": f.self_assigned}
-                    for f in findings if f.kind == "action"],
-        "lines": [line_dict(r, a) for r, a in zip(rows, anchors)],
+        "minutes": {
+            "source": minutes.source,
+            "model": minutes.model,
+            "language": minutes.language,
+            "cost_usd": minutes.cost_usd,
+            "notes": list(minutes.notes),
+        },
+        "summary": [{"text": s.text, "cites": cites(s.cites)} for s in minutes.summary],
+        "topics": [{"title": t.title, "start": clock(t.start_ms), "end": clock(t.end_ms),
+                    "summary": t.summary, "keywords": list(t.keywords),
+                    "speakers": list(t.speakers), "cites": cites(t.cites)}
+                   for t in minutes.topics],
+        "decisions": [{"text": d.text, "speaker": d.speaker, "cites": cites(d.cites)}
+                      for d in minutes.decisions],
+        "actions": [{"task": a.text, "owner": a.owner, "due": a.due, "cites": cites(a.cites)}
+                    for a in minutes.actions],
+        "questions": [{"text": q.text, "cites": cites(q.cites)} for q in minutes.questions],
+        "lines": [line_dict(r, at[ln.id]) for r, ln in zip(rows, lines)],
         "translations": translations,
         "gaps": [{"start_ms": g.start_ms, "end_ms": g.end_ms, "channel": g.channel,
                   "reason": g.reason} for g in doc.gaps],
@@ -244,7 +164,7 @@ def minutes_context(doc: SessionExport, findings: Sequence[Finding]) -> dict[str
 
 
 def render_minutes(doc: SessionExport, findings: Sequence[Finding] | None = None, *,
-                   env: jinja2.Environment | None = None, template: str = TEMPLATE) -> str:
+                   minutes: Minutes | None = None, env: jinja2.Environment | None = None,
+                   template: str = TEMPLATE) -> str:
     env = env or environment(user_templates_dir())
-    findings = doc.findings() if findings is None else findings
-    return env.get_template(template).render(**minutes_context(doc, findings))
+    return env.get_template(template).render(**minutes_context(doc, findings, minutes))

@@ -6,6 +6,7 @@ Tables::
     segments   one line per (session, track, channel, item_id): order, audio times, text, status
     gaps       audio that was never transcribed (device lost, buffer overflow), per channel
     dropped    utterances an engine decoded (or cut) and then discarded or trimmed, and why
+    minutes    the session's meeting minutes (offline or by a model), regenerated when asked
 
 A test checks that these models and the migrations describe the same schema.
 """
@@ -117,4 +118,22 @@ class DroppedRow(Base):
     end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
     reason: Mapped[str] = mapped_column(String(64), default="")
     text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MinutesRow(Base):
+    """A session's minutes: :mod:`captiond.exports.digest` JSON, one row per session."""
+
+    __tablename__ = "minutes"
+    __table_args__ = (UniqueConstraint("session_id", name="uq_minutes_session"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    # offline | openai
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(64))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

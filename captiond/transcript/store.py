@@ -32,7 +32,14 @@ from sqlalchemy.orm import Session as OrmSession
 from captiond.errors import InvalidSessionRef, SessionNotFound, StoreError
 from captiond.events import Line, LineStatus, LineUpdate
 from captiond.resources import migrations_dir
-from captiond.transcript.models import DroppedRow, GapRow, SegmentRow, SessionRow, utcnow
+from captiond.transcript.models import (
+    DroppedRow,
+    GapRow,
+    MinutesRow,
+    SegmentRow,
+    SessionRow,
+    utcnow,
+)
 
 log = logging.getLogger("captiond.store")
 
@@ -416,8 +423,25 @@ class Store:
             s.expunge_all()
             return rows
 
+    def minutes(self, session_id: int) -> MinutesRow | None:
+        """The session's stored minutes, or None."""
+        with OrmSession(self.engine) as s:
+            row = s.scalars(select(MinutesRow).where(MinutesRow.session_id == session_id)).first()
+            s.expunge_all()
+            return row
+
+    def save_minutes(self, session_id: int, content: dict[str, Any], *, source: str,
+                     model: str | None, cost_usd: float) -> None:
+        """Store (or replace) the session's minutes."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(MinutesRow).where(MinutesRow.session_id == session_id))
+            conn.execute(insert(MinutesRow).values(
+                session_id=session_id, source=source, model=model, cost_usd=cost_usd,
+                content=content, created_at=utcnow()))
+
     def delete_session(self, session_id: int) -> None:
         with self.engine.begin() as conn:
+            conn.execute(delete(MinutesRow).where(MinutesRow.session_id == session_id))
             conn.execute(delete(DroppedRow).where(DroppedRow.session_id == session_id))
             conn.execute(delete(SegmentRow).where(SegmentRow.session_id == session_id))
             conn.execute(delete(GapRow).where(GapRow.session_id == session_id))

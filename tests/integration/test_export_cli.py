@@ -126,8 +126,8 @@ def test_qc_report(db, capsys):
 
 
 def test_markdown_minutes(db, tmp_path):
-    """Minutes render as CommonMark: facts, decisions, owned action items linking to the
-    transcript, outline, escaped transcript, German appendix, gaps."""
+    """Minutes render as CommonMark: facts, decisions, owned action items citing transcript
+    lines by their printed time, topics, escaped transcript, German appendix, gaps."""
     url, _ = db
     out = tmp_path / "minutes.md"
     assert run(url, "last", "-o", str(out)) == 0
@@ -135,18 +135,22 @@ def test_markdown_minutes(db, tmp_path):
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert "<h1>Product sync</h1>" in html
     assert "Draft: session" in html  # still running
-    for heading in ("Decisions", "Action items", "Outline", "Transcript",
+    for heading in ("Decisions", "Action items", "Topics", "Transcript",
                     "Appendix: translation (de)"):
         assert f"<h2>{heading}</h2>" in html
-    assert "<strong>Alice</strong>: update the documentation (due: <em>by Friday</em>)" in html
+    assert ("<strong>Alice</strong>: update the documentation (due: <em>by Friday</em>) "
+            "[00:00:24]") in html
     assert "<strong>Dave</strong>: get a quote for the larger tier (due: <em>by the end of " \
            "the week</em>)" in html
     assert "<li>We decided to go with the managed Postgres offering" in html
-    # every link points at an anchor that exists
-    targets = set(re.findall(r'href="#([^"]+)"', html))
-    anchors = set(re.findall(r'<a id="([^"]+)"></a>', html))
-    assert targets and targets <= anchors
-    assert 'href="#t24000"' in html  # Alice's action links to her line at 00:00:24
+    # no HTML anchors; every cited time is printed before exactly one transcript line
+    assert "<a " not in html and "href=" not in html
+    body, transcript = text.split("## Transcript", 1)
+    transcript = transcript.split("## Appendix", 1)[0]
+    printed = re.findall(r"^\[(\d\d:\d\d:\d\d[^\]]*)\] ", transcript, re.M)
+    assert len(printed) == len(set(printed))
+    cited = set(re.findall(r"\[(\d\d:\d\d:\d\d[^\]]*)\]", body))
+    assert cited and cited <= set(printed)
     assert "<td>Carol, Alice, Bob" not in html and "Alice, Bob, Carol, Dave, Erin" in html
     assert "device lost" in html
     assert "still being spoken" not in html

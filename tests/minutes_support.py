@@ -1,0 +1,34 @@
+"""Meetings for the minutes tests: the AMI and FLEURS fixtures as stored-session exports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from captiond.exports.document import SessionExport
+
+DATA = Path(__file__).parent / "data" / "minutes"
+MEETINGS = ("ami_meeting", "fleurs_meeting")
+
+
+def rows(name: str) -> list[Any]:
+    """The fixture's lines as the store's rows (start, end, speaker or None, text)."""
+    out = []
+    for i, raw in enumerate((DATA / f"{name}.tsv").read_text(encoding="utf-8").splitlines()):
+        start, end, speaker, text = raw.split("\t")
+        out.append(SimpleNamespace(
+            item_id=f"it-{i}", audio_start_ms=int(start), audio_end_ms=int(end),
+            speaker=speaker or None, channel="", text=text, engine="local", language="en",
+            words=None, track="original"))
+    return out
+
+
+def export(name: str, lines: list[Any] | None = None) -> SessionExport:
+    """A finished session holding the fixture's lines."""
+    lines = rows(name) if lines is None else lines
+    start = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
+    return SessionExport(id=1, title=name, status="completed", source="file:x.wav",
+                         started_at=start, ended_at=start + dt.timedelta(minutes=6),
+                         language="en", engine="local", tracks={"original": lines})
