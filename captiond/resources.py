@@ -16,7 +16,8 @@ def _folder(package: str, name: str) -> Path:
     # A source checkout's own folder first: an editable install of another checkout (a
     # second worktree of the same repository) would otherwise map the package name there.
     beside = _ROOT / name
-    if (beside / "__init__.py").is_file() and (_ROOT / "captiond" / "__init__.py").is_file():
+    checkout = (_ROOT / "pyproject.toml").is_file() and (_ROOT / "captiond" / "__init__.py").is_file()
+    if checkout and (beside / "__init__.py").is_file():
         return beside
     try:
         return Path(str(resources.files(package)))

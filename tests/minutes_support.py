@@ -12,6 +12,19 @@ from captiond.exports.document import SessionExport
 DATA = Path(__file__).parent / "data" / "minutes"
 MEETINGS = ("ami_meeting", "fleurs_meeting")
 
+#: A key the fakes accept; it must never reach a log, the database or a page.
+KEY = "sk-test-minutes-0123456789abcdefghijklmnop"
+SAID = [
+    ("Ann", "Okay so today is the remote control design, the buttons and the case."),
+    ("Ben", "Mm-hmm."),
+    ("Ben", "I think rubber buttons feel better than plastic ones in the hand."),
+    ("Cat", "Fine, we'll go with the rubber buttons then."),
+    ("Ann", "I'll send the drawings round by Friday."),
+    ("Ben", "Who checks the price of the chip?"),
+    ("Cat", "Yeah."),
+    ("Cat", "I'll ask the supplier about the kinetic battery."),
+]
+
 
 def rows(name: str) -> list[Any]:
     """The fixture's lines as the store's rows (start, end, speaker or None, text)."""

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from minutes_support import KEY, SAID
 from overlay_helpers import CHROMIUM, CHROMIUM_ARGS, PAGE_WAIT_MS, overlay_config
 from playwright.async_api import async_playwright
-from test_minutes_openai import KEY, SAID
 
 from captiond.api import api_handler
 from captiond.events import Line, LineStatus

@@ -11,23 +11,11 @@ from typing import Any
 
 import pytest
 from fakes.openai_responses import FakeResponses
-from minutes_support import export, rows
+from minutes_support import KEY, SAID, export, rows
 
 from captiond.exports import digest, produce
 from captiond.exports.responses import plan
 from captiond.timefmt import clock
-
-KEY = "sk-test-minutes-0123456789abcdefghijklmnop"
-SAID = [
-    ("Ann", "Okay so today is the remote control design, the buttons and the case."),
-    ("Ben", "Mm-hmm."),
-    ("Ben", "I think rubber buttons feel better than plastic ones in the hand."),
-    ("Cat", "Fine, we'll go with the rubber buttons then."),
-    ("Ann", "I'll send the drawings round by Friday."),
-    ("Ben", "Who checks the price of the chip?"),
-    ("Cat", "Yeah."),
-    ("Cat", "I'll ask the supplier about the kinetic battery."),
-]
 
 
 def _meeting(said: list[tuple[str, str]] = SAID, step_ms: int = 5_000) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakes.openai_responses import FakeResponses
-from test_minutes_openai import KEY, SAID
+from minutes_support import KEY, SAID
 
 from captiond import cli
 from captiond.api import handle_api
