@@ -18,6 +18,7 @@ removes its partial.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -214,7 +215,10 @@ class LocalEngine:
         self._requests[req.id] = req
         if stop is not None:
             self._stops[req.id] = stop
-        fut.add_done_callback(lambda _f, rid=req.id: self._result(rid))
+        fut.add_done_callback(functools.partial(self._done, req.id))
+
+    def _done(self, req_id: int, _fut: asyncio.Future[Pass]) -> None:
+        self._result(req_id)
 
     def _stop(self, req_id: int) -> None:
         """The core no longer needs this decode: skipped if not started, else it stops after

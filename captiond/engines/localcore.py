@@ -313,7 +313,8 @@ class FinalDecode:
         self._pending = req
         return req
 
-    def _finish(self) -> None:
+    def _finish(self) -> DecodeRequest | None:
+        """Done: tidy the result (its tail trimmed; the tokens of the words kept). None."""
         self._pending = None
         self.done = True
         res = self.result
