@@ -385,10 +385,10 @@ class OverlayServer:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         if request.method not in ALLOWED_METHODS:
-            response = _text(405, f"{request.method[:20]} is not allowed here: this server "
-                                  f"only reads (use {' or '.join(ALLOWED_METHODS)})\n")
-            response.headers["Allow"] = ", ".join(ALLOWED_METHODS)
-            return response
+            refused = _text(405, f"{request.method[:20]} is not allowed here: this server "
+                                 f"only reads (use {' or '.join(ALLOWED_METHODS)})\n")
+            refused.headers["Allow"] = ", ".join(ALLOWED_METHODS)
+            return refused
         response = await self._answer(connection, request)
         if request.method == "HEAD" and response is None:
             # A feed client must GET: a HEAD never upgrades.
