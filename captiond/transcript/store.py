@@ -54,6 +54,22 @@ PRIVATE_FILE_MODE = 0o600
 SESSION_ID_MAX = 2**63 - 1
 
 
+#: Database back ends captiond's schema and queries are written for (SQLAlchemy names).
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+#: The PostgreSQL driver the ``postgresql`` extra installs.
+POSTGRES_DRIVER = "psycopg"
+
+
+def _missing_driver(url: str, driver: str, exc: ImportError) -> str:
+    """The error for a database URL whose Python driver is not installed."""
+    if driver == POSTGRES_DRIVER:
+        return (f"cannot use database {redact_url(url)}: the PostgreSQL driver psycopg is not "
+                "installed (pip install 'captiond[postgresql]')")
+    return (f"cannot use database {redact_url(url)}: its driver {exc.name or driver} is not "
+            "installed (use postgresql+psycopg://USER@HOST/DB and "
+            "pip install 'captiond[postgresql]')")
+
+
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'captiond.db'}"
 
@@ -125,7 +141,13 @@ class Store:
                 f"database.url is not a database URL: {redact_url(url)!s} "
                 "(use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)"
             ) from exc
-        if parsed.get_backend_name() == "sqlite":
+        backend = parsed.get_backend_name()
+        if backend not in SUPPORTED_DATABASES:
+            raise StoreError(
+                f"database {redact_url(url)}: {backend} is not supported (captiond stores in "
+                "SQLite, sqlite:///PATH, or PostgreSQL, postgresql+psycopg://USER@HOST/DB)"
+            )
+        if backend == "sqlite":
             path = parsed.database
             if path and path != ":memory:":
                 directory = Path(path).expanduser().resolve().parent
@@ -148,7 +170,9 @@ class Store:
             return engine
         try:
             return create_engine(url, pool_pre_ping=True)
-        except Exception as exc:  # missing driver and the like
+        except ImportError as exc:
+            raise StoreError(_missing_driver(url, parsed.get_driver_name(), exc)) from exc
+        except Exception as exc:  # an unknown driver and the like
             raise StoreError(f"cannot use database {redact_url(url)}: {exc}") from exc
 
     def close(self) -> None:
