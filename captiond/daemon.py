@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
 from captiond import config as config_module
 from captiond import reload as reload_module
+from captiond.audio.segmenter import segmenter_params
 from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
@@ -39,7 +40,7 @@ from captiond.events import LineUpdate
 from captiond.feed import Feed, status_message
 from captiond.outputs.service import OutputsService
 from captiond.overlay.server import OverlayServer
-from captiond.pipeline import Session, Stream, segmenter_params
+from captiond.pipeline import Session, Stream
 from captiond.sdnotify import Notifier
 from captiond.services import ServiceContext, ServiceFactory
 from captiond.transcript.echo import EchoGuard

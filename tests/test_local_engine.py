@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from captiond import config
 from captiond.audio.block import AudioBlock
+from captiond.audio.segmenter import segmenter_params
 from captiond.cli import main
 from captiond.engines.factory import whisper_backend
 from captiond.engines.local import LocalEngine
 from captiond.engines.whisper import WhisperBackend, looks_repetitive
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
-from captiond.pipeline import segmenter_params
 from captiond.transcript.store import Store
 
 AMI = FLEURS.parent / "ami"

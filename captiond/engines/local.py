@@ -44,7 +44,13 @@ from captiond.engines.whisper import (
     WhisperBackend,
     looks_repetitive,
 )
-from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial
+from captiond.events import (
+    DroppedUtterance,
+    ItemCommitted,
+    ItemCompleted,
+    ItemFailed,
+    ItemPartial,
+)
 
 log = logging.getLogger("captiond.engine.local")
 
@@ -97,17 +103,6 @@ class EarlyFinal:
     end: int
     future: asyncio.Future[Decoded]
     stop: threading.Event  # set: the decode stops after the encoder, its result unused
-
-
-@dataclass(frozen=True, slots=True)
-class DroppedUtterance:
-    """Audio the engine cut as an utterance and then gave no text, and why."""
-
-    item_id: str
-    start_ms: int
-    end_ms: int
-    reason: str  # noise (too little speech), no_speech, phantom, repetition, punctuation, empty
-    text: str = ""
 
 
 class LocalEngine:
