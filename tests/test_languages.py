@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FLEURS, ROOT, normalise, reference
+from conftest import AMI, FLEURS, ROOT, normalise, reference
 
 from captiond.api import handle_api
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
@@ -153,7 +153,7 @@ def test_an_unsure_guess_keeps_the_language_detected_with_confidence(
     """A far-field English meeting (AMI trn08), auto-detected: the short utterances Whisper base
     is unsure of (it guesses Welsh, and loops in it) stay English, like the rest."""
     db = tmp_path / "c.db"
-    transcribe(FLEURS.parent / "ami" / "trn08.flac", whisper_base, "", db)
+    transcribe(AMI / "trn08.flac", whisper_base, "", db)
     lines = final_lines(db)
     assert len(lines) >= 5 and {lang for _, lang, _ in lines} == {"en"}, lines
 
