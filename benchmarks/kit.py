@@ -311,7 +311,10 @@ def local_engine(cfg: Config, backend: WhisperBackend | None = None, **options: 
     """The local engine as ``captiond`` builds it from ``cfg`` (segmenter from ``vad.*``,
     partial interval and word timings from ``local.*``); ``options`` override the keyword
     arguments (``partial_interval_s``, ``stable_text``, ``partials``, ...)."""
-    from captiond.audio.segmenter import segmenter_params
+    try:
+        from captiond.audio.segmenter import segmenter_params
+    except ImportError:  # a checkout from before it moved there (PYTHONPATH=OLD comparisons)
+        from captiond.pipeline import segmenter_params  # type: ignore[attr-defined,no-redef]
     from captiond.engines.factory import whisper_backend
     from captiond.engines.local import LocalEngine
 

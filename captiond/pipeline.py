@@ -38,7 +38,8 @@ from captiond.engines.base import Engine
 from captiond.events import LineStatus, LineUpdate, TranscriptEvent
 from captiond.feed import Feed
 from captiond.transcript.reconciler import Reconciler
-from captiond.transcript.store import Store, StoreWriter
+from captiond.transcript.store import Store
+from captiond.transcript.writer import StoreWriter
 
 log = logging.getLogger("captiond.pipeline")
 
