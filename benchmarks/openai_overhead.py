@@ -25,21 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
+import kit
 import numpy as np
-from conftest import EN_CLIPS
-from fakes.speech import ArraySource, conversation
+from kit import EN_CLIPS
 
 from captiond.engines.openai import OpenAIEngine, OpenAIOptions
 from captiond.feed import Feed
@@ -52,7 +45,7 @@ DEVICE_RATE = 48_000
 
 def _serve(conn: Any) -> None:
     """Child process: the fake server until terminated."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    kit.support("fakes")
     from fakes.openai_realtime import FakeRealtimeServer, length_transcriber
 
     async def main() -> None:
@@ -77,6 +70,9 @@ def warm_up() -> float:
 
 
 async def measure(url: str, clips: list[Path], speed: float) -> dict[str, Any]:
+    kit.support("fakes")
+    from fakes.speech import ArraySource, conversation
+
     audio = conversation(clips, rate=DEVICE_RATE)
     engine = OpenAIEngine(KEY, OpenAIOptions(url=url))
     received_at: dict[str, float] = {}
@@ -128,12 +124,8 @@ async def measure(url: str, clips: list[Path], speed: float) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", nargs="*", type=Path, default=EN_CLIPS)
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="playback speed (1.0 = real time, as from a device)")
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    kit.require(args.clips)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     server = ctx.Process(target=_serve, args=(child,), daemon=True)
@@ -157,8 +149,21 @@ def main() -> int:
           f"{r['cpu_s'] / r['audio_s']:.4f} s per audio second "
           f"(+ {r['cpu_load_s']:.2f} s one-time loading before the run)")
     print("targets: p99 <= 30 ms each way, CPU <= 0.03 s per audio second")
-    return 0
+    return {
+        "audio_s": r["audio_s"], "speech_s": r["speech_s"], "wall_s": r["wall_s"],
+        "completed": r["stats"]["completed"], "cost_usd": r["stats"]["cost_usd"],
+        "out_ms": {"p50": pct(r["out"], 50), "p99": pct(r["out"], 99), "max": pct(r["out"], 100),
+                   "n": len(r["out"])},
+        "in_ms": {"p50": pct(r["in"], 50), "p99": pct(r["in"], 99), "max": pct(r["in"], 100),
+                  "n": len(r["in"])},
+        "cpu_s": r["cpu_s"], "cpu_per_audio_s": r["cpu_s"] / r["audio_s"],
+        "cpu_load_s": r["cpu_load_s"],
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = kit.parser(__doc__)
+    parser.add_argument("--clips", nargs="*", type=Path, default=EN_CLIPS)
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="playback speed (1.0 = real time, as from a device)")
+    kit.run(main, parser.parse_args())

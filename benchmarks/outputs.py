@@ -28,10 +28,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import kit
 
 OBS_PASSWORD = "bench-password"
 WORDS = "the quick brown fox jumps over the lazy dog again and".split()
@@ -41,6 +40,8 @@ DRAIN_TIMEOUT_S = 120.0
 _SERVERS = r"""
 import asyncio, json, sys, threading
 sys.path.insert(0, sys.argv[1])
+import kit
+kit.support("fakes")
 from fakes.captions import FakeWebhook, FakeYouTube, FakeZoom
 from fakes.obs_websocket import FakeObs
 
@@ -146,14 +147,10 @@ async def burst(kind: str, url: str, n: int) -> dict:
 
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lines", type=int, default=20)
-    parser.add_argument("--every", type=float, default=3.0)
-    parser.add_argument("--burst", type=int, default=500)
-    parser.add_argument("--kinds", default="obs,youtube,zoom,webhook")
-    args = parser.parse_args()
-    servers = subprocess.Popen([sys.executable, "-c", _SERVERS, str(ROOT / "tests"), OBS_PASSWORD],
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"burst": {}}
+    servers = subprocess.Popen([sys.executable, "-c", _SERVERS, str(Path(__file__).parent),
+                                OBS_PASSWORD],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert servers.stdout is not None
@@ -161,6 +158,7 @@ def main() -> None:
         print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
         kinds = args.kinds.split(",")
         p = asyncio.run(paced(urls, kinds, args.lines, args.every))
+        figures["paced"] = p
         print(f"paced: {args.lines} finals of ~10 words, {args.every} s apart, all outputs on one "
               f"feed; CPU {p['cpu_ms_per_line']:.2f} ms per line for all of them")
         print(f"{'output':<8} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>10}")
@@ -171,14 +169,20 @@ def main() -> None:
         print(f"{'output':<8} {'cpu ms/line':>12} {'drain s':>8} {'requests':>9} "
               f"{'delivered':>10} {'dropped':>8}")
         for kind in kinds:
-            r = asyncio.run(burst(kind, urls[kind], args.burst))
+            r = figures["burst"][kind] = asyncio.run(burst(kind, urls[kind], args.burst))
             print(f"{kind:<8} {r['cpu_ms_per_line']:>12.3f} {r['drain_s']:>8.2f} "
                   f"{r['requests']:>9} {r['delivered']:>10} {r['dropped']:>8}")
     finally:
         if servers.stdin is not None:
             servers.stdin.close()
         servers.wait(10)
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    parser = kit.parser(__doc__)
+    parser.add_argument("--lines", type=int, default=20)
+    parser.add_argument("--every", type=float, default=3.0)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--kinds", default="obs,youtube,zoom,webhook")
+    kit.run(main, parser.parse_args())

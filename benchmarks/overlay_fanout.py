@@ -28,10 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import kit
 
 #: Caption updates per second during the measurement (a fast talker's partials).
 PUBLISH_HZ = 20
@@ -191,15 +190,17 @@ async def scenario(readers: int, stalled: int, seconds: float) -> dict[str, obje
     }
 
 
-async def main(scenarios: list[tuple[int, int]], seconds: float) -> None:
+async def fan_out(scenarios: list[tuple[int, int]], seconds: float) -> list[dict[str, Any]]:
     print(f"overlay fan-out: {PUBLISH_HZ} updates/s for {seconds:g} s per scenario; "
           f"stalled viewers never read (buffers pre-filled with {PRIME_LINES} x "
           f"{PRIME_LINE_BYTES} B lines)")
     print(f"{'viewers':>7} {'stalled':>7} {'samples':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'publish p99 us':>14} {'CPU ms/update':>13} {'stalled held':>12} "
           f"{'RSS MiB':>13}")
+    results = []
     for total, stalled in scenarios:
         r = await scenario(total - stalled, stalled, seconds)
+        results.append(r)
         held = f"{r['stalled_blocked_start']}->{r['stalled_blocked_end']}"
         print(f"{r['viewers']:>7} {r['stalled']:>7} {r['samples']:>8} {r['p50_ms']:>7.2f} "
               f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} {r['publish_p99_us']:>14.1f} "
@@ -213,17 +214,22 @@ async def main(scenarios: list[tuple[int, int]], seconds: float) -> None:
           "stalled held: stalled viewers with a backlog at the start -> end of the measurement "
           "(dropped after SEND_STALL_S or when MAX_PENDING_KEYS lines behind); "
           f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return results
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = [tuple(int(x) for x in s.split(":")) for s in args.scenarios.split(",")]
+    results = asyncio.run(fan_out([(a, b) for a, b in pairs], args.seconds))
+    return {"publish_hz": PUBLISH_HZ, "seconds": args.seconds, "scenarios": results,
+            "load": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--viewer-process":
         asyncio.run(viewers_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
         sys.exit(0)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = kit.parser(__doc__, raw=True)
     parser.add_argument("--seconds", type=float, default=6.0, help="measurement per scenario")
     parser.add_argument("--scenarios", default="1:0,50:10,200:10",
                         help="VIEWERS:STALLED,... (stalled are part of the viewers)")
-    args = parser.parse_args()
-    pairs = [tuple(int(x) for x in s.split(":")) for s in args.scenarios.split(",")]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    asyncio.run(main([(a, b) for a, b in pairs], args.seconds))
+    kit.run(main, parser.parse_args())

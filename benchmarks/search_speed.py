@@ -4,10 +4,10 @@ Prints build time, database size and p50/p99 latency of :func:`captiond.transcri
 for common words, rare words, phrases, prefixes and filtered searches. Target on SQLite:
 p50 <= 50 ms and p99 <= 200 ms. Not run in CI (it takes minutes); figures only, no assertions.
 
-    PYTHONPATH=. python benchmarks/search_speed.py                    # SQLite in a temp dir
-    PYTHONPATH=. python benchmarks/search_speed.py --hours 100        # a quicker, smaller run
-    PYTHONPATH=. python benchmarks/search_speed.py --db /tmp/big.db --keep   # reuse the store
-    PYTHONPATH=. python benchmarks/search_speed.py --url postgresql+psycopg://u:p@host/db
+    python benchmarks/search_speed.py                    # SQLite in a temp dir
+    python benchmarks/search_speed.py --hours 100        # a quicker, smaller run
+    python benchmarks/search_speed.py --db /tmp/big.db --keep   # reuse the store
+    python benchmarks/search_speed.py --url postgresql+psycopg://u:p@host/db
 
 Text is drawn from a Zipf-distributed synthetic vocabulary (so a handful of words appear in
 a large share of lines, as "the" and "we" do in speech) plus a few rare marker words.
@@ -24,7 +24,9 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import kit
 import numpy as np
 from sqlalchemy import text
 
@@ -224,13 +226,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--hours", type=int, default=1_000, help="meeting hours to synthesise")
-    ap.add_argument("--db", type=Path, help="SQLite file (default: a temporary one)")
-    ap.add_argument("--url", help="any database URL instead of --db (e.g. PostgreSQL)")
-    ap.add_argument("--keep", action="store_true", help="keep and reuse the database")
-    args = ap.parse_args()
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"hours": args.hours, "kinds": {}}
 
     tmp = None
     path: Path | None = None
@@ -253,9 +250,11 @@ def main() -> None:
             raise SystemExit(f"{url} holds {existing:,} lines, not {expected:,}: use a new --db")
         lines, seconds = build(store, args.hours)
         print(f"built {lines:,} lines in {seconds:.0f} s ({lines / seconds:,.0f} lines/s)")
+        figures.update(built_lines=lines, build_s=seconds)
     else:
         print(f"reusing {existing:,} lines")
     print(f"database size: {db_size(store, path)} (for {expected:,} lines)")
+    figures.update(database=store.engine.dialect.name, size=db_size(store, path), lines=expected)
 
     rng = random.Random(SEED + 1)
     vocab = vocabulary(random.Random(SEED))
@@ -301,10 +300,14 @@ def main() -> None:
             f"{label:36} {len(times):>5} {pct(times, 0.5):>8.1f} {pct(times, 0.99):>8.1f} "
             f"{max(times):>8.1f}  {hits}"
         )
+        figures["kinds"][label] = {"runs": len(times), "p50_ms": pct(times, 0.5),
+                                   "p99_ms": pct(times, 0.99), "max_ms": max(times), "hits": hits}
     print(
         f"{'all queries':36} {len(all_times):>5} {pct(all_times, 0.5):>8.1f} "
         f"{pct(all_times, 0.99):>8.1f} {max(all_times):>8.1f}"
     )
+    figures["all"] = {"runs": len(all_times), "p50_ms": pct(all_times, 0.5),
+                      "p99_ms": pct(all_times, 0.99), "max_ms": max(all_times)}
     print(
         f"\ncpu: {os.cpu_count()} cores; python {platform.python_version()}"
     )
@@ -313,7 +316,13 @@ def main() -> None:
         tmp.cleanup()
     elif tmp is not None:
         print(f"kept {path}")
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    ap = kit.parser(__doc__, raw=True)
+    ap.add_argument("--hours", type=int, default=1_000, help="meeting hours to synthesise")
+    ap.add_argument("--db", type=Path, help="SQLite file (default: a temporary one)")
+    ap.add_argument("--url", help="any database URL instead of --db (e.g. PostgreSQL)")
+    ap.add_argument("--keep", action="store_true", help="keep and reuse the database")
+    kit.run(main, ap.parse_args())

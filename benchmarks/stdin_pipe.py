@@ -14,6 +14,7 @@ wall seconds.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -21,16 +22,13 @@ import tempfile
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import kit
+import numpy as np
+from kit import EN_CLIPS, ROOT, reference
 
-import jiwer  # noqa: E402
-import numpy as np  # noqa: E402
-from conftest import EN_CLIPS, normalise, reference  # noqa: E402
-
-from captiond.transcript.store import Store  # noqa: E402
+from captiond.transcript.store import Store
 
 RATE = 16_000
 GAP_S = 1.5
@@ -53,20 +51,24 @@ def captiond(*args: str) -> list[str]:
     return [sys.executable, "-m", "captiond", *args]
 
 
-def report(name: str, db: str, wall: float) -> float:
+def report(name: str, db: str, wall: float) -> dict[str, Any]:
     store = Store(db)
     session = store.resolve_session("last")
     text = " ".join(ln.text for ln in store.lines(session.id))
     ref = " ".join(reference(c) for c in EN_CLIPS)
-    wer = jiwer.wer(ref, normalise(text))
+    wer = kit.wer(ref, text)
     print(f"{name:<12} WER {wer * 100:5.2f} %  lines {len(store.lines(session.id)):3d}  "
           f"gaps {len(store.gaps(session.id))}  audio {session.audio_seconds:.1f} s  "
           f"wall {wall:.1f} s  status {session.status}")
+    figures = {"wer": wer, "lines": len(store.lines(session.id)),
+               "gaps": len(store.gaps(session.id)), "audio_s": session.audio_seconds,
+               "wall_s": wall, "status": session.status}
     store.close()
-    return wer
+    return figures
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    kit.require(EN_CLIPS)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            "CAPTIOND_OVERLAY_PORT": "0", "CAPTIOND_AUDIO_QUEUE_S": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,8 +89,10 @@ def main() -> None:
                        capture_output=True)
         ffmpeg.wait()
         b = report("stdin pipe", db2, time.monotonic() - t0)
-        print(f"difference {abs(a - b) * 100:.2f} WER points; load {os.getloadavg()[0]:.1f}")
+        print(f"difference {abs(a['wer'] - b['wer']) * 100:.2f} WER points; "
+              f"load {os.getloadavg()[0]:.1f}")
+    return {"transcribe": a, "stdin_pipe": b, "load": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":
-    main()
+    kit.run(main, kit.parser(__doc__).parse_args())

@@ -1,6 +1,6 @@
 """System-audio capture: latency from playing to captiond having the audio, and its CPU cost.
 
-Usage: ``PYTHONPATH=. python benchmarks/system_capture.py [--rate 48000] [--bursts 5]``
+Usage: ``python benchmarks/system_capture.py [--rate 48000] [--bursts 5]``
 
 Starts a private PulseAudio server (as the tests do) with a stereo null sink at ``--rate``,
 records its monitor with :class:`captiond.audio.system.ServerSource`, and plays tone bursts
@@ -18,21 +18,16 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import kit
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from pulse_support import PulseServer, write_tone  # noqa: E402
-
-from captiond.audio.resample import Resampler  # noqa: E402
-from captiond.audio.system import ServerSource, open_system  # noqa: E402
+from captiond.audio.resample import Resampler
+from captiond.audio.system import ServerSource, open_system
 
 #: Silence before each burst's tone in the played file, and the tone's length.
 LEAD_S = 0.5
@@ -50,7 +45,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(server: PulseServer, tone: Path, bursts: int) -> None:
+async def measure(server: Any, tone: Path, bursts: int) -> dict[str, Any]:
     source = open_system("bench", block_ms=32)
     assert isinstance(source, ServerSource)
     resample = Resampler(16_000)
@@ -89,13 +84,16 @@ async def measure(server: PulseServer, tone: Path, bursts: int) -> None:
     print(f"audio captured {audio_s:.1f} s")
     print(f"parec CPU {parec_cpu / audio_s * 60:.2f} s per audio minute")
     print(f"captiond downmix+resample CPU {own_cpu / audio_s * 60:.3f} s per audio minute")
+    return {"server_rate": source.rate, "channels": source.channels,
+            "delays_ms": [d * 1000 for d in delays],
+            "median_ms": statistics.median(delays) * 1000, "max_ms": max(delays) * 1000,
+            "audio_s": audio_s, "parec_cpu_s_per_min": parec_cpu / audio_s * 60,
+            "captiond_cpu_s_per_min": own_cpu / audio_s * 60}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rate", type=int, default=48_000)
-    ap.add_argument("--bursts", type=int, default=5)
-    args = ap.parse_args()
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    pulse_support = kit.support("pulse_support")
+    PulseServer, write_tone = pulse_support.PulseServer, pulse_support.write_tone
     with tempfile.TemporaryDirectory() as tmp:
         server = PulseServer(Path(tmp) / "pulse")
         server.start()
@@ -115,10 +113,13 @@ def main() -> None:
                 w.setsampwidth(2)
                 w.setframerate(args.rate)
                 w.writeframes(frames.tobytes())
-            asyncio.run(measure(server, tone, args.bursts))
+            return asyncio.run(measure(server, tone, args.bursts))
         finally:
             server.stop()
 
 
 if __name__ == "__main__":
-    main()
+    ap = kit.parser(__doc__)
+    ap.add_argument("--rate", type=int, default=48_000)
+    ap.add_argument("--bursts", type=int, default=5)
+    kit.run(main, ap.parse_args())

@@ -2,17 +2,20 @@
 each 32 ms audio block (PCM16 -> base64 -> session.input_audio_buffer.append) and for each
 server delta (JSON -> segmenter -> line events), and the reconciler on top.
 
-    PYTHONPATH=. python benchmarks/translate_overhead.py
+    python benchmarks/translate_overhead.py
 
 Prints figures; asserts nothing (timing belongs here, not in tests).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
+from typing import Any
 
+import kit
 import numpy as np
 
 from captiond.audio.block import float_to_pcm16
@@ -28,7 +31,7 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> dict[str, Any]:
     p = TranslationProtocol(TranslateSettings("es"), item_prefix="tr-es-",
                             buffer_bytes=300 * 48_000, resend_bytes=10 * 48_000,
                             rotate_before_s=300)
@@ -58,7 +61,12 @@ def main() -> None:
           f"p99 {pct(delta_t, 0.99) * 1e6:.0f} us")
     print(f"protocol CPU per audio second (audio path only): "
           f"{sum(audio_t) / audio_s * 1000:.2f} ms/s; lines made: {p.segmenter.lines}")
+    return {"audio_block_us": {"p50": statistics.median(audio_t) * 1e6,
+                               "p99": pct(audio_t, 0.99) * 1e6},
+            "delta_us": {"p50": statistics.median(delta_t) * 1e6, "p99": pct(delta_t, 0.99) * 1e6},
+            "protocol_ms_per_audio_s": sum(audio_t) / audio_s * 1000,
+            "lines": p.segmenter.lines}
 
 
 if __name__ == "__main__":
-    main()
+    kit.run(main, kit.parser(__doc__).parse_args())

@@ -69,16 +69,29 @@ def _language(value: str) -> str | None:
 
 
 # -- checks for the overlay settings: values reach CSS, so they are held to safe forms.
-_COLOUR_RE = re.compile(
-    r"#?(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-zA-Z]{3,30}"
-)
+#: Bare hex digits (``ffcc00``): a colour written in a URL, where ``#`` starts the fragment.
+_BARE_HEX_RE = re.compile(r"[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8}")
+#: Longest colour value accepted (``rgb(255 204 0 / 50%)`` and the like are far shorter).
+COLOUR_MAX_CHARS = 64
 _FONT_FAMILY_RE = re.compile(r"[A-Za-z0-9 ,\-_'\"]{1,120}")
 
 
 def _colour(value: str) -> str | None:
-    if not _COLOUR_RE.fullmatch(value):
-        return "must be a colour such as #ffcc00, ffcc00 or white"
-    return None
+    """None for a CSS colour (a name, #hex, rgb(), hsl() and the other CSS Color 4 forms, as
+    tinycss2 parses them; bare hex for URLs), else what to write instead."""
+    import tinycss2.color4
+
+    if _BARE_HEX_RE.fullmatch(value):
+        return None
+    if len(value) <= COLOUR_MAX_CHARS and tinycss2.color4.parse_color(value) is not None:
+        return None
+    fix = "must be a CSS colour such as white, #ffcc00, ffcc00, rgb(255 204 0) or hsl(48 100% 50%)"
+    # The CSS colour names as tinycss2 holds them (private: no suggestion if it goes away).
+    names = list(getattr(tinycss2.color4, "_COLOR_KEYWORDS", ()))
+    close = difflib.get_close_matches(value.strip().lower(), names, n=3, cutoff=0.6)
+    if close:
+        fix += f" (did you mean {' or '.join(close)}?)"
+    return fix
 
 
 def _font_family(value: str) -> str | None:

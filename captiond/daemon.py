@@ -8,8 +8,10 @@ A second signal exits at once.
 
 Around that, the daemon is a good service: it tells systemd when it is ready, what it
 is doing and that its loop is alive (:mod:`captiond.sdnotify`), answers ``captiond status`` on
-its control socket (:mod:`captiond.control`), and reloads its config file when it changes or
-on SIGHUP (:mod:`captiond.reload` decides what applies live).
+its control socket (:mod:`captiond.control`; the reports are built in
+:mod:`captiond.daemon_status`), and reloads its config file when it changes or on SIGHUP
+(:mod:`captiond.daemon_reload` applies it; the pure :mod:`captiond.reload` decides what
+applies live).
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH)
-from captiond import config as config_module
 from captiond import reload as reload_module
 from captiond.audio.sources import SourceSpec, open_source, parse_source
 from captiond.audio.switch import SwitchableSource
 from captiond.config import Config
 from captiond.control import ControlServer, socket_path
-from captiond.engines.factory import build_engine, engine_name, engine_sample_rate
+from captiond.daemon_reload import LiveReload, _register_secrets
+from captiond.daemon_status import DaemonStatus
+from captiond.engines.factory import build_engine
 from captiond.engines.switch import SwitchableEngine
-from captiond.errors import AudioError, CaptiondError, ConfigError
+from captiond.errors import AudioError
 from captiond.events import LineUpdate
 from captiond.feed import Feed, status_message
 from captiond.outputs.service import OutputsService
 from captiond.overlay.server import OverlayServer
-from captiond.pipeline import Session, Stream, segmenter_params
+from captiond.pipeline import Session, Stream
 from captiond.sdnotify import Notifier
 from captiond.services import ServiceContext, ServiceFactory
 from captiond.transcript.echo import EchoGuard
@@ -56,8 +59,6 @@ MINUTES_AT_END_TIMEOUT_S = 60.0
 READY_POLL_S = 0.05
 #: How often STATUS= is refreshed for systemd (only sent when it changed).
 STATUS_INTERVAL_S = 2.0
-#: Quiet time after a config file change before it is re-read (editors write in steps).
-RELOAD_DEBOUNCE_MS = 300
 #: Exit status of a forced exit (second signal): 128 + SIGINT, what shells expect.
 FORCED_EXIT_STATUS = 130
 #: Channel names of the two-sided call (``--source mic+system``).
@@ -108,40 +109,7 @@ def default_services() -> list[ServiceFactory]:
     return [live_service, overlay_service, outputs_service]
 
 
-#: Status fields only the local user sees (control socket), not the HTTP API.
-_PRIVATE_STATUS = frozenset({"source", "config", "pid"})
-
-
-def _shown(name: str, value: Any) -> Any:
-    """A setting's value as a log line may show it (secrets hidden)."""
-    return "<hidden>" if config_module.BY_NAME[name].secret and value else value
-
-
-def _register_secrets(cfg: Config) -> None:
-    """Secret settings (tokens, database URLs with passwords) never appear in a log line."""
-    from captiond.config import SETTINGS
-    from captiond.logs import register_secret
-
-    for setting in SETTINGS:
-        value = cfg[setting.name]
-        if not (setting.secret and value):
-            continue
-        if setting.name == "database.url":
-            # The URL says which database (worth logging); only its password is secret.
-            value = _url_password(str(value))
-        register_secret(str(value or ""))
-
-
-def _url_password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).password
-    except Exception:  # noqa: BLE001 - unparsable: hide all of it
-        return url
-
-
-class Daemon:
+class Daemon(DaemonStatus, LiveReload):
     def __init__(
         self,
         cfg: Config,
@@ -312,46 +280,6 @@ class Daemon:
             threshold=self.cfg["call.echo_similarity"],
         )
 
-    def stats(self) -> dict[str, Any]:
-        """The session's figures, with viewers counted by the overlay (pages actually open)."""
-        stats = self.session.stats() if self.session else {}
-        if stats and self.overlay is not None:
-            stats["feed_subscribers"] = stats.get("viewers", 0)
-            stats["viewers"] = self.overlay.viewers()
-        return stats
-
-    def status(self) -> dict[str, Any]:
-        """What ``captiond status`` and ``/api/status`` show. Called on the event loop."""
-        stats = self.stats()
-        session = self.session
-        engines = stats.get("engines", [])
-        return {
-            "pid": os.getpid(),
-            "state": self.state,
-            "ready": self.ready,
-            "started_at": round(self.started_at, 1),
-            "uptime_s": round(time.monotonic() - self._started_mono, 1),
-            "source": " + ".join(s.source.description for s in session.streams) if session else None,
-            "engine": ",".join(sorted({s.engine.name for s in session.streams})) if session else None,
-            "engine_state": ",".join(sorted({str(e.get("state", "?")) for e in engines})) or None,
-            "session": stats.get("session"),
-            "lines_stored": stats.get("finals", 0),
-            "store_errors": stats.get("store_errors", 0),
-            "audio_s": stats.get("audio_s", 0.0),
-            "lag_s": stats.get("lag_s", 0.0),
-            "gaps": sum(s.gaps for s in session.streams) if session else 0,
-            "dropped": stats.get("dropped", 0),
-            "viewers": self.overlay.viewers() if self.overlay is not None else None,
-            "overlay_url": self.overlay.url if self.overlay is not None and self.ready else None,
-            "cost_usd": stats.get("cost_usd", 0.0),
-            "config": str(self.cfg.path) if self.cfg.path else None,
-            "reloads": self.reloads,
-            "reload_error": self.reload_error,
-            "restart_needed": self.restart_needed,
-            "outputs": self.outputs.status() if self.outputs is not None else [],
-            "outputs_summary": self.outputs.summary() if self.outputs is not None else "",
-        }
-
     def service_context(self) -> ServiceContext:
         """What the services around the session get: never the daemon itself."""
         return ServiceContext(
@@ -359,49 +287,6 @@ class Daemon:
             realtime=self.realtime, title=self.title or "",
             http_handlers=dict(self.http_handlers),
         )
-
-    def overlay_status(self) -> dict[str, Any]:
-        """The public part of the status the overlay pages show (numbers and names, never
-        sources or paths)."""
-        stats = self.stats()
-        session = self.session
-        names = sorted({s.engine.name for s in session.streams}) if session is not None else []
-        status = {
-            "state": "captioning" if session is not None and session.session_id else "starting",
-            "engine": ",".join(names) or None,
-            "session": stats.get("session"),
-            "uptime_s": stats.get("uptime_s"),
-            "audio_s": stats.get("audio_s"),
-            "finals": stats.get("finals"),
-            "lag_s": stats.get("lag_s"),
-        }
-        # The caption outputs in one line, when there are any: "obs ok, youtube failing (HTTP 503)".
-        summary = self.outputs.summary() if self.outputs is not None else ""
-        if summary:
-            status["outputs_summary"] = summary
-        return status
-
-    def public_status(self) -> dict[str, Any]:
-        """The status for the overlay's ``/api/status``: no file paths or device names (the
-        overlay may be reachable from other machines; the control socket is the user's own)."""
-        return {k: v for k, v in self.status().items() if k not in _PRIVATE_STATUS}
-
-    def status_line(self) -> str:
-        """One line for systemd's STATUS= (``systemctl status`` shows it)."""
-        st = self.status()
-        if not self.ready:
-            return f"{self.state}"
-        line = (
-            f"{self.state}: engine {st['engine']} ({st['engine_state']}), session {st['session']}, "
-            f"{st['lines_stored']} lines, lag {st['lag_s']:.1f} s"
-        )
-        if st["viewers"] is not None:
-            line += f", {st['viewers']} viewers"
-        if st.get("cost_usd"):
-            line += f", ${st['cost_usd']:.3f}"
-        if self.restart_needed:
-            line += ", restart needed for " + ",".join(sorted(self.restart_needed))
-        return line
 
     async def run(self) -> int:
         """Run one session to its end; returns its id."""
@@ -526,218 +411,6 @@ class Daemon:
                 next_status = now + STATUS_INTERVAL_S
             # Short steps until ready, so READY=1 follows the start of capture closely.
             await asyncio.sleep(tick if self.ready else READY_POLL_S)
-
-    # -- live reload ------------------------------------------------------------------------
-
-    async def _watch_config(self, path: Any) -> None:
-        """Reload whenever the config file changes (watchfiles watches its directory, so an
-        editor that replaces the file by renaming is seen too)."""
-        import watchfiles
-
-        target = os.path.realpath(path)
-        directory = os.path.dirname(target)
-
-        def relevant(_change: Any, changed: str) -> bool:
-            return os.path.realpath(changed) == target
-
-        async for _changes in watchfiles.awatch(
-            directory, watch_filter=relevant, debounce=RELOAD_DEBOUNCE_MS, recursive=False,
-            stop_event=self._watch_stop,
-        ):
-            await self.reload(trigger="file")
-
-    def _on_sighup(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload(trigger="SIGHUP"))
-        self._background = [t for t in self._background if not t.done()]
-        self._background.append(task)
-
-    async def reload(self, *, trigger: str = "request") -> bool:
-        """Re-read the config file and apply what can change live. False if the edit is invalid
-        (the old config stays in force; the log names the key and the reason)."""
-        async with self._reload_lock:
-            path = self.cfg.path
-            flags = reload_module.overrides_of(self.cfg)
-            try:
-                new = await asyncio.to_thread(config_module.load, path, overrides=flags)
-                file_cfg = await asyncio.to_thread(config_module.load, path) if flags else new
-            except ConfigError as exc:
-                self.reload_errors += 1
-                self.reload_error = str(exc)
-                log.error("config.reload_failed trigger=%s error=%r keeping=old", trigger, str(exc))
-                return False
-            self.reload_error = None
-            _register_secrets(new)
-            running = self._running(new)
-            plan = reload_module.plan_running(self.cfg, new, running)
-            self.reloads += 1
-            if self.outputs is not None and new.outputs != self.cfg.outputs \
-                    and not await self.outputs.apply(new.outputs):
-                # An added output cannot start (its secret is missing): the running ones stay.
-                plan.applied = Config(plan.applied, plan.applied.origins, plan.applied.path,
-                                      self.cfg.outputs)
-            fresh, self.restart_needed = self._notices.update(plan, new, self.cfg)
-            _register_secrets(file_cfg)
-            overridden = reload_module.overridden(file_cfg, new)
-            if overridden != self._overridden:
-                # Said once per file value: the edit is read, but the flag wins until a restart.
-                for name, (in_file, in_force) in sorted(overridden.items()):
-                    if self._overridden.get(name) != (in_file, in_force):
-                        log.warning(
-                            "config.overridden setting=%s file=%r in_force=%r by=command_line "
-                            "(the flag wins over the file; restart without it to use the file)",
-                            name, _shown(name, in_file), _shown(name, in_force),
-                        )
-                self._overridden = overridden
-            if plan.unused:
-                # Read by no engine that runs: taken into the config, applied when one does.
-                log.info("config.not_in_use settings=%s engine=%s (applies when an engine that "
-                         "reads them runs)", ",".join(sorted(plan.unused)), running.engine)
-            if not plan.live and not fresh and not plan.unused:
-                self.cfg = plan.applied  # the same settings; the outputs may have changed
-                log.info("config.reloaded trigger=%s changed=none", trigger)
-                return True
-            # A change that fails to apply keeps the running value without pinning it: the
-            # next reload compares the file with it again, so a corrected edit applies.
-            if "audio.source" in plan.live and not await self._switch_source(plan.applied):
-                # The new device cannot be opened: keep capturing from the old one.
-                plan.live.discard("audio.source")
-                plan.applied = reload_module.keep_running(plan.applied, self.cfg, {"audio.source"})
-            engine_changes = {n for n in plan.live if reload_module.needs_engine_switch(n)}
-            if engine_changes and not await self._switch_engine(plan.applied):
-                # The new engine cannot be built: keep the running one and its settings.
-                plan.live -= engine_changes
-                plan.applied = reload_module.keep_running(plan.applied, self.cfg, engine_changes)
-            if "translate.targets" in plan.live and not await self._retarget(plan.applied):
-                # No key, a bad code, or the session ended: the running translations stay.
-                plan.live.discard("translate.targets")
-                plan.applied = reload_module.keep_running(
-                    plan.applied, self.cfg, {"translate.targets"}
-                )
-            self._apply(plan.applied, plan.live)
-            self.cfg = plan.applied
-            for component, names in fresh.items():
-                log.warning(
-                    "config.restart_needed component=%r settings=%s (restart: systemctl --user "
-                    "restart captiond)", component, ",".join(names),
-                )
-            log.info(
-                "config.reloaded trigger=%s applied=%s", trigger, ",".join(sorted(plan.live)) or "none"
-            )
-            return True
-
-    def _running(self, new: Config) -> reload_module.Running:
-        """What runs now, for the reload planner (which is pure)."""
-        session = self.session
-        streams = session.streams if session is not None else []
-        one = streams[0] if len(streams) == 1 else None
-        engine, rate = self._engine_of(self.cfg)
-        new_engine, new_rate = self._engine_of(new)
-        return reload_module.Running(
-            session=session is not None,
-            streams=len(streams),
-            source_switchable=one is not None and isinstance(one.source, SwitchableSource),
-            engine_switchable=one is not None and isinstance(one.engine, SwitchableEngine),
-            engine=engine or "local",
-            engine_rate=one.engine.sample_rate if one is not None else rate or 0,
-            new_engine=new_engine or "",
-            new_engine_rate=new_rate,
-            translating=any(s.tees for s in streams),
-            realtime=self.realtime,
-            overlay=self.overlay is not None,
-        )
-
-    @staticmethod
-    def _engine_of(cfg: Config) -> tuple[str | None, int | None]:
-        """The engine ``cfg`` builds and its audio rate; None for both if that cannot be told
-        (an unreadable key file: the switch reports it)."""
-        try:
-            return engine_name(cfg), engine_sample_rate(cfg)
-        except CaptiondError:
-            return None, None
-
-    async def _retarget(self, cfg: Config) -> bool:
-        """Open translation sessions for added targets and close those of removed ones, on
-        every stream; False (and nothing changed) if the new ones cannot be built."""
-        from captiond.engines.translate import build_translators, parse_targets
-
-        assert self.session is not None
-        try:
-            wanted = set(parse_targets(list(cfg["translate.targets"])))
-            plans = []
-            for stream in self.session.streams:
-                running = {t.engine.track for t in stream.tees}
-                added = sorted(wanted - running)
-                engines = await asyncio.to_thread(
-                    build_translators,
-                    cfg.replace(translate__targets=added),
-                    channel=stream.channel,
-                    realtime=self.realtime,
-                ) if added else []
-                plans.append((stream, engines, running - wanted))
-        except CaptiondError as exc:
-            log.error("config.translate_failed error=%r keeping=old", str(exc))
-            return False
-        for stream, engines, removed in plans:
-            if not await self.session.retarget(stream, engines, removed):
-                return False
-            log.info(
-                "translate.retargeted channel=%s added=%s removed=%s",
-                stream.channel or "-",
-                ",".join(e.track for e in engines) or "none",
-                ",".join(sorted(removed)) or "none",
-            )
-        return True
-
-    async def _switch_source(self, cfg: Config) -> bool:
-        """Open the configured source and hand it to the running stream; False if it fails."""
-        assert self.session is not None
-        try:
-            spec = parse_source(cfg["audio.source"])
-            new = await asyncio.to_thread(
-                open_source, spec, realtime=self.realtime, rate=cfg["audio.rate"],
-                channels=cfg["audio.channels"], block_ms=cfg["audio.block_ms"],
-                stdin_live=cfg["audio.stdin_live"],
-            )
-        except CaptiondError as exc:
-            log.error("config.source_failed source=%r error=%r keeping=old", cfg["audio.source"],
-                      str(exc))
-            return False
-        stream = self.session.streams[0]
-        assert isinstance(stream.source, SwitchableSource)
-        stream.source.switch(new)
-        return True
-
-    async def _switch_engine(self, cfg: Config) -> bool:
-        """Build the configured engine (loading its model in a thread) and switch to it."""
-        assert self.session is not None
-        try:
-            new = await asyncio.to_thread(build_engine, cfg, realtime=self.realtime)
-        except Exception as exc:  # noqa: BLE001 - a model that does not load, a missing engine
-            log.error("config.engine_failed error=%r keeping=old", str(exc))
-            return False
-        stream = self.session.streams[0]
-        assert isinstance(stream.engine, SwitchableEngine)
-        try:
-            stream.engine.switch(new)
-        except ValueError as exc:
-            log.error("config.engine_failed error=%r keeping=old", str(exc))
-            return False
-        return True
-
-    def _apply(self, cfg: Config, names: set[str]) -> None:
-        if any(n.startswith(reload_module.ENGINE_LIVE) for n in names) and self.session is not None:
-            for stream in self.session.streams:
-                # Every engine takes them (the Engine protocol): local, OpenAI, auto.
-                stream.engine.update_settings(
-                    segmenter_params(cfg, stream.engine.sample_rate),
-                    cfg["local.partial_interval_s"],
-                    cfg["local.word_timestamps"],
-                )
-        if any(n.startswith("overlay.") for n in names) and self.overlay is not None:
-            self.overlay.reconfigure(cfg)
-        if "log.level" in names:
-            level = getattr(logging, str(cfg["log.level"]).upper(), logging.INFO)
-            logging.getLogger("captiond").setLevel(level)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1

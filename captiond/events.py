@@ -12,6 +12,11 @@ They may arrive in any order and more than once (the OpenAI service sends deltas
 into :class:`LineUpdate` values in transcript order; the store, the terminal, the overlay feed
 and the live subtitle writer all consume those updates and nothing else.
 
+Besides the events, engines report what they could not caption: a :class:`Gap` (speech lost,
+e.g. an outage buffer overflowing) and a :class:`DroppedUtterance` (an utterance cut and then
+given no text, and why). Both live here, below the engines and the protocol cores, so the
+:class:`~captiond.engines.base.Engine` protocol names them without importing any engine.
+
 Times are milliseconds from the start of the captiond session's audio stream, so subtitles line
 up with a recording started together with the session.
 """
@@ -80,11 +85,22 @@ class DroppedUtterance:
     item_id: str
     start_ms: int
     end_ms: int
-    reason: str  # noise (too little speech), no_speech, phantom, repetition, overlap, empty, ...
+    #: noise (too little speech), no_speech, phantom, repetition, punctuation, empty, and
+    #: trimmed_* for a piece cut from a line that kept its text (trimmed_overlap, ...)
+    reason: str
     text: str = ""
 
 
 TranscriptEvent = Union[ItemCommitted, ItemPartial, ItemCompleted, ItemFailed]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Speech that was not transcribed, in stream milliseconds."""
+
+    start_ms: int
+    end_ms: int
+    reason: str
 
 
 class LineStatus(str, enum.Enum):

@@ -32,14 +32,14 @@ from typing import Any
 
 from captiond.audio.block import AudioBlock
 from captiond.audio.resample import Resampler
-from captiond.audio.segmenter import Params
+from captiond.audio.segmenter import segmenter_params  # noqa: F401  (re-exported: it was here)
 from captiond.audio.sources import Source
-from captiond.config import Config
 from captiond.engines.base import Engine
 from captiond.events import LineStatus, LineUpdate, TranscriptEvent
 from captiond.feed import Feed
 from captiond.transcript.reconciler import Reconciler
-from captiond.transcript.store import Store, StoreWriter
+from captiond.transcript.store import Store
+from captiond.transcript.writer import StoreWriter
 
 log = logging.getLogger("captiond.pipeline")
 
@@ -54,19 +54,6 @@ OVERFLOW_ADVICE = (
 #: Gaps closer than this to the last one logged (same stream, same reason) are one stretch.
 GAP_LOG_JOIN_MS = 1_000
 _END = object()
-
-
-def segmenter_params(cfg: Config, rate: int = 16_000) -> Params:
-    return Params(
-        threshold=cfg["vad.threshold"],
-        min_silence_ms=cfg["vad.min_silence_ms"],
-        sentence_end_ms=cfg["vad.sentence_end_ms"],
-        min_speech_ms=cfg["vad.min_speech_ms"],
-        max_utterance_s=cfg["vad.max_utterance_s"],
-        pad_ms=cfg["vad.pad_ms"],
-        tail_ms=cfg["vad.tail_ms"],
-        rate=rate,
-    )
 
 
 @dataclass

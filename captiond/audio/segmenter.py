@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 WINDOW = 512
 HYSTERESIS = 0.15
@@ -50,6 +51,27 @@ class Params:
 
     def samples(self, ms: float) -> int:
         return int(ms * self.rate / 1000)
+
+
+class _Settings(Protocol):
+    """What :func:`segmenter_params` reads: a :class:`~captiond.config.Config` or any mapping
+    of setting names to values."""
+
+    def __getitem__(self, name: str) -> Any: ...
+
+
+def segmenter_params(cfg: _Settings, rate: int = 16_000) -> Params:
+    """The ``vad.*`` settings as segmenter :class:`Params` at ``rate`` (samples per second)."""
+    return Params(
+        threshold=cfg["vad.threshold"],
+        min_silence_ms=cfg["vad.min_silence_ms"],
+        sentence_end_ms=cfg["vad.sentence_end_ms"],
+        min_speech_ms=cfg["vad.min_speech_ms"],
+        max_utterance_s=cfg["vad.max_utterance_s"],
+        pad_ms=cfg["vad.pad_ms"],
+        tail_ms=cfg["vad.tail_ms"],
+        rate=rate,
+    )
 
 
 @dataclass(frozen=True, slots=True)

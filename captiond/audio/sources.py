@@ -66,6 +66,13 @@ class SourceSpec:
 
 
 SOURCE_KINDS: dict[str, Callable[..., Source]] = {}
+#: How ``--source`` spells each kind, for error messages (a module adding a kind adds its form).
+SOURCE_FORMS: dict[str, str] = {"mic": "mic[:DEVICE], mic:pulse:SOURCE", "file": "file:PATH", "stdin": "stdin",
+                                "system": "system[:SINK]"}
+#: The sources to try when no microphone can be opened.
+OTHER_SOURCES_HINT = ("or caption something else: --source file:RECORDING, --source stdin "
+                      "(raw PCM16 on standard input) or --source system (what the speakers "
+                      "play)")
 #: ``mic:pulse:SOURCE`` records a capture source of the PulseAudio/PipeWire server.
 PULSE_MIC_PREFIX = "pulse:"
 
@@ -84,11 +91,17 @@ def parse_source(text: str) -> SourceSpec:
     kind, _, arg = text.strip().partition(":")
     kind = kind.lower()
     if kind not in ("mic", "file", "stdin", *SOURCE_KINDS):
-        kinds = ", ".join(["mic[:DEVICE]", "file:PATH", "stdin", *SOURCE_KINDS])
-        raise AudioError(f"unknown audio source '{text}' (use one of: {kinds})")
+        raise AudioError(f"unknown audio source '{text}' (use one of: {source_forms()})")
     if kind == "file" and not arg:
         raise AudioError("file source needs a path: --source file:PATH")
     return SourceSpec(kind, arg)
+
+
+def source_forms() -> str:
+    """Every ``--source`` form, joined for an error message."""
+    kinds = ["mic", "file", "stdin", *SOURCE_KINDS]
+    forms = ", ".join(SOURCE_FORMS.get(kind, kind) for kind in dict.fromkeys(kinds))
+    return f"{forms}, or two joined with +, e.g. mic+system for a two-sided call"
 
 
 def open_source(
@@ -132,7 +145,11 @@ def probe_file(path: Path) -> tuple[int, float | None]:
         with av.open(str(path)) as container:
             streams = container.streams.audio
             if not streams:
-                raise AudioError(f"{path} has no audio stream (is it a video without sound?)")
+                raise AudioError(
+                    f"{path} has no audio stream (FFmpeg reads it as "
+                    f"{container.format.long_name or container.format.name}: a video without "
+                    f"sound, or not a recording at all?); {RECORDING_HINT}"
+                )
             stream = streams[0]
             duration = None
             if stream.duration is not None and stream.time_base is not None:
@@ -143,11 +160,21 @@ def probe_file(path: Path) -> tuple[int, float | None]:
     except AudioError:
         raise
     except Exception as exc:  # av.error.* for undecodable input
-        raise AudioError(
-            f"cannot decode {path}: {exc} (is it an audio or video file FFmpeg can read?)"
-        ) from exc
+        raise AudioError(_undecodable(path, exc)) from exc
 
 
+def _undecodable(path: Path, exc: Exception) -> str:
+    """The error for a file FFmpeg cannot open as audio: the file, FFmpeg's reason without
+    its errno, and what to give instead."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    return (f"cannot decode {path}: it is not audio FFmpeg (PyAV) can decode ({reason}); "
+            f"{RECORDING_HINT}")
+
+
+#: What to give instead of a file FFmpeg cannot decode as audio.
+RECORDING_HINT = ("give a recording such as .wav, .flac, .mp3, .ogg, .opus, .m4a, .mp4 or .webm, "
+                  "or check the path")
 #: Damaged packets skipped in one file before decoding gives up on the rest of it.
 MAX_BAD_PACKETS = 1_000
 #: Decoded audio this much shorter than the file says it lasts counts as cut off (s), also
@@ -230,7 +257,7 @@ def decode_file_chunks(path: Path, rate: int, duration_s: float | None = None) -
                 yield chunk
     except Exception as exc:
         if not decoded:
-            raise AudioError(f"cannot decode {path}: {exc}") from exc
+            raise AudioError(_undecodable(path, exc)) from exc
         # The caller keeps what came before the damage; the error says where it stopped.
         log.warning("audio.file_cut_off path=%s stopped_at=%s error=%r (the rest of the file "
                     "cannot be decoded; what came before is kept)", path, _clock(decoded / rate),
@@ -389,7 +416,7 @@ def _sounddevice() -> Any:
     except OSError as exc:
         raise AudioError(
             "the PortAudio library is missing, so no microphone can be opened "
-            "(install it: apt-get install libportaudio2)"
+            f"(install it: apt-get install libportaudio2; {OTHER_SOURCES_HINT})"
         ) from exc
     return sounddevice
 
@@ -422,7 +449,7 @@ def find_input_device(wanted: str | None) -> dict[str, Any]:
     if not devices:
         raise AudioError(
             "no audio input device found (plug in a microphone, or check that PulseAudio/"
-            "PipeWire is running; `captiond devices` lists what is there)"
+            f"PipeWire is running; `captiond devices` lists what is there; {OTHER_SOURCES_HINT})"
         )
     if wanted is None or wanted == "":
         for dev in devices:

@@ -51,15 +51,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", default=None, metavar="LANG",
                    help="track: original, a translation code (e.g. de) or all "
                         "(default: original for subtitles, all for md/json)")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                   help="write FILE (atomically) instead of stdout; with --lang all, "
-                        "subtitles of translation LANG go to FILE's name + .LANG")
+    p.add_argument("-o", "--output", type=_output_path, default=None, metavar="FILE",
+                   help="write FILE (atomically) instead of stdout ('-': stdout); with "
+                        "--lang all, subtitles of translation LANG go to FILE's name + .LANG")
     p.add_argument("--qc", action="store_true",
-                   help="print a quality report of the subtitle cues on stderr")
+                   help="print a quality report of the subtitle cues on stderr; the exit "
+                        "status stays 0 when cues break the limits (the report says which)")
     p.add_argument("--template", default=None,
                    help="minutes template name (default minutes.md.j2)")
     add_setting_flags(p, _LIMIT_FLAGS)
     p.set_defaults(func=cmd_export)
+
+
+def _output_path(text: str) -> Path | None:
+    """``-o FILE``; ``-o -`` is standard output, as for most Unix tools."""
+    return None if text == "-" else Path(text)
 
 
 def limits_from(cfg: Config) -> CueLimits:

@@ -38,8 +38,8 @@ from captiond.engines.handover import Chain, Relay
 from captiond.engines.localcore import Final
 from captiond.engines.openai import OpenAIEngine, probe
 from captiond.errors import EngineFatal
-from captiond.events import ItemCompleted, ItemFailed, TranscriptEvent
-from captiond.realtime.protocol import SAMPLE_RATE, Gap
+from captiond.events import Gap, ItemCompleted, ItemFailed, TranscriptEvent
+from captiond.realtime.protocol import SAMPLE_RATE
 
 log = logging.getLogger("captiond.engine.auto")
 

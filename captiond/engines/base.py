@@ -17,17 +17,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from captiond.audio.block import AudioBlock
-from captiond.events import DroppedUtterance, TranscriptEvent
+from captiond.events import DroppedUtterance, Gap, TranscriptEvent
 
 if TYPE_CHECKING:
     from captiond.audio.segmenter import Params
-    from captiond.realtime.protocol import Gap
 
 Emit = Callable[[TranscriptEvent], None]
 #: Where an engine reports speech it could not transcribe (stored as a gap).
-GapSink = Callable[["Gap"], None]
+GapSink = Callable[[Gap], None]
 #: Where an engine reports an utterance it cut and then gave no text (or trimmed), and why.
-DropSink = Callable[["DroppedUtterance"], None]
+DropSink = Callable[[DroppedUtterance], None]
 
 
 class Engine(Protocol):

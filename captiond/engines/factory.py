@@ -76,7 +76,7 @@ def engine_sample_rate(cfg: Config) -> int:
 def build_engine(
     cfg: Config, *, channel: str = "", realtime: bool = True, id_prefix: str | None = None
 ) -> Engine:
-    from captiond.pipeline import segmenter_params
+    from captiond.audio.segmenter import segmenter_params
 
     name = engine_name(cfg)
     if name == "local":

@@ -117,7 +117,7 @@ class OpenAIOptions:
 
     @classmethod
     def from_config(cls, cfg: Config) -> OpenAIOptions:
-        from captiond.pipeline import segmenter_params
+        from captiond.audio.segmenter import segmenter_params
 
         nr = cfg["openai.noise_reduction"]
         return cls(

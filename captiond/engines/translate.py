@@ -40,8 +40,9 @@ from captiond.config import Config
 from captiond.engines.base import Emit
 from captiond.engines.link import PING_INTERVAL_S, PING_TIMEOUT_S, LinkDriver, LinkHooks
 from captiond.errors import ConfigError, EngineError
+from captiond.events import Gap
 from captiond.logs import register_secret
-from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE, Gap
+from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE
 from captiond.realtime.translate import (
     SUPPORTED_TARGETS,
     AudioOut,

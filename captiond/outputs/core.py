@@ -19,10 +19,10 @@ Rules shared by all kinds:
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
-import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -377,20 +377,24 @@ def obs_auth(password: str, salt: str, challenge: str) -> str:
 # -- YouTube Live: HTTP caption ingestion ----------------------------------------------------
 
 
+#: The time format of YouTube's caption ingestion, to the second (milliseconds follow).
+_YOUTUBE_TIME = "%Y-%m-%dT%H:%M:%S"
+
+
 def youtube_time(wall: float) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmm`` in UTC."""
     ms = int(round(wall * 1000))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
+    at = dt.datetime.fromtimestamp(ms // 1000, dt.timezone.utc)
+    return at.strftime(_YOUTUBE_TIME) + f".{ms % 1000:03d}"
 
 
 def parse_youtube_time(text: str) -> float | None:
     """The server time a YouTube ingestion POST answers with (Unix seconds), or None."""
-    import calendar
-
     first = text.strip().splitlines()[0].strip() if text.strip() else ""
     try:
         base, _, frac = first.partition(".")
-        seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+        at = dt.datetime.strptime(base, _YOUTUBE_TIME).replace(tzinfo=dt.timezone.utc)
+        seconds = int(at.timestamp())
     except ValueError:
         return None
     digits = "".join(c for c in frac if c.isdigit())[:6]

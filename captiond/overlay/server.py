@@ -1,7 +1,10 @@
 """The overlay server: caption pages for OBS over HTTP and the live caption feed over WebSocket.
 
-One ``websockets`` server answers everything on one port. Plain HTTP requests are answered in
-``process_request`` (websockets hands us the parsed request before the WebSocket handshake)::
+One ``websockets`` server answers everything on one port. This module holds its lifecycle
+(listen, close, reconfigure, the token, live template edits); the HTTP routing lives in
+:mod:`captiond.overlay.routes` and the fan-out to viewers in :mod:`captiond.overlay.fanout`.
+Plain HTTP requests are answered in ``process_request`` (websockets hands us the parsed
+request before the WebSocket handshake)::
 
     /                 index: the overlay URLs to paste into OBS, a live preview, the status
     /overlay          the caption page (transparent background), styled by config and URL query
@@ -29,59 +32,35 @@ Feed messages, as JSON text frames (the line/session/status schema is :mod:`capt
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import email.utils
-import json
 import logging
 import os
 import secrets
-import socket
 import sys
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import watchfiles
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.asyncio.server import Server, ServerConnection, serve
 
-from captiond import __version__
 from captiond.config import Config
 from captiond.errors import CaptiondError
 from captiond.feed import Feed, Subscription
 from captiond.logs import register_secret
 from captiond.overlay import access, style
+from captiond.overlay.fanout import _RELOAD, WRITE_LIMIT_BYTES, FanOut, _Viewer
 from captiond.overlay.pages import Pages
+from captiond.overlay.routes import OWN_PATHS, STATIC_PREFIX, HttpHandler, HttpRoutes, StatusFn
 
 log = logging.getLogger("captiond.overlay")
 # websockets logs every HTTP request at info; keep only its problems.
 _ws_log = logging.getLogger("captiond.overlay.websockets")
 _ws_log.setLevel(logging.WARNING)
 
-#: Feed protocol version announced in the hello message.
-PROTOCOL = 1
 #: Largest message a viewer may send (bytes); viewers have nothing to say.
 MAX_INPUT_BYTES = 1024
 #: Incoming frames buffered per viewer before reading pauses.
 INPUT_QUEUE_FRAMES = 4
-#: Messages a viewer may send in one connection before it is closed (1008).
-INPUT_MESSAGES_MAX = 100
-#: Bytes buffered for a viewer's socket before a send waits for it to drain.
-WRITE_LIMIT_BYTES = 64 * 1024
-#: Kernel send buffer per viewer socket (bytes; Linux doubles it). Autotuning would let each
-#: stalled viewer pin megabytes of kernel memory; captions need a few kB per second.
-SOCKET_SNDBUF_BYTES = 128 * 1024
-#: A viewer whose socket has not drained below WRITE_LIMIT_BYTES for this long is dropped.
-SEND_STALL_S = 10.0
-#: How often the stall watchdog looks at every viewer's write buffer.
-STALL_CHECK_S = 1.0
 #: Keepalive: a viewer that does not answer a ping within PING_TIMEOUT_S is dropped.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
@@ -91,83 +70,24 @@ CLOSE_TIMEOUT_S = 2.0
 #: How long close() waits for viewer handlers after closing the server (the daemon allows
 #: each service 5 s to close).
 SHUTDOWN_WAIT_S = 3.0
-#: Most query parameters parsed from a URL.
-QUERY_FIELDS_MAX = 40
-#: An API handler that takes longer than this gets a 504.
-HTTP_HANDLER_TIMEOUT_S = 10.0
-#: Encoded messages kept so N viewers cost one json.dumps per message.
-ENCODE_CACHE_ENTRIES = 512
-#: Lines whose last-change time is remembered (for ``age_ms`` in snapshots).
-AGE_KEYS_MAX = 1_000
 #: Quiet period before a template edit is applied (ms).
 WATCH_DEBOUNCE_MS = 200
 #: Random bytes in a generated token (URL-safe base64: 32 characters).
 TOKEN_BYTES = 24
 #: File in the data directory that keeps a generated token across restarts.
 TOKEN_FILE = "overlay-token"
-#: Close codes: the viewer fell too far behind (reconnect), the viewer talks too much.
-CLOSE_TOO_SLOW = 1013
-CLOSE_POLICY = 1008
 
-#: Status fields shown on pages and /status (the daemon's status may hold more; it stays in).
-STATUS_KEYS: tuple[str, ...] = (
-    "state", "engine", "session", "title", "uptime_s", "audio_s", "finals", "lag_s",
-    "outputs_summary",
-)
 
-WS_PATH = "/ws"
-STATIC_PREFIX = "/static/"
-OWN_PATHS = frozenset({"/", "/overlay", "/status", WS_PATH})
-
-#: Example overlay URLs on the index page: (what it shows, query string).
-EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("Default style (from your config)", ""),
-    ("Only text that will not change", "mode=stable"),
-    ("Three rows of large yellow text at the top", "max_lines=3&font_size=56&color=ffdd00&position=top"),
-    ("No background box, left aligned", "background_opacity=0&align=left"),
-    ("Speaker names", "speakers=true"),
-    ("Original and translation", "lang=both"),
-)
-
-HttpHandler = Callable[[str, dict[str, str]], Awaitable[tuple[int, Any]]]
-StatusFn = Callable[[], dict[str, Any]]
-
-_HELLO: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL}
-_RELOAD: dict[str, Any] = {"type": "reload"}
-_PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "connect-src 'self'; img-src 'self' data:; font-src 'self' data:; frame-src 'self'; "
-    "base-uri 'none'; form-action 'none'; "
-    # OBS's browser source loads the page top-level, so this does not touch it; only the
-    # index page's own preview may frame a page, no other site (clickjacking).
-    "frame-ancestors 'self'"
-)
-#: HTTP methods the server answers; everything here is read-only.
-ALLOWED_METHODS = ("GET", "HEAD")
 
 
 class OverlayError(CaptiondError):
     """The overlay server cannot start (port taken, bad template directory, ...)."""
 
 
-@dataclass(eq=False)
-class _Viewer:
-    """One connected viewer: its socket, its backlog, and whether its handler is sending."""
-
-    ws: ServerConnection
-    queue: Subscription
-    #: True while the handler sends (the snapshot, or a backlog): the fan-out must queue.
-    busy: bool = True
-
-
-def _line_key(message: dict[str, Any]) -> tuple[Any, ...]:
-    return (message.get("track"), message.get("channel"), message.get("item_id"))
-
-
-class OverlayServer:
+class OverlayServer(HttpRoutes, FanOut):
     """Serves the caption overlay and the live feed of ``feed`` until :meth:`close`.
 
-    ``status`` returns the daemon's current status; only :data:`STATUS_KEYS` reach a page.
+    ``status`` returns the daemon's current status; only :data:`~captiond.overlay.routes.STATUS_KEYS` reach a page.
     ``http_handlers`` maps a path prefix (``"/api/"``) to ``async (path, query) -> (status,
     json_body)``; those routes need the token when one is set, like the pages.
     """
@@ -319,10 +239,6 @@ class OverlayServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}/"
 
-    @property
-    def token_required(self) -> bool:
-        return bool(self._token)
-
     def viewers(self) -> int:
         return len(self._viewers)
 
@@ -379,300 +295,6 @@ class OverlayServer:
         host = self._host if self._host not in ("", "0.0.0.0", "::") else "THIS-MACHINE"
         return f"http://{host}:{self._cfg['overlay.port']}/"
 
-    # -- HTTP ---------------------------------------------------------------------------------
-
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        if request.method not in ALLOWED_METHODS:
-            refused = _text(405, f"{request.method[:20]} is not allowed here: this server "
-                                 f"only reads (use {' or '.join(ALLOWED_METHODS)})\n")
-            refused.headers["Allow"] = ", ".join(ALLOWED_METHODS)
-            return refused
-        response = await self._answer(connection, request)
-        if request.method == "HEAD" and response is None:
-            # A feed client must GET: a HEAD never upgrades.
-            response = _text(426, "this is the live caption feed: connect with a WebSocket client\n")
-        if request.method == "HEAD" and response is not None:
-            # The headers GET would send (Content-Length included), without the body.
-            response = dataclasses.replace(response, body=b"")
-        return response
-
-    async def _answer(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        path = parts.path or "/"
-        try:
-            query = dict(parse_qsl(parts.query, keep_blank_values=True,
-                                   max_num_fields=QUERY_FIELDS_MAX))
-        except ValueError:
-            return _text(400, f"too many URL parameters (at most {QUERY_FIELDS_MAX})\n")
-        handler = next(((p, h) for p, h in self._handlers if path.startswith(p)), None)
-        is_static = path.startswith(STATIC_PREFIX)
-        denied = access.decide(
-            bind_loopback=self._bind_loopback,
-            token=self._token,
-            host_headers=request.headers.get_all("Host"),
-            origin_headers=request.headers.get_all("Origin"),
-            given_token=query.get("token") or _bearer(request.headers),
-            needs_token=not is_static,
-            check_origin=path == WS_PATH or handler is not None,
-        )
-        if denied is not None:
-            log.info("overlay.refused path=%r status=%d", path[:100], denied.status)
-            return _text(denied.status, denied.message)
-        if path == WS_PATH:
-            return self._admit_viewer(connection, request)
-        if is_static:
-            return self._static(path[len(STATIC_PREFIX):])
-        if path == "/overlay":
-            return self._overlay_page(query)
-        if path == "/":
-            return self._index_page(request)
-        if path == "/status":
-            return _json(200, self._public_status())
-        if handler is not None:
-            return await self._call_handler(handler[1], path, query)
-        return _text(404, "not found (the caption page is /overlay, the feed is /ws)\n")
-
-    def _admit_viewer(self, connection: ServerConnection, request: Request) -> Response | None:
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
-            return _text(426, "this is the live caption feed: connect with a WebSocket client\n")
-        if self._closed:
-            return _text(503, "the overlay server is shutting down\n")
-        # Admitted connections hold a slot until their handler ends (or the handshake failed).
-        self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
-        if len(self._admitted) >= self._max_viewers:
-            log.warning("overlay.viewer_refused reason=full max_viewers=%d", self._max_viewers)
-            return _text(503, f"too many viewers (at most {self._max_viewers}; "
-                              "raise overlay.max_viewers)\n")
-        self._admitted.add(connection)
-        sock = connection.transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF_BYTES)
-        return None
-
-    def _static(self, name: str) -> Response:
-        assert self._pages is not None
-        found = self._pages.static(name)
-        if found is None:
-            return _text(404, "not found\n")
-        body, content_type = found
-        return _response(200, body, content_type)
-
-    def _overlay_page(self, query: dict[str, str]) -> Response:
-        assert self._pages is not None
-        try:
-            resolved = style.resolve(self._cfg, query)
-        except style.StyleError as exc:
-            return _text(400, f"{exc} (fix the overlay URL)\n")
-        return self._render("overlay.html", {
-            "css_vars": style.css_variables(resolved),
-            "options": style.client_options(resolved),
-            "position": resolved["position"],
-            "version": __version__,
-        })
-
-    def _index_page(self, request: Request) -> Response:
-        host = request.headers.get_all("Host")[0]
-        base = f"http://{host}/"
-        resolved = style.resolve(self._cfg, {})
-        return self._render("index.html", {
-            "overlay_url": base + "overlay",
-            "feed_url": f"ws://{host}{WS_PATH}",
-            "examples": EXAMPLES,
-            "needs_token": self.token_required,
-            "status": self._public_status(),
-            "style": resolved,
-            "version": __version__,
-        })
-
-    def _render(self, name: str, context: dict[str, Any]) -> Response:
-        assert self._pages is not None
-        try:
-            html = self._pages.render(name, **context)
-        except Exception as exc:  # noqa: BLE001 - a user template's mistake must not kill the server
-            log.error("overlay.render_error template=%s error=%r", name, str(exc))
-            return _text(500, f"the {name} template failed to render (see the captiond log)\n")
-        return _response(200, html.encode(), "text/html; charset=utf-8",
-                         [("Content-Security-Policy", _PAGE_CSP)])
-
-    async def _call_handler(self, handler: HttpHandler, path: str, query: dict[str, str]) -> Response:
-        query = {k: v for k, v in query.items() if k != "token"}
-        try:
-            async with asyncio.timeout(HTTP_HANDLER_TIMEOUT_S):
-                status, body = await handler(path, query)
-        except TimeoutError:
-            log.error("overlay.handler_timeout path=%s", path)
-            return _json(504, {"error": "the request took too long"})
-        except Exception:
-            log.exception("overlay.handler_error path=%s", path)
-            return _json(500, {"error": "internal error (see the captiond log)"})
-        return _json(status, body)
-
-    def _public_status(self) -> dict[str, Any]:
-        try:
-            daemon = self._status() or {}
-        except Exception:
-            log.exception("overlay.status_error")
-            daemon = {}
-        out: dict[str, Any] = {}
-        for key in STATUS_KEYS:
-            # Plain values only: nested structures could carry anything (paths, settings).
-            if key in daemon and (daemon[key] is None or isinstance(daemon[key], (str, int, float))):
-                out[key] = daemon[key]
-        out["viewers"] = len(self._viewers)
-        out["max_viewers"] = self._max_viewers
-        return out
-
-    # -- the feed ----------------------------------------------------------------------------
-    #
-    # One fan-out task reads the feed once and writes each message straight into the socket of
-    # every viewer that is caught up (websockets' broadcast: no task switch per viewer). A
-    # viewer that is busy (sending its snapshot), has a backlog, or whose socket buffer is full
-    # gets the message in its own bounded queue instead (a Subscription: coalesced per line),
-    # which its handler drains in order; once drained it is caught up again.
-
-    async def _serve_viewer(self, ws: ServerConnection) -> None:
-        viewer = _Viewer(ws, Subscription(self._feed, f"overlay:{ws.id}"))
-        # Register and snapshot in one synchronous step: every later message reaches it.
-        snapshot = self._snapshot()
-        self._viewers[ws] = viewer
-        reader = asyncio.create_task(self._read_input(viewer), name="overlay-viewer-input")
-        log.debug("overlay.viewer_joined viewers=%d", len(self._viewers))
-        try:
-            await self._send(ws, _HELLO)
-            for message in snapshot:
-                await self._send(ws, message)
-            while True:
-                if viewer.queue.pending() == 0:
-                    viewer.busy = False  # caught up: the fan-out may write directly
-                try:
-                    message = await viewer.queue.get()
-                except EOFError:
-                    break
-                viewer.busy = True
-                await self._send(ws, message)
-            if viewer.queue.overflowed:
-                log.warning("overlay.viewer_dropped reason=behind")
-                await ws.close(CLOSE_TOO_SLOW, "too far behind; reconnect")
-        except ConnectionClosed:
-            pass
-        finally:
-            viewer.queue.close()
-            self._viewers.pop(ws, None)
-            self._admitted.discard(ws)
-            reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
-
-    async def _send(self, ws: ServerConnection, message: dict[str, Any]) -> None:
-        # No per-send timeout: one timer per send and viewer costs more than the send itself
-        # at 200 viewers. _watch_stalls() drops viewers whose socket stopped draining.
-        await ws.send(self._encode(message), text=True)
-
-    async def _fan_out(self) -> None:
-        """Deliver every feed message to every viewer; remember when lines last changed."""
-        loop = asyncio.get_running_loop()
-        while True:
-            assert self._fanout is not None
-            try:
-                message = await self._fanout.get()
-            except EOFError:
-                if self._closed:
-                    return
-                # Only if this loop was starved for MAX_PENDING_KEYS lines: viewers may have
-                # missed updates, so they reconnect and start again from a snapshot.
-                log.error("overlay.fanout_overflow viewers=%d", len(self._viewers))
-                for viewer in list(self._viewers.values()):
-                    viewer.queue.close()
-                self._fanout = self._feed.subscribe("overlay:fanout")
-                continue
-            kind = message.get("type")
-            if kind == "line":
-                key = _line_key(message)
-                self._seen[key] = loop.time()
-                self._seen.move_to_end(key)
-                if len(self._seen) > AGE_KEYS_MAX:
-                    self._seen.popitem(last=False)
-            elif kind == "session" and message.get("event") == "started":
-                self._seen.clear()
-            direct: list[ServerConnection] = []
-            for ws, viewer in self._viewers.items():
-                if (
-                    not viewer.busy
-                    and viewer.queue.pending() == 0
-                    and ws.transport.get_write_buffer_size() < WRITE_LIMIT_BYTES
-                ):
-                    direct.append(ws)
-                else:
-                    viewer.queue.offer(message)
-            if direct:
-                broadcast(direct, self._encode(message), text=True)
-
-    async def _watch_stalls(self) -> None:
-        """Drop viewers whose write buffer stayed full for SEND_STALL_S (a frozen client)."""
-        loop = asyncio.get_running_loop()
-        full_since: dict[ServerConnection, float] = {}
-        while True:
-            await asyncio.sleep(STALL_CHECK_S)
-            now = loop.time()
-            for ws, viewer in list(self._viewers.items()):
-                transport = ws.transport
-                if viewer.queue.overflowed:
-                    # Its queue was cut off, but its handler may sit in a send that never drains.
-                    log.warning("overlay.viewer_dropped reason=behind")
-                    transport.abort()
-                    continue
-                if transport.is_closing() or transport.get_write_buffer_size() < WRITE_LIMIT_BYTES:
-                    full_since.pop(ws, None)
-                    continue
-                since = full_since.setdefault(ws, now)
-                if now - since >= SEND_STALL_S:
-                    log.warning("overlay.viewer_dropped reason=stalled stalled_s=%.0f", now - since)
-                    full_since.pop(ws, None)
-                    transport.abort()
-            for ws in [w for w in full_since if w not in self._viewers]:
-                del full_since[ws]
-
-    async def _read_input(self, viewer: _Viewer) -> None:
-        """Drain what a viewer sends (so pings are answered); close chatty viewers."""
-        received = 0
-        try:
-            async for _ in viewer.ws:
-                received += 1
-                if received > INPUT_MESSAGES_MAX:
-                    await viewer.ws.close(CLOSE_POLICY, "viewers do not send messages")
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            viewer.queue.close()  # wakes the handler, which ends
-
-    def _encode(self, message: dict[str, Any]) -> bytes:
-        # A message goes to many viewers: encode each dict once, to UTF-8 bytes sent as text
-        # frames (send(str) would encode again per viewer).
-        entry = self._encoded.get(id(message))
-        if entry is not None and entry[0] is message:
-            return entry[1]
-        text = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-        self._encoded[id(message)] = (message, text)
-        if len(self._encoded) > ENCODE_CACHE_ENTRIES:
-            self._encoded.popitem(last=False)
-        return text
-
-    def _snapshot(self) -> list[dict[str, Any]]:
-        now = asyncio.get_running_loop().time()
-        out = []
-        for message in self._feed.snapshot():
-            if message.get("type") == "line":
-                seen = self._seen.get(_line_key(message))
-                if seen is not None:
-                    message = {**message, "age_ms": int((now - seen) * 1000)}
-            out.append(message)
-        return out
-
     async def _watch_templates(self) -> None:
         """Apply template edits live: recompile, then tell open pages to reload."""
         assert self._pages is not None and self._pages.user_dir is not None
@@ -692,38 +314,3 @@ class OverlayServer:
         except FileNotFoundError:
             log.error("overlay.templates_gone dir=%s (live template edits stopped)",
                       self._pages.user_dir)
-
-
-def _bearer(headers: Headers) -> str | None:
-    values = headers.get_all("Authorization")
-    if len(values) == 1 and values[0].lower().startswith("bearer "):
-        return values[0][7:].strip()
-    return None
-
-
-def _response(
-    status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
-) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", content_type),
-        ("Cache-Control", "no-store"),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
-        # For browsers older than CSP frame-ancestors: only this server may frame a page.
-        ("X-Frame-Options", "SAMEORIGIN"),
-    ])
-    for name, value in extra or ():
-        headers[name] = value
-    return Response(status, HTTPStatus(status).phrase, headers, body)
-
-
-def _text(status: int, message: str) -> Response:
-    return _response(status, message.encode(), "text/plain; charset=utf-8")
-
-
-def _json(status: int, body: Any) -> Response:
-    data = json.dumps(body, ensure_ascii=False, default=str).encode()
-    return _response(status, data, "application/json; charset=utf-8")

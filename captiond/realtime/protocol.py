@@ -44,7 +44,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from captiond.events import ItemCommitted, ItemCompleted, ItemFailed, ItemPartial, TranscriptEvent
+from captiond.events import (
+    Gap,
+    ItemCommitted,
+    ItemCompleted,
+    ItemFailed,
+    ItemPartial,
+    TranscriptEvent,
+)
 from captiond.realtime.session import ServerClock, SessionClock
 
 log = logging.getLogger("captiond.openai.protocol")
@@ -115,15 +122,6 @@ class SessionSettings:
         if self.include_logprobs:
             session["include"] = ["item.input_audio_transcription.logprobs"]
         return {"type": "session.update", "session": session}
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Speech that was not transcribed, in stream milliseconds."""
-
-    start_ms: int
-    end_ms: int
-    reason: str
 
 
 @dataclass(slots=True)

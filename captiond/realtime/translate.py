@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captiond.config import TRANSLATE_TARGETS
-from captiond.events import ItemCommitted, ItemCompleted, ItemPartial, TranscriptEvent
-from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE, Gap
+from captiond.events import Gap, ItemCommitted, ItemCompleted, ItemPartial, TranscriptEvent
+from captiond.realtime.protocol import BYTES_PER_SAMPLE, SAMPLE_RATE
 from captiond.realtime.session import ServerClock, SessionClock
 
 #: The service's frame: ``elapsed_ms`` advances in these steps.

@@ -3,23 +3,18 @@
 :class:`Store` is the synchronous API the CLI uses. :class:`StoreWriter` is what the daemon
 uses: one writer thread fed by a bounded queue (the event loop never waits on the database),
 coalescing partial text and committing finals at once, so a final line is durable well within
-a second of being shown.
+a second of being shown; it lives in :mod:`captiond.transcript.writer`, and what it does when
+the SQLite file vanishes under it in :mod:`captiond.transcript.recovery`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import logging
 import os
-import queue
 import socket
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,7 +25,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 
 from captiond.errors import InvalidSessionRef, SessionNotFound, StoreError
-from captiond.events import Line, LineStatus, LineUpdate
+from captiond.events import Line
 from captiond.resources import migrations_dir
 from captiond.transcript.models import (
     DroppedRow,
@@ -45,20 +40,29 @@ log = logging.getLogger("captiond.store")
 
 #: How long SQLite waits for a lock held by another process before reporting it.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
-#: Partial text is written at most this often (finals go at once).
-PARTIAL_FLUSH_S = 0.5
 #: Characters of a dropped utterance's text kept in the database.
 MAX_DROPPED_TEXT = 2_000
-#: Pending writes the writer holds at most; past it, partial text is dropped (never finals).
-WRITER_MAX_PENDING = 50_000
-#: Retries of a transaction that failed for a transient reason (locked database).
-WRITE_RETRIES = 8
-WRITE_RETRY_BASE_S = 0.1
 #: Modes of what the store creates: transcripts are private to the user.
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 #: Largest session id: the id column is a signed 64-bit integer in SQLite and PostgreSQL.
 SESSION_ID_MAX = 2**63 - 1
+
+
+#: Database back ends captiond's schema and queries are written for (SQLAlchemy names).
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+#: The PostgreSQL driver the ``postgresql`` extra installs.
+POSTGRES_DRIVER = "psycopg"
+
+
+def _missing_driver(url: str, driver: str, exc: ImportError) -> str:
+    """The error for a database URL whose Python driver is not installed."""
+    if driver == POSTGRES_DRIVER:
+        return (f"cannot use database {redact_url(url)}: the PostgreSQL driver psycopg is not "
+                "installed (pip install 'captiond[postgresql]')")
+    return (f"cannot use database {redact_url(url)}: its driver {exc.name or driver} is not "
+            "installed (use postgresql+psycopg://USER@HOST/DB and "
+            "pip install 'captiond[postgresql]')")
 
 
 def default_url(data_dir: Path) -> str:
@@ -132,7 +136,13 @@ class Store:
                 f"database.url is not a database URL: {redact_url(url)!s} "
                 "(use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)"
             ) from exc
-        if parsed.get_backend_name() == "sqlite":
+        backend = parsed.get_backend_name()
+        if backend not in SUPPORTED_DATABASES:
+            raise StoreError(
+                f"database {redact_url(url)}: {backend} is not supported (captiond stores in "
+                "SQLite, sqlite:///PATH, or PostgreSQL, postgresql+psycopg://USER@HOST/DB)"
+            )
+        if backend == "sqlite":
             path = parsed.database
             if path and path != ":memory:":
                 directory = Path(path).expanduser().resolve().parent
@@ -155,7 +165,9 @@ class Store:
             return engine
         try:
             return create_engine(url, pool_pre_ping=True)
-        except Exception as exc:  # missing driver and the like
+        except ImportError as exc:
+            raise StoreError(_missing_driver(url, parsed.get_driver_name(), exc)) from exc
+        except Exception as exc:  # an unknown driver and the like
             raise StoreError(f"cannot use database {redact_url(url)}: {exc}") from exc
 
     def close(self) -> None:
@@ -563,254 +575,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class StoreWriter:
-    """The daemon's single writer: a thread, a bounded queue, futures back to the caller.
-
-    ``submit`` never blocks. Lines are coalesced by key; a final (or failed) line makes the
-    writer commit at once, partial text at most every :data:`PARTIAL_FLUSH_S`. A transient
-    failure (locked database) is retried with backoff and logged; lines stay pending and are
-    never dropped for it.
-    """
-
-    def __init__(self, store: Store, session_id: int) -> None:
-        self.store = store
-        self.session_id = session_id
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str, str], Line] = {}
-        #: Every line of the session as last written: what is written back if the database
-        #: file vanishes and cannot be copied from the still-open file.
-        self._written: dict[tuple[str, str, str], Line] = {}
-        #: SQLite only: the file's identity and a connection that keeps the file open, so a
-        #: deleted database is noticed and can be copied back (see :meth:`_check_file`).
-        self._path = store.sqlite_path()
-        self._identity: tuple[int, int] | None = None
-        self._keeper: sqlite3.Connection | None = None
-        self._session_row: dict[str, Any] | None = None
-        self.restores = 0
-        if self._path is not None:
-            self._watch_file()
-        self._wake = threading.Event()
-        self._stop = False
-        self._flush_waiters: list[Future[None]] = []
-        self._other: queue.SimpleQueue[tuple[Any, Future[Any]]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="captiond-store", daemon=True)
-        self.written = 0
-        self.final_written = 0
-        self.errors = 0
-        self.last_error: str | None = None
-        self._thread.start()
-
-    def submit(self, updates: Iterable[LineUpdate]) -> None:
-        urgent = False
-        with self._lock:
-            for u in updates:
-                line = u.line
-                key = (line.track, line.channel, line.item_id)
-                self._pending[key] = line
-                if line.status is not LineStatus.PARTIAL:
-                    urgent = True
-            if len(self._pending) > WRITER_MAX_PENDING:
-                self._drop_partials()
-        if urgent:
-            self._wake.set()
-
-    def call(self, fn: Any) -> Future[Any]:
-        """Run ``fn(store)`` on the writer thread, after the lines submitted before it."""
-        fut: Future[Any] = Future()
-        self._other.put((fn, fut))
-        self._wake.set()
-        return fut
-
-    def flush(self) -> Future[None]:
-        fut: Future[None] = Future()
-        with self._lock:
-            self._flush_waiters.append(fut)
-        self._wake.set()
-        return fut
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write everything pending and stop the thread (idempotent)."""
-        if self._stop and not self._thread.is_alive():
-            return
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _drop_partials(self) -> None:
-        for key in [k for k, v in self._pending.items() if v.status is LineStatus.PARTIAL]:
-            del self._pending[key]
-        log.warning("store.backlog dropped=partials pending=%d", len(self._pending))
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(PARTIAL_FLUSH_S)
-            self._wake.clear()
-            self._check_file()
-            self._write_pending()
-            while True:
-                try:
-                    fn, fut = self._other.get_nowait()
-                except queue.Empty:
-                    break
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(self._retry(lambda fn=fn: fn(self.store)))
-                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                        fut.set_exception(exc)
-            with self._lock:
-                waiters, self._flush_waiters = self._flush_waiters, []
-                empty = not self._pending
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-            if self._stop and empty and self._other.empty():
-                if self._keeper is not None:
-                    self._keeper.close()
-                    self._keeper = None
-                return
-
-    def _write_pending(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, {}
-        if not batch:
-            return
-        lines = list(batch.values())
-        try:
-            self._retry(lambda: self.store.write_lines(self.session_id, lines))
-        except Exception as exc:  # noqa: BLE001 - keep the lines, report, try again later
-            self.errors += 1
-            self.last_error = self.store.describe_error(exc)
-            log.error("store.write_failed error=%r lines=%d", self.last_error, len(lines))
-            with self._lock:
-                for line in lines:
-                    self._pending.setdefault((line.track, line.channel, line.item_id), line)
-            if self._stop:
-                return
-            time.sleep(WRITE_RETRY_BASE_S * 10)
-            return
-        self.written += len(lines)
-        self.final_written += sum(1 for line in lines if line.status is LineStatus.FINAL)
-        if self._path is not None:
-            for line in lines:
-                self._written[(line.track, line.channel, line.item_id)] = line
-
-    # -- the database file vanishing under the daemon (SQLite) ---------------------------------
-
-    def _watch_file(self) -> None:
-        """Remember the file's identity; keep a connection open on it (a deleted file stays
-        readable through it); remember the session row."""
-        assert self._path is not None
-        try:
-            st = os.stat(self._path)
-            keeper = sqlite3.connect(str(self._path), check_same_thread=False)
-            keeper.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            # A first read opens the -wal file too, so it stays readable after an unlink.
-            keeper.execute("SELECT count(*) FROM sessions").fetchall()
-            cur = keeper.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,))
-            names = [d[0] for d in cur.description]
-            row = cur.fetchone()
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("store.watch_unavailable path=%s error=%r", self._path, str(exc))
-            return
-        self._identity = (st.st_dev, st.st_ino)
-        self._keeper = keeper
-        self._session_row = dict(zip(names, row, strict=True)) if row is not None else None
-
-    def _check_file(self) -> None:
-        """Notice that the database file was deleted or replaced (``rm captiond.db*``, a
-        restore by rename) and put the database back where it was, so no line is lost."""
-        if self._path is None or self._identity is None:
-            return
-        try:
-            st = os.stat(self._path)
-            if (st.st_dev, st.st_ino) == self._identity:
-                return
-            how = "replaced"
-        except FileNotFoundError:
-            how = "deleted"
-        except OSError:
-            return  # cannot tell now (a directory permission): checked again next time
-        self.errors += 1
-        self.last_error = (f"database {self._path} was {how} while captiond ran; it was "
-                           "recreated with the running session")
-        log.error("store.database_vanished path=%s how=%s (recreating it and writing the "
-                  "running session back)", self._path, how)
-        try:
-            if how == "replaced":
-                # Someone else's file: kept, beside ours.
-                aside = self._path.with_name(f"{self._path.name}.replaced-{int(time.time())}")
-                os.replace(self._path, aside)
-                log.warning("store.foreign_file_moved path=%s to=%s", self._path, aside)
-            # A -wal or -shm still at the path is the running database's (its connections
-            # hold them; they read on through their open files): a new file must not meet it.
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path.with_name(self._path.name + suffix))
-            restored = self._copy_back()
-        except Exception as exc:  # noqa: BLE001 - fall back to what the writer holds
-            log.error("store.copy_back_failed path=%s error=%r", self._path, str(exc))
-            restored = self._write_back()
-        self.restores += 1
-        log.warning("store.database_restored path=%s from=%s session=%d lines=%d",
-                    self._path, restored, self.session_id, len(self._written))
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.close()
-        self._watch_file()
-
-    def _copy_back(self) -> str:
-        """Copy the whole database, through the connection that still has the deleted file
-        open, into a new file at the path. Every session survives, not only the running one."""
-        if self._keeper is None:
-            raise StoreError("no open copy of the database")
-        assert self._path is not None
-        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        create_private_file(self._path)
-        target = sqlite3.connect(str(self._path))
-        try:
-            self._keeper.backup(target)
-        finally:
-            target.close()
-        # Pooled connections still point at the deleted file: open new ones.
-        self.store.engine.dispose()
-        return "open_copy"
-
-    def _write_back(self) -> str:
-        """A new database with the running session and every line written so far."""
-        assert self._path is not None
-        self.store.engine.dispose()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path.with_name(self._path.name + suffix))
-        self._path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        create_private_file(self._path)
-        self.store.upgrade()
-        if self._session_row is not None:
-            row = dict(self._session_row)
-            for key in ("started_at", "ended_at"):
-                if isinstance(row.get(key), str):
-                    row[key] = dt.datetime.fromisoformat(row[key])
-            if isinstance(row.get("meta"), str):
-                row["meta"] = json.loads(row["meta"])
-            with self.store.engine.begin() as conn:
-                conn.execute(insert(SessionRow).values(**row))
-        self.store.write_lines(self.session_id, list(self._written.values()))
-        return "memory"
-
-    def _retry(self, fn: Any) -> Any:
-        delay = WRITE_RETRY_BASE_S
-        for attempt in range(WRITE_RETRIES):
-            try:
-                return fn()
-            except OperationalError as exc:
-                if "locked" not in str(exc) or attempt == WRITE_RETRIES - 1:
-                    raise
-                log.warning("store.retry reason=locked attempt=%d", attempt + 1)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
-
-
 def session_duration(row: SessionRow) -> dt.timedelta | None:
     if row.ended_at is None:
         return None
@@ -824,7 +588,6 @@ def session_duration(row: SessionRow) -> dt.timedelta | None:
 
 __all__ = [
     "Store",
-    "StoreWriter",
     "SQLAlchemyError",
     "default_url",
     "line_row",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import captiond.audio.pipe  # noqa: F401  (registers --source pipe:PATH, as the daemon does)
 from captiond.audio.block import AudioBlock, float_to_pcm16, pcm16_to_float
 from captiond.audio.resample import Resampler
 from captiond.audio.sources import FileSource, open_source, parse_source, probe_file
@@ -105,12 +106,27 @@ def test_bad_sources_have_clear_errors(tmp_path: Path) -> None:
     """Missing, undecodable and unknown sources each give one sentence naming the fix."""
     with pytest.raises(AudioError, match="does not exist"):
         probe_file(tmp_path / "nope.wav")
+    notes = tmp_path / "notes.md"
+    notes.write_text("these are meeting notes, not a recording\n" * 100)
+    with pytest.raises(AudioError) as undecodable:
+        probe_file(notes)
+    message = str(undecodable.value)
+    assert f"cannot decode {notes}: it is not audio FFmpeg (PyAV) can decode" in message
+    assert "give a recording such as .wav" in message and "Errno" not in message
+    # FFmpeg opens a long .txt as teletype art: a video, so "no audio stream", with the fix.
+    text = tmp_path / "notes.txt"
+    text.write_text("these are meeting notes, not a recording\n" * 100)
+    with pytest.raises(AudioError, match=r"notes.txt has no audio stream .*give a recording"):
+        probe_file(text)
     junk = tmp_path / "junk.ogg"
     junk.write_bytes(b"this is not audio" * 100)
-    with pytest.raises(AudioError, match="cannot decode"):
+    with pytest.raises(AudioError, match="cannot decode .*give a recording"):
         probe_file(junk)
-    with pytest.raises(AudioError, match="unknown audio source 'speaker'"):
+    with pytest.raises(AudioError, match="unknown audio source 'speaker'") as unknown:
         parse_source("speaker")
+    for form in ("mic[:DEVICE]", "file:PATH", "stdin", "system[:SINK]", "pipe:PATH",
+                 "mic+system"):
+        assert form in str(unknown.value), form
     with pytest.raises(AudioError, match="needs a path"):
         open_source("file:")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,25 @@ def test_prune_deletes_only_old_finished_sessions(
         run(db_url, "prune", "--older-than", "90 years", capsys=capsys)
     assert exc.value.code == 2
     assert "not an age" in capsys.readouterr().err
+
+
+def test_missing_postgresql_driver_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PostgreSQL URL without psycopg installed says which extra to install."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra has
+    assert cli.main(["sessions", "--db", "postgresql+psycopg://me:secret@db.example/c"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'captiond[postgresql]'" in err
+    assert "secret" not in err and "No module named" not in err
+
+
+def test_unsupported_database_lists_the_supported_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A MySQL URL is refused as unsupported, naming SQLite and PostgreSQL."""
+    assert cli.main(["sessions", "--db", "mysql://me:secret@db.example/c"]) == 1
+    err = capsys.readouterr().err
+    assert "mysql is not supported" in err
+    assert "sqlite:///PATH" in err and "postgresql+psycopg://" in err
+    assert "MySQLdb" not in err and "secret" not in err

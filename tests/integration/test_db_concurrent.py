@@ -7,7 +7,8 @@ from typing import Any
 
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind
 from captiond.transcript.search import search
-from captiond.transcript.store import Store, StoreWriter
+from captiond.transcript.store import Store
+from captiond.transcript.writer import StoreWriter
 
 LINES_PER_DAEMON = 150
 #: How long a daemon process may take, in seconds.

@@ -97,6 +97,27 @@ def test_vtt_to_stdout_while_running(db, tmp_path, capsys):
     assert len(verify_file(path)) >= 27
 
 
+def test_dash_output_is_stdout(db, tmp_path, monkeypatch, capsys):
+    """`-o -` writes to standard output (as `-f` says) and creates no file named '-'."""
+    url, _ = db
+    monkeypatch.chdir(tmp_path)
+    assert run(url, "last", "-f", "vtt", "-o", "-") == 0
+    assert capsys.readouterr().out.startswith("WEBVTT - Product sync\n")
+    assert run(url, "last", "-f", "json", "-o", "-") == 0
+    assert json.loads(capsys.readouterr().out)["session"]["title"] == "Product sync"
+    assert not (tmp_path / "-").exists()
+
+
+def test_qc_warnings_keep_exit_status_zero(db, capsys):
+    """`--qc` reports cues over the limits but still exits 0, as its --help says."""
+    url, _ = db
+    assert run(url, "last", "--qc", "--max-cps", "8") == 0
+    assert "problems:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    assert "exit status stays 0" in " ".join(capsys.readouterr().out.split())
+
+
 def test_translation_tracks(db, tmp_path, capsys):
     """--lang de exports the German track; --lang all writes one file per language; --lang en
     (the spoken language) is the original."""

@@ -376,7 +376,7 @@ def test_deleted_database_is_noticed_and_written_back(
     or from the writer's memory when that copy fails); lines after it land in it too."""
     import logging
 
-    from captiond.transcript.store import StoreWriter
+    from captiond.transcript.writer import StoreWriter
 
     caplog.set_level(logging.INFO, logger="captiond.store")
     path = tmp_path / "data" / "captiond.db"
@@ -423,7 +423,7 @@ def test_replaced_database_is_moved_aside_and_ours_put_back(
     written into, not lost) and the running database is put back at the path."""
     import logging
 
-    from captiond.transcript.store import StoreWriter
+    from captiond.transcript.writer import StoreWriter
 
     caplog.set_level(logging.INFO, logger="captiond.store")
     path = tmp_path / "captiond.db"

@@ -14,9 +14,11 @@ import pytest
 from conftest import AMI, FLEURS, normalise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import BLOCK, clip, paced, silence
 
 from captiond import config
 from captiond.audio.block import AudioBlock
+from captiond.audio.segmenter import segmenter_params
 from captiond.cli import main
 from captiond.engines.factory import whisper_backend
 from captiond.engines.guards import judge, looks_repetitive
@@ -24,22 +26,9 @@ from captiond.engines.local import LocalEngine
 from captiond.engines.localcore import DecodeRequest
 from captiond.engines.whisper import WhisperBackend
 from captiond.events import ItemCommitted, ItemCompleted, ItemPartial
-from captiond.pipeline import segmenter_params
 from captiond.transcript.store import Store
 
 RATE = 16_000
-BLOCK = 512
-
-
-def clip(path: Path, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
-    from faster_whisper import decode_audio
-
-    audio = np.asarray(decode_audio(str(path), RATE), np.float32)
-    return audio[int(start_s * RATE) : None if end_s is None else int(end_s * RATE)]
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * RATE), np.float32)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:
@@ -64,18 +53,6 @@ def final(audio: np.ndarray) -> DecodeRequest:
 @pytest.fixture(scope="module")
 def backend() -> WhisperBackend:
     return whisper_backend(config.parse("", env={}, overrides={}))
-
-
-async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float) -> AsyncIterator[AudioBlock]:
-    """The audio in 32 ms blocks; every ``every_s`` of audio the decoder is let finish its work,
-    so partials come as on a fast machine, without waiting in real time."""
-    loop = asyncio.get_running_loop()
-    step = int(every_s * RATE)
-    for pos in range(0, len(audio), BLOCK):
-        yield AudioBlock(audio[pos : pos + BLOCK], RATE, pos)
-        if pos // step != (pos + BLOCK) // step:
-            await loop.run_in_executor(backend.executor, lambda: None)
-            await asyncio.sleep(0)
 
 
 def run_engine(backend: WhisperBackend, audio: np.ndarray, every_s: float = 0.3,

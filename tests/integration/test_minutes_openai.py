@@ -6,24 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes.openai_responses import FakeResponses
-from minutes_support import KEY, SAID, export, rows
+from minutes_support import KEY, meeting, three_hours
 
 from captiond.exports import digest, produce
 from captiond.exports.responses import plan
 from captiond.timefmt import clock
-
-
-def _meeting(said: list[tuple[str, str]] = SAID, step_ms: int = 5_000) -> Any:
-    lines = [SimpleNamespace(item_id=f"it-{i}", audio_start_ms=i * step_ms,
-                             audio_end_ms=i * step_ms + step_ms - 500, speaker=who, channel="",
-                             text=text, engine="openai", language="en", words=None,
-                             track="original") for i, (who, text) in enumerate(said)]
-    return export("synthetic", lines)
 
 
 def _opts(fake: FakeResponses, **kw: Any) -> produce.Options:
@@ -44,7 +35,7 @@ def _all_cites_exist(m: digest.Minutes, doc: Any) -> int:
 def test_valid_answer_becomes_minutes_with_cost() -> None:
     """A schema-valid answer gives the model's minutes: cites exist, owners as said, the
     request passed the openai package's own types, the cost is the tokens used."""
-    doc = _meeting()
+    doc = meeting()
     with FakeResponses(KEY) as fake:
         m = produce.write_minutes(doc, _opts(fake), KEY)
     assert fake.problems == [] and fake.answered == ["valid"]
@@ -63,7 +54,7 @@ def test_valid_answer_becomes_minutes_with_cost() -> None:
 def test_cites_that_do_not_exist_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
     """An item citing only lines that do not exist is dropped, a stray cite is removed, and
     the log and the minutes' note say so."""
-    doc = _meeting()
+    doc = meeting()
     caplog.set_level(logging.INFO, "captiond.minutes")
     with FakeResponses(KEY, ["bad_cites"]) as fake:
         m = produce.write_minutes(doc, _opts(fake), KEY)
@@ -88,7 +79,7 @@ def test_failed_answers_give_offline_minutes(script: list[str], reason: str,
     """A schema-invalid, truncated or refused answer, 429s or timeouts throughout, or a
     rejected key: the offline minutes are written instead (nothing of the failed answer
     kept, nothing of the transcript lost) and the log says why."""
-    doc = _meeting()
+    doc = meeting()
     caplog.set_level(logging.INFO, "captiond.minutes")
     with FakeResponses(KEY, script, hang_s=1.5) as fake:
         m = produce.write_minutes(doc, _opts(fake, timeout_s=0.3), KEY)
@@ -107,32 +98,16 @@ def test_failed_answers_give_offline_minutes(script: list[str], reason: str,
 
 def test_429_then_answer_is_retried() -> None:
     """A 429 with retry-after is waited out and asked again; the answer is used."""
-    doc = _meeting()
+    doc = meeting()
     with FakeResponses(KEY, ["429", "valid"]) as fake:
         m = produce.write_minutes(doc, _opts(fake), KEY)
     assert fake.answered == ["429", "valid"] and m.source == "openai"
 
 
-def _three_hours() -> Any:
-    """A 3-hour meeting: a line every 5 s, 2160 lines of real AMI turns repeated (speakers
-    kept), every 40th line a decision or an action."""
-    base = [r for r in rows("ami_meeting") if len(r.text.split()) >= 4]
-    said = []
-    for i in range(2160):
-        r = base[i % len(base)]
-        text = r.text
-        if i % 40 == 7:
-            text = f"I'll check item {i} with the supplier by Friday."
-        elif i % 40 == 27:
-            text = f"Okay we'll go with option {i} for the case."
-        said.append((r.speaker, text))
-    return _meeting(said, step_ms=5_000)
-
-
 def test_three_hour_session_in_parts_within_the_cap() -> None:
     """A 3-hour session is sent in parts (every line in exactly one part, none cut), merged
     in time order, and costs less than the cap, estimated before and counted after."""
-    doc = _three_hours()
+    doc = three_hours()
     opts_ = None
     with FakeResponses(KEY) as fake:
         opts_ = _opts(fake)
@@ -159,7 +134,7 @@ def test_three_hour_session_in_parts_within_the_cap() -> None:
 def test_failed_merge_keeps_the_parts_summaries(caplog: pytest.LogCaptureFixture) -> None:
     """When the summary of the whole meeting is refused, the parts' own summary points
     stay (each from a good answer), the note and the log say so."""
-    doc = _three_hours()
+    doc = three_hours()
     caplog.set_level(logging.INFO, "captiond.minutes")
     with FakeResponses(KEY, ["valid", "valid", "refusal"]) as fake:
         m = produce.write_minutes(doc, _opts(fake), KEY)
@@ -173,7 +148,7 @@ def test_failed_merge_keeps_the_parts_summaries(caplog: pytest.LogCaptureFixture
 def test_over_the_cap_nothing_is_sent() -> None:
     """An estimate above minutes.max_cost_usd sends nothing and gives offline minutes that
     say how to raise the cap."""
-    doc = _three_hours()
+    doc = three_hours()
     with FakeResponses(KEY) as fake:
         m = produce.write_minutes(doc, _opts(fake, max_cost_usd=0.01), KEY)
     assert fake.requests == [] and m.source == "offline"
@@ -182,7 +157,7 @@ def test_over_the_cap_nothing_is_sent() -> None:
 
 def test_without_a_key_auto_is_offline() -> None:
     """minutes.engine = auto without a key: offline minutes, no note, no request."""
-    m = produce.write_minutes(_meeting(), produce.Options(engine="auto"), None)
+    m = produce.write_minutes(meeting(), produce.Options(engine="auto"), None)
     assert m.source == "offline" and m.notes == ()
 
 
@@ -190,7 +165,7 @@ def test_runaway_answer_is_cut_and_said() -> None:
     """An answer listing more items than the bound keeps the first MAX_ITEMS, and says so."""
     from captiond.exports.responses import MAX_ITEMS, Part, to_minutes
 
-    lines = digest.text_lines(_meeting().original)
+    lines = digest.text_lines(meeting().original)
     data = FakeResponses.minutes_for("".join(
         f"L{ln.id} [00:00:00] {ln.speaker}: {ln.text}\n" for ln in lines))
     data["questions"] = [{"text": f"Question {i}?", "lines": [5]} for i in range(MAX_ITEMS + 7)]

@@ -22,8 +22,7 @@ from fakes.openai_realtime import FakeRealtimeServer, Faults
 from fakes.speech import conversation, stream
 
 from captiond.engines.openai import OpenAIAuthError, OpenAIEngine, OpenAIOptions
-from captiond.events import Line, LineStatus
-from captiond.realtime.protocol import Gap
+from captiond.events import Gap, Line, LineStatus
 from captiond.transcript.reconciler import Reconciler
 
 KEY = "sk-test-captiond-0123456789abcdefXYZ"

@@ -10,7 +10,8 @@ import pytest
 
 from captiond.errors import SessionNotFound, StoreError
 from captiond.events import Line, LineStatus, LineUpdate, UpdateKind, Word
-from captiond.transcript.store import Store, StoreWriter
+from captiond.transcript.store import Store
+from captiond.transcript.writer import StoreWriter
 
 
 def line(item: str, seq: int, text: str, status: LineStatus = LineStatus.FINAL, **kw) -> Line:  # type: ignore[no-untyped-def]

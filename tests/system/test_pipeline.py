@@ -167,12 +167,14 @@ def test_bad_input_gives_one_clear_line(args, message, db_url) -> None:  # type:
 
 
 def test_no_input_device_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
-    """With no sound server and no capture device, `run` says so and how to fix it."""
+    """With no sound server and no capture device, `run` says so, how to fix it and which
+    other sources to try."""
     env = {"PULSE_SERVER": "unix:/nonexistent", "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = run_cli(["run", "--source", "mic", "--db", db_url], env=env)
     err = proc.stderr.decode()
     assert proc.returncode == 1
     assert ("no audio input device" in err) or ("PortAudio library is missing" in err), err
+    assert "--source file:RECORDING" in err and "--source stdin" in err, err
     assert "Traceback" not in err
 
 

@@ -59,6 +59,24 @@ def test_ranges_choices_and_checks() -> None:
         config.parse("[vad\n", env={})
 
 
+def test_colours_are_css_colours(tmp_path: Path) -> None:
+    """Overlay colours take CSS names, #hex, bare hex, rgb() and hsl(); a made-up name is
+    refused with file:line, the setting, a did-you-mean and the forms to write."""
+    for value in ("white", "RebeccaPurple", "#fc0", "#ffcc0080", "ffcc00", "rgb(255 204 0)",
+                  "rgba(0, 0, 0, 0.5)", "hsl(48 100% 50%)", "transparent"):
+        cfg = config.parse(f'[overlay]\ncolor = "{value}"\n', env={})
+        assert cfg["overlay.color"] == value
+    with pytest.raises(ConfigError) as err:
+        config.parse('[overlay]\ncolor = "blurple"\n', path=tmp_path / "config.toml", env={})
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'config.toml'}:2: overlay.color must be a CSS colour")
+    assert "did you mean purple" in message and "rgb(255 204 0)" in message
+    assert "got 'blurple'" in message
+    for bad in ("red; background: url(x)", "#ff", "rgb(1, 2)", "ff cc 00", ""):
+        with pytest.raises(ConfigError, match="must be a CSS colour"):
+            config.parse("", env={}, overrides={"overlay.background_color": bad})
+
+
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     """--config naming a file that does not exist is an error; the default may be absent."""
     with pytest.raises(ConfigError, match="does not exist"):
