@@ -221,7 +221,9 @@ async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float, *,
 #: Libraries in ``tests/`` that benchmarks share with the tests: the protocol-faithful fake
 #: servers (``tests/fakes``: OpenAI realtime and translation, OBS, caption URLs, speech
 #: sources) and the private PulseAudio server (``tests/pulse_support.py``). Never a test module.
-SUPPORT = ("fakes", "pulse_support", "minutes_support")
+SUPPORT = ("fakes", "pulse_support", "minutes_support", "needs")
+#: Support libraries that import others by name.
+SUPPORT_NEEDS = {"pulse_support": ("needs",)}
 
 
 def support(name: str) -> Any:
@@ -232,6 +234,8 @@ def support(name: str) -> Any:
         raise ValueError(f"{name} is not a support library shared with the tests ({SUPPORT})")
     if name in sys.modules:
         return sys.modules[name]
+    for other in SUPPORT_NEEDS.get(name, ()):
+        support(other)
     path = ROOT / "tests" / name
     if path.is_dir():
         spec = importlib.util.spec_from_file_location(

@@ -1,6 +1,6 @@
 """System audio's stream clock against the wall clock across a sound-server outage.
 
-Usage: ``PYTHONPATH=. python benchmarks/system_audio_clock.py [--rounds 3] [--away 1.5]``
+Usage: ``python benchmarks/system_audio_clock.py [--rounds 3] [--away 1.5]``
 
 Starts a private PulseAudio server (as the tests do: tests/pulse_support.py) with a 48 kHz null
 sink, records its monitor with captiond's ``ServerSource``, removes the sink after 0.5 s of
@@ -17,16 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from pulse_support import PulseServer  # noqa: E402
+import kit
 
 from captiond.audio.sources import open_source  # noqa: E402
 from captiond.audio.system import ServerSource  # noqa: E402
@@ -39,7 +35,7 @@ AFTER_S = 0.5
 ROUND_TIMEOUT_S = 30.0
 
 
-async def one_round(pulse: PulseServer, away_s: float) -> dict[str, float]:
+async def one_round(pulse: Any, away_s: float) -> dict[str, float]:
     """One outage; the stream clock's gap and end beside the wall clock's view of them."""
     module = pulse.null_sink("speakers", rate=RATE)
     source = open_source("system:speakers")
@@ -67,24 +63,26 @@ async def one_round(pulse: PulseServer, away_s: float) -> dict[str, float]:
             "resumed_s": resumed, "drift_s": ends[-1] / RATE - wall_s}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="outages to measure (default 3)")
-    parser.add_argument("--away", type=float, default=1.5, help="seconds the sink is gone")
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    rounds: list[dict[str, float]] = []
+    pulse_server = kit.support("pulse_support").PulseServer
     with tempfile.TemporaryDirectory() as tmp:
-        pulse = PulseServer(Path(tmp) / "pulse")
+        pulse = pulse_server(Path(tmp) / "pulse")
         pulse.start()
         os.environ["PULSE_SERVER"] = pulse.env["PULSE_SERVER"]
         try:
             print(f"{'round':>5} {'gap s':>7} {'outage s':>9} {'drift s':>8}")
             for n in range(1, args.rounds + 1):
                 r = asyncio.run(asyncio.wait_for(one_round(pulse, args.away), ROUND_TIMEOUT_S))
+                rounds.append(r)
                 print(f"{n:>5} {r['gap_s']:>7.3f} {r['outage_s']:>9.3f} {r['drift_s']:>+8.3f}")
         finally:
             pulse.stop()
-    return 0
+    return {"rounds": rounds}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    ap = kit.parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=3, help="outages to measure (default 3)")
+    ap.add_argument("--away", type=float, default=1.5, help="seconds the sink is gone")
+    kit.run(main, ap.parse_args())
