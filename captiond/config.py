@@ -174,6 +174,46 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1.0,
         maximum=600.0,
     ),
+    Setting(
+        "audio.keep",
+        bool,
+        False,
+        "Keep the session's audio (Ogg Opus, one file per session, written as it runs) for "
+        "`captiond speakers` and `export --format audio`. Off by default: a recording of "
+        "other people's voices needs their consent.",
+    ),
+    Setting(
+        "audio.keep_dir",
+        str,
+        "",
+        "Directory of kept audio; empty: audio/ in the data directory.",
+    ),
+    Setting(
+        "audio.keep_kbps",
+        int,
+        24,
+        "Bit rate of kept audio in kbit/s (24: about 9 MB per hour of meeting speech).",
+        minimum=12,
+        maximum=64,
+    ),
+    Setting(
+        "audio.keep_days",
+        float,
+        30.0,
+        "Kept audio older than this many days is deleted (the transcript stays); 0: no age "
+        "limit.",
+        minimum=0.0,
+        maximum=36_500.0,
+    ),
+    Setting(
+        "audio.keep_max_mb",
+        int,
+        2_000,
+        "Kept audio beyond this many megabytes in all is deleted, oldest first (the "
+        "transcript stays); 0: no size limit.",
+        minimum=0,
+        maximum=10_000_000,
+    ),
     # -- engine --------------------------------------------------------------------------
     Setting(
         "engine.name",

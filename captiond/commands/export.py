@@ -1,4 +1,5 @@
-"""``captiond export SESSION --format srt|vtt|md|json``: subtitles, minutes or JSON of a session.
+"""``captiond export SESSION --format srt|vtt|md|json|audio``: subtitles, minutes or JSON of a
+session, or its kept audio (Ogg Opus, ``audio.keep``).
 
 Reads final lines only, so it also works while the session is still running.
 """
@@ -20,8 +21,9 @@ from captiond.exports.document import ExportError, SessionExport, load_session, 
 from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 
-FORMATS = ("srt", "vtt", "md", "json")
-SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
+FORMATS = ("srt", "vtt", "md", "json", "audio")
+SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json",
+            ".ogg": "audio", ".opus": "audio"}
 
 _LIMIT_FLAGS = {
     "--max-cps": "export.max_cps",
@@ -40,7 +42,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "export",
         parents=[common],
-        help="export a session as SRT/WebVTT subtitles, Markdown minutes or JSON",
+        help="export a session as SRT/WebVTT subtitles, Markdown minutes, JSON or its audio",
         description="Export a session (also one still running: its final lines so far).",
     )
     p.add_argument("session", help="session id or 'last'")
@@ -85,6 +87,8 @@ def _format(args: argparse.Namespace) -> str:
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     fmt = _format(args)
+    if fmt == "audio":
+        return _export_audio(args, cfg)
     subtitles = fmt in ("srt", "vtt")
     lang = args.lang or (ORIGINAL if subtitles else "all")
     if args.qc and not subtitles:
@@ -125,6 +129,42 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
         _emit([json.dumps(to_json(doc), ensure_ascii=False, indent=2), "\n"], args.output)
         return 0
     _emit([_minutes(doc, cfg, args.template)], args.output)
+    return 0
+
+
+def _export_audio(args: argparse.Namespace, cfg: Config) -> int:
+    """The session's kept audio, copied as it is (Ogg Opus; a running session: so far)."""
+    import shutil
+
+    from captiond.audio import keep
+
+    store = open_store(cfg)
+    try:
+        row = store.resolve_session(args.session)
+    finally:
+        store.close()
+    path = keep.audio_path(keep.audio_dir(cfg), row.id)
+    if not path.exists():
+        raise ExportError(
+            f"session {row.id} has no kept audio in {path.parent} (audio is kept only with "
+            "audio.keep = true, and retention (audio.keep_days, audio.keep_max_mb) may have "
+            "removed it)")
+    if args.output is None:
+        if sys.stdout.isatty():
+            raise ExportError("--format audio writes binary audio: give -o FILE.ogg "
+                              "or redirect stdout")
+        with path.open("rb") as src:
+            shutil.copyfileobj(src, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+
+    def chunks() -> Iterable[bytes]:
+        with path.open("rb") as src:
+            while block := src.read(1 << 20):
+                yield block
+
+    atomic_write(args.output, chunks(), mode=keep.PRIVATE_FILE_MODE)  # a voice recording
+    print(f"captiond: session {row.id} audio -> {args.output}", file=sys.stderr)
     return 0
 
 

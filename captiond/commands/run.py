@@ -189,6 +189,9 @@ def _drop_if_empty(cfg: Config, daemon: Daemon) -> None:
         if not store.lines(sid, track=None, statuses=("final", "partial", "failed")) \
                 and not store.gaps(sid):
             store.delete_session(sid)
+            from captiond.audio import keep
+
+            keep.remove(keep.audio_dir(cfg), sid)
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
     finally:
