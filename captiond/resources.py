@@ -13,6 +13,10 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def _folder(package: str, name: str) -> Path:
+    # A source checkout uses its own folders, even where an editable install of another
+    # checkout (a second git worktree) also provides the package.
+    if (_ROOT / "pyproject.toml").is_file() and (_ROOT / name).is_dir():
+        return _ROOT / name
     try:
         return Path(str(resources.files(package)))
     except ModuleNotFoundError:

@@ -111,8 +111,8 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
         for track in tracks:
             cues = build_cues(doc.source_lines(track), limits)
             title = doc.title or f"captiond session {doc.id}"
-            # A session of several channels (mic+system: Me / Them) names who speaks.
-            speakers = len(doc.channels) > 1
+            # Lines with speakers (Me / Them of a call, `captiond speakers`) name who speaks.
+            speakers = any(r.speaker for r in doc.source_lines(track))
             chunks = iter_srt(cues, speakers=speakers) if fmt == "srt" else iter_vtt(
                 cues, header=title if track == ORIGINAL else f"{title} ({track})",
                 speakers=speakers)
