@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "captiond.commands.export",
     "captiond.commands.service",
     "captiond.commands.models",
+    "captiond.commands.speakers",
 )
 
 log = logging.getLogger("captiond")

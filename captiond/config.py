@@ -888,6 +888,62 @@ SETTINGS += (
     ),
 )
 
+# -- speaker labels (gpt-4o-transcribe-diarize) ----------------------------------------
+
+
+def _http_url(value: str) -> str | None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        return "must be an http:// or https:// URL such as https://api.openai.com/v1"
+    return None
+
+
+SETTINGS += (
+    Setting(
+        "speakers.auto",
+        bool,
+        False,
+        "Label speakers at the end of every session (`captiond speakers`); needs audio.keep "
+        "and the OpenAI API key.",
+    ),
+    Setting(
+        "speakers.url",
+        str,
+        "https://api.openai.com/v1",
+        "Base URL of the Transcriptions API (a proxy, EU data residency, tests).",
+        check=_http_url,
+    ),
+    Setting(
+        "speakers.model",
+        str,
+        "gpt-4o-transcribe-diarize",
+        "Diarizing transcription model.",
+    ),
+    Setting(
+        "speakers.chunk_s",
+        float,
+        1200.0,
+        "Longest piece of audio sent at once (the model takes at most 1500 s).",
+        minimum=10.0,
+        maximum=1400.0,
+    ),
+    Setting(
+        "speakers.timeout_s",
+        float,
+        300.0,
+        "How long one chunk may take to come back before it is retried.",
+        minimum=1.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "speakers.price_per_min",
+        float,
+        0.006,
+        "USD per audio minute sent for labelling, for the cost figure.",
+        minimum=0.0,
+        maximum=10.0,
+    ),
+)
+
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 
 
