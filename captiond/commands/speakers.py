@@ -30,6 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    " | list")
     p.add_argument("-y", "--yes", action="store_true",
                    help="send without asking (the cost is printed before)")
+    p.add_argument("--fresh", action="store_true",
+                   help="send every chunk again (default: chunks labelled before are reused)")
     p.set_defaults(func=cmd_speakers)
 
 
@@ -48,7 +50,7 @@ def cmd_speakers(args: argparse.Namespace, cfg: Config) -> int:
         return list_known(cfg)
     if len(words) != 1:
         raise CaptiondError("usage: captiond speakers SESSION (a number or 'last')")
-    return label(cfg, verb, yes=args.yes)
+    return label(cfg, verb, yes=args.yes, fresh=args.fresh)
 
 
 def _name(name: str) -> str:
@@ -103,7 +105,8 @@ def list_known(cfg: Config) -> int:
     return 0
 
 
-def label(cfg: Config, session: str, *, yes: bool = True, out: Any = None) -> int:
+def label(cfg: Config, session: str, *, yes: bool = True, fresh: bool = False,
+          out: Any = None) -> int:
     from captiond.engines.openai import resolve_api_key
     from captiond.speakers.service import (
         chunk_count,
@@ -133,6 +136,8 @@ def label(cfg: Config, session: str, *, yes: bool = True, out: Any = None) -> in
             if sys.stdin.readline().strip().lower() not in ("y", "yes"):
                 print("nothing sent", file=out)
                 return 1
+        if fresh:
+            store.clear_speaker_turns(row.id)
         result = label_session(store, cfg, row.id, openai_transcriber(cfg, key),
                                report=lambda s: print("  " + s, file=out))
     finally:

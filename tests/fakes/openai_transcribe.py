@@ -107,6 +107,11 @@ class FakeTranscriptions:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
+    @property
+    def received(self) -> int:
+        """Requests that reached the endpoint, answered or not."""
+        return self._seen
+
     def __enter__(self) -> FakeTranscriptions:
         self._thread.start()
         return self
