@@ -5,6 +5,7 @@ whoever speaks), with word times."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,12 @@ LINE_MAX_MS = 10_000
 TONE_AMPLITUDE = 0.1
 
 
+def person(name: str) -> str:
+    """One spelling of an AMI speaker id: the turns write MÉO069 where the words write
+    MEO069."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+
+
 def ami_meeting() -> tuple[list[Turn], list[list[tuple[int, int, str, str]]]]:
     """Reference turns on one clock (excerpts in name order, 30 s apart) and each excerpt's
     words (start_ms, end_ms, speaker, word) on the same clock."""
@@ -39,14 +46,15 @@ def ami_meeting() -> tuple[list[Turn], list[list[tuple[int, int, str, str]]]]:
             if f[1] == name:
                 start = float(f[3])
                 end = min(start + float(f[4]), EXCERPT_S)
-                turns.append(Turn(offset + round(start * 1000), offset + round(end * 1000), f[7]))
+                turns.append(Turn(offset + round(start * 1000), offset + round(end * 1000), person(f[7])))
         rows = (DATA / f"{name}.words.tsv").read_text().splitlines()[1:]
         ws = []
         for r in rows:
             start, end, who, word = r.split("\t")
             if float(start) < EXCERPT_S:
                 ws.append((offset + round(float(start) * 1000),
-                           offset + round(min(float(end), EXCERPT_S) * 1000), who, word))
+                           offset + round(min(float(end), EXCERPT_S) * 1000), person(who),
+                           word))
         words.append(sorted(ws))
     return turns, words
 
