@@ -158,3 +158,9 @@ def right_share(truth: Sequence[Turn], rows: Sequence[object], names: dict[str, 
 
 __all__ = ["Labelled", "ami_meeting", "lines_from_words", "mapping", "right_share",
            "store_meeting", "synthesise", "voices"]
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = KEEP_RATE) -> None:
+    from captiond.speakers.service import wav_bytes
+
+    path.write_bytes(wav_bytes(samples, rate))

@@ -268,3 +268,35 @@ def test_paths_are_under_tests(tmp_path: Path) -> None:
     from speakers_support import DATA
 
     assert DATA.parent.parent.name == "tests" and (DATA / "NOTE.md").is_file()
+
+
+def test_speakers_auto_labels_a_transcribed_recording(fleurs_en, tmp_path, monkeypatch, db_url,
+                                                      capsys) -> None:
+    """speakers.auto with audio.keep: `transcribe` ends by labelling the session; with the
+    service down it still succeeds, its lines unlabelled and the failure logged."""
+    from speakers_support import write_wav
+
+    from captiond.audio.sources import decode_file_chunks
+
+    # The fake hears the speech's own harmonics as voices: enough to label every line.
+    speech = np.concatenate(list(decode_file_chunks(fleurs_en[0], KEEP_RATE)))
+    recording = tmp_path / "speech.wav"
+    write_wav(recording, (0.9 * speech / np.abs(speech).max()).astype(np.float32))
+    monkeypatch.setenv("CAPTIOND_AUDIO_KEEP", "true")
+    monkeypatch.setenv("CAPTIOND_SPEAKERS_AUTO", "true")
+    monkeypatch.setenv("CAPTIOND_ENGINE_NAME", "local")
+    with _fake(monkeypatch) as fake:
+        assert cli.main(["transcribe", str(recording), "--no-progress"]) == 0
+        assert fake.answered == 1
+        fake.faults.always = 500
+        monkeypatch.setenv("CAPTIOND_SPEAKERS_TIMEOUT_S", "2")
+        assert cli.main(["transcribe", str(recording), "--no-progress"]) == 0
+    store = Store(db_url)
+    (second, _), (first, _) = store.list_sessions()[:2]
+    labelled = store.lines(first.id)
+    assert labelled and all((r.speaker or "").startswith("Speaker ") for r in labelled)
+    assert store.speaker_turns(first.id)
+    assert {r.speaker for r in store.lines(second.id)} == {None}
+    assert store.lines(second.id)
+    store.close()
+    assert "speakers.auto_failed" in capsys.readouterr().err
