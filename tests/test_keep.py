@@ -179,6 +179,23 @@ def test_retention_retires_old_files_then_the_oldest_beyond_the_size() -> None:
     assert plan_retention(files, now=10 * day, max_age_s=0, max_bytes=0) == []
 
 
+def test_retention_deletes_files_on_disk_by_age_and_total_size(tmp_path: Path) -> None:
+    """apply_retention removes what the plan retires, oldest first, and nothing else."""
+    from captiond import config
+
+    cfg = config.parse(f'[audio]\nkeep_dir = "{tmp_path}"\nkeep_days = 7\nkeep_max_mb = 1\n',
+                       env={})
+    now = 100 * 86_400.0
+    for sid, age_days, size in [(1, 9, 10), (2, 3, 600_000), (3, 2, 600_000), (4, 1, 10)]:
+        path = keep.audio_path(tmp_path, sid)
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - age_days * 86_400, now - age_days * 86_400))
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert sorted(keep.apply_retention(cfg, now=now, keep=frozenset({4}))) == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.txt", "session-3.ogg", "session-4.ogg"]
+
+
 # -- the daemon: a session's audio, exported and removed ---------------------------------------
 
 

@@ -39,8 +39,9 @@ KEEP_RATE = 16_000
 PAGE_DURATION_US = 500_000
 #: Audio the keeper's queue holds before it drops blocks (the encoder runs far faster).
 KEEP_QUEUE_S = 20.0
-#: A stream this far behind the others is taken as silent so the mix goes on.
-MAX_SKEW_S = 2.0
+#: A stream this far behind the others is taken as silent so the mix goes on (with the page
+#: time, what a kill can lose in a session of several streams stays under 2 s).
+MAX_SKEW_S = 1.0
 #: Samples the mixer hands to the encoder at once (bounds memory across long gaps).
 MIX_CHUNK = KEEP_RATE
 #: How long closing the file may take at the end of a session.
