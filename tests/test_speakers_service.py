@@ -300,3 +300,20 @@ def test_speakers_auto_labels_a_transcribed_recording(fleurs_en, tmp_path, monke
     assert store.lines(second.id)
     store.close()
     assert "speakers.auto_failed" in capsys.readouterr().err
+
+
+def test_a_new_chunk_size_starts_over(meeting, monkeypatch, capsys) -> None:
+    """Turns stored for 30 s chunks are not mixed with 100 s chunks: a run with a new
+    speakers.chunk_s sends every chunk again; the same size sends nothing."""
+    db_url, sid, truth = meeting
+    with _fake(monkeypatch, chunk_s=30) as fake:
+        assert cli.main(["speakers", str(sid), "--yes"]) == 0
+        assert cli.main(["speakers", str(sid), "--yes"]) == 0
+        assert fake.answered == 10
+        monkeypatch.setenv("CAPTIOND_SPEAKERS_CHUNK_S", "100")
+        assert cli.main(["speakers", str(sid), "--yes"]) == 0
+        assert fake.answered == 13
+    store = Store(db_url)
+    assert {t.chunk for t in store.speaker_turns(sid)} == {0, 1, 2}
+    store.close()
+    assert _score(db_url, sid, truth) >= 0.95

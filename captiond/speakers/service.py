@@ -257,10 +257,15 @@ def label_session(store: Any, cfg: Any, session_id: int, transcribe: Transcribe,
     named = [k.name for k in known][:MAX_KNOWN]
     named_refs = {k.name: data_url(k.clip) for k in known}
     stored = store.speaker_turns(session_id)
+    meta = dict(row.meta or {})
+    if meta.get("speaker_chunk_ms") != chunk_ms:
+        # Turns stored for other chunk boundaries (speakers.chunk_s changed): start over.
+        if stored:
+            store.clear_speaker_turns(session_id)
+            stored = []
+        meta["speaker_chunk_ms"] = chunk_ms
+        store.update_session(session_id, meta=meta)
     done = {t.chunk for t in stored}
-    if done and max(done) >= len(chunks):  # chunk size changed since: start over
-        store.clear_speaker_turns(session_id)
-        stored, done = [], set()
     labels = Labels(named)
     labels.taken(t.label for t in stored)
     turns: list[Turn] = [Turn(t.start_ms, t.end_ms, t.label) for t in stored]
