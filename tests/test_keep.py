@@ -235,3 +235,57 @@ def test_export_audio_without_kept_audio_says_how_to_keep_it(
     assert main(["export", "last", "--db", db, "--format", "audio", "-o",
                  str(tmp_path / "x.ogg")]) != 0
     assert "audio.keep = true" in capsys.readouterr().err
+
+
+def test_a_daemon_killed_mid_session_keeps_its_audio_up_to_2_s_before(tmp_path: Path) -> None:
+    """`captiond run` on a pipe fed like a capture device (100 ms every 100 ms) with
+    audio.keep: once `status` reports 10 s captured, kill -9; the session's file decodes to
+    at least what was captured then, minus 2 s."""
+    import json
+    import threading
+
+    from service_helpers import READY_TIMEOUT_S, DaemonProcess, daemon_env
+
+    fifo = tmp_path / "audio.pcm"
+    os.mkfifo(fifo)
+    db = tmp_path / "captiond.db"
+    kept = tmp_path / "kept"
+    env = daemon_env(tmp_path, CAPTIOND_OVERLAY_ENABLED="false", CAPTIOND_AUDIO_KEEP="true",
+                     CAPTIOND_AUDIO_KEEP_DIR=str(kept), CAPTIOND_ENGINE_NAME="local")
+    daemon = DaemonProcess(["run", "--db", f"sqlite:///{db}", "--source", f"pipe:{fifo}"], env)
+    audio = tone(30.0)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    step = KEEP_RATE // 10 * 2  # 100 ms of PCM16
+    stop = threading.Event()
+
+    def play() -> None:
+        with open(fifo, "wb") as f:  # blocks until the daemon opens the pipe
+            for pos in range(0, len(pcm), step):
+                if stop.wait(0.1):
+                    return
+                f.write(pcm[pos:pos + step])
+                f.flush()
+            stop.wait(600)  # the writer stays: no "device lost"
+
+    threading.Thread(target=play, daemon=True).start()
+    captured = 0.0
+    try:
+        daemon.wait_stderr("daemon.ready", READY_TIMEOUT_S)
+        for _ in range(600):
+            out = subprocess.run([sys.executable, "-m", "captiond", "status", "--json"],
+                                 env=env, capture_output=True, text=True, timeout=30)
+            if out.returncode == 0:
+                captured = float(json.loads(out.stdout).get("audio_s") or 0.0)
+                if captured >= 10.0:
+                    break
+            threading.Event().wait(0.1)
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.wait(30)
+    finally:
+        stop.set()
+        daemon.kill()
+    assert captured >= 10.0
+    [path] = list(kept.glob("session-*.ogg"))
+    got = len(keep.read_audio(path)) / KEEP_RATE
+    print(f"killed daemon: {captured:.1f} s captured when asked, {got:.2f} s readable")
+    assert got >= captured - 2.0
