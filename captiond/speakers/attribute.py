@@ -184,7 +184,7 @@ def label_line(turns: Sequence[Turn], line: LineIn,
             if group:
                 pieces.append(Piece(lo, hi, " ".join(w.word.strip() for w in group),
                                     tuple(group), who))
-        return Labelled(line.key, _joined(pieces, line))
+        return _settled(turns, line, pieces, one)
     if len(tokens) < 2:
         return one
     counts = _share(len(tokens), [hi - lo for lo, hi, _ in parts])
@@ -195,7 +195,20 @@ def label_line(turns: Sequence[Turn], line: LineIn,
             at += n
     if len(pieces) < 2:
         return one
-    return Labelled(line.key, _joined(pieces, line))
+    return _settled(turns, line, pieces, one)
+
+
+def _settled(turns: Sequence[Turn], line: LineIn, pieces: list[Piece], one: Labelled
+             ) -> Labelled:
+    """Pieces laid end to end, each labelled with the speaker covering most of its final
+    span (absorbing a short run can change that), neighbours of one speaker joined."""
+    laid = _joined(pieces, line)
+    relabelled = [Piece(p.start_ms, p.end_ms, p.text, p.words,
+                        _best(coverage(turns, p.start_ms, p.end_ms)) or p.speaker) for p in laid]
+    final = _joined(relabelled, line)
+    if len(final) < 2:
+        return one
+    return Labelled(line.key, final)
 
 
 def _joined(pieces: list[Piece], line: LineIn) -> tuple[Piece, ...]:
