@@ -317,3 +317,24 @@ def test_a_new_chunk_size_starts_over(meeting, monkeypatch, capsys) -> None:
     assert {t.chunk for t in store.speaker_turns(sid)} == {0, 1, 2}
     store.close()
     assert _score(db_url, sid, truth) >= 0.95
+
+
+def test_a_two_sided_call_keeps_its_me_them_labels(db_url, monkeypatch, capsys) -> None:
+    """A mic+system session is not sent: its lines are labelled by channel already, and
+    `speakers rename` gives Them a name."""
+    from captiond.events import Line, LineStatus
+
+    store = Store.open(db_url)
+    sid = store.begin_session(source="mic + system", engine="local",
+                              meta={"channels": ["mic", "system"]})
+    store.write_lines(sid, [Line(item_id="a", previous_item_id=None, seq=0, audio_start_ms=0,
+                                 audio_end_ms=900, text="hello", status=LineStatus.FINAL,
+                                 channel="system", speaker="Them")])
+    store.end_session(sid, audio_seconds=1)
+    store.close()
+    with _fake(monkeypatch) as fake:
+        assert cli.main(["speakers", str(sid), "--yes"]) != 0
+    assert "already labelled by channel" in capsys.readouterr().err
+    assert fake.received == 0
+    assert cli.main(["speakers", "rename", str(sid), "Them", "Carol"]) == 0
+    assert [r.speaker for r in Store(db_url).lines(sid)] == ["Carol"]

@@ -125,6 +125,13 @@ def label(cfg: Config, session: str, *, yes: bool = True, fresh: bool = False,
         row = store.resolve_session(session)
         if row.status == "running":
             raise CaptiondError(f"session {row.id} is still running; label it once it ends")
+        channels = (row.meta or {}).get("channels") or []
+        if len(channels) > 1:
+            # Its lines already say who speaks (Me / Them); labels would overwrite them.
+            raise CaptiondError(
+                f"session {row.id} was captured as {' + '.join(channels)}: its lines are already "
+                "labelled by channel (call.me_label, call.them_label); rename them with "
+                f"`captiond speakers rename {row.id} Them NAME`")
         seconds = row.audio_seconds or 0.0
         before = estimate_cost(seconds, cfg["speakers.price_per_min"])
         n = chunk_count(seconds, cfg["speakers.chunk_s"])
