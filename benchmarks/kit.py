@@ -221,9 +221,9 @@ async def paced(audio: np.ndarray, backend: WhisperBackend, every_s: float, *,
 #: Libraries in ``tests/`` that benchmarks share with the tests: the protocol-faithful fake
 #: servers (``tests/fakes``: OpenAI realtime and translation, OBS, caption URLs, speech
 #: sources) and the private PulseAudio server (``tests/pulse_support.py``). Never a test module.
-SUPPORT = ("fakes", "pulse_support", "minutes_support", "needs")
+SUPPORT = ("fakes", "pulse_support", "minutes_support", "speakers_support", "needs")
 #: Support libraries that import others by name.
-SUPPORT_NEEDS = {"pulse_support": ("needs",)}
+SUPPORT_NEEDS = {"pulse_support": ("needs",), "speakers_support": ("fakes",)}
 
 
 def support(name: str) -> Any:

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "captiond.commands.minutes",
     "captiond.commands.service",
     "captiond.commands.models",
+    "captiond.commands.speakers",
 )
 
 log = logging.getLogger("captiond")

@@ -187,6 +187,46 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1.0,
         maximum=600.0,
     ),
+    Setting(
+        "audio.keep",
+        bool,
+        False,
+        "Keep the session's audio (Ogg Opus, one file per session, written as it runs) for "
+        "`captiond speakers` and `export --format audio`. Off by default: a recording of "
+        "other people's voices needs their consent.",
+    ),
+    Setting(
+        "audio.keep_dir",
+        str,
+        "",
+        "Directory of kept audio; empty: audio/ in the data directory.",
+    ),
+    Setting(
+        "audio.keep_kbps",
+        int,
+        24,
+        "Bit rate of kept audio in kbit/s (24: about 9 MB per hour of meeting speech).",
+        minimum=12,
+        maximum=64,
+    ),
+    Setting(
+        "audio.keep_days",
+        float,
+        30.0,
+        "Kept audio older than this many days is deleted (the transcript stays); 0: no age "
+        "limit.",
+        minimum=0.0,
+        maximum=36_500.0,
+    ),
+    Setting(
+        "audio.keep_max_mb",
+        int,
+        2_000,
+        "Kept audio beyond this many megabytes in all is deleted, oldest first (the "
+        "transcript stays); 0: no size limit.",
+        minimum=0,
+        maximum=10_000_000,
+    ),
     # -- engine --------------------------------------------------------------------------
     Setting(
         "engine.name",
@@ -562,7 +602,8 @@ SETTINGS: tuple[Setting, ...] = (
         "overlay.color",
         str,
         "#ffffff",
-        "Text colour: #rgb, #rrggbb, #rrggbbaa (the # may be left out in URLs) or a CSS name.",
+        "Text colour; any CSS colour: a name, #hex, bare hex in URLs (ffcc00), "
+        "rgb() or hsl().",
         check=_colour,
         live=True,
     ),
@@ -570,7 +611,8 @@ SETTINGS: tuple[Setting, ...] = (
         "overlay.outline_color",
         str,
         "#000000",
-        "Colour of the text outline.",
+        "Colour of the text outline; any CSS colour: a name, #hex, bare hex in URLs (ffcc00), "
+        "rgb() or hsl().",
         check=_colour,
         live=True,
     ),
@@ -596,7 +638,8 @@ SETTINGS: tuple[Setting, ...] = (
         "overlay.shadow_color",
         str,
         "#000000",
-        "Colour of the drop shadow.",
+        "Colour of the drop shadow; any CSS colour: a name, #hex, bare hex in URLs (ffcc00), "
+        "rgb() or hsl().",
         check=_colour,
         live=True,
     ),
@@ -604,7 +647,8 @@ SETTINGS: tuple[Setting, ...] = (
         "overlay.background_color",
         str,
         "#000000",
-        "Colour of the box behind the captions.",
+        "Colour of the box behind the captions; any CSS colour: a name, #hex, "
+        "bare hex in URLs (ffcc00), rgb() or hsl().",
         check=_colour,
         live=True,
     ),
@@ -866,7 +910,7 @@ SETTINGS += (
 
 def _https_url(value: str) -> str | None:
     if not re.match(r"^https?://[^/\s]+", value):
-        return "must be an http:// or https:// URL such as https://api.openai.com/v1/responses"
+        return "must be an http:// or https:// URL such as https://api.openai.com/v1"
     return None
 
 
@@ -956,6 +1000,56 @@ SETTINGS += (
         minimum=5.0,
         maximum=900.0,
         live=True,
+    ),
+)
+
+# -- speaker labels (gpt-4o-transcribe-diarize) ----------------------------------------
+
+
+SETTINGS += (
+    Setting(
+        "speakers.auto",
+        bool,
+        False,
+        "Label speakers at the end of every session (`captiond speakers`); needs audio.keep "
+        "and the OpenAI API key.",
+    ),
+    Setting(
+        "speakers.url",
+        str,
+        "https://api.openai.com/v1",
+        "Base URL of the Transcriptions API (a proxy, EU data residency, tests).",
+        check=_https_url,
+    ),
+    Setting(
+        "speakers.model",
+        str,
+        "gpt-4o-transcribe-diarize",
+        "Diarizing transcription model.",
+    ),
+    Setting(
+        "speakers.chunk_s",
+        float,
+        1200.0,
+        "Longest piece of audio sent at once (the model takes at most 1500 s).",
+        minimum=10.0,
+        maximum=1400.0,
+    ),
+    Setting(
+        "speakers.timeout_s",
+        float,
+        300.0,
+        "How long one chunk may take to come back before it is retried.",
+        minimum=1.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "speakers.price_per_min",
+        float,
+        0.006,
+        "USD per audio minute sent for labelling, for the cost figure.",
+        minimum=0.0,
+        maximum=10.0,
     ),
 )
 

@@ -159,6 +159,22 @@ class Daemon(DaemonStatus, LiveReload):
         #: Settings a command-line flag holds against a different value in the file.
         self._overridden: dict[str, tuple[object, object]] = {}
 
+    def keep_audio(self) -> Callable[[int, list[str]], Any]:
+        """Opens the session's kept audio, after retiring what retention says must go."""
+        from captiond.audio import keep
+
+        cfg = self.cfg
+
+        def open_keeper(session_id: int, channels: list[str]) -> keep.AudioKeeper:
+            keep.apply_retention(cfg, now=time.time(), keep=frozenset({session_id}))
+            path = keep.audio_path(keep.audio_dir(cfg), session_id)
+            keeper = keep.AudioKeeper(path, bitrate=cfg["audio.keep_kbps"] * 1000,
+                                      channels=channels)
+            log.info("keep.started session=%d path=%s", session_id, path)
+            return keeper
+
+        return open_keeper
+
     def build_streams(self) -> list[Stream]:
         """One stream per source: ``mic+system`` gives a "mic" (Me) and a "system" (Them)
         stream, each with its own engine (the local model is shared); a single source keeps
@@ -327,6 +343,7 @@ class Daemon(DaemonStatus, LiveReload):
                 language=self.cfg["engine.language"] or None,
                 on_update=self.view,
                 guard=self.echo_guard(streams),
+                keep_audio=self.keep_audio() if self.cfg["audio.keep"] else None,
             )
             if self._signals:
                 self.session.stop()

@@ -123,8 +123,11 @@ class Session:
         language: str | None = None,
         on_update: Callable[[LineUpdate], None] | None = None,
         guard: Callable[[LineUpdate], list[LineUpdate]] | None = None,
+        keep_audio: Callable[[int, list[str]], Any] | None = None,
     ) -> None:
-        """``guard`` (the echo guard) may replace each update with others before delivery."""
+        """``guard`` (the echo guard) may replace each update with others before delivery;
+        ``keep_audio(session_id, channels)`` opens the session's kept audio
+        (:class:`captiond.audio.keep.AudioKeeper`), when it is kept."""
         self.store = store
         self.streams = streams
         self.feed = feed or Feed()
@@ -134,6 +137,9 @@ class Session:
         self.language = language
         self.on_update = on_update
         self.guard = guard
+        self.keep_audio = keep_audio
+        #: The session's kept audio (an AudioKeeper), while it is written.
+        self.keeper: Any = None
         self.session_id: int | None = None
         self.writer: StoreWriter | None = None
         self.started = time.monotonic()
@@ -179,6 +185,12 @@ class Session:
             meta={"channels": [s.channel for s in self.streams if s.channel]} or None,
         )
         self.writer = StoreWriter(self.store, self.session_id)
+        if self.keep_audio is not None:
+            try:
+                self.keeper = self.keep_audio(self.session_id, [s.channel for s in self.streams])
+            except Exception as exc:  # noqa: BLE001 - captions go on without the recording
+                log.error("keep.unavailable error=%r (the session goes on; its audio is not "
+                          "kept: check audio.keep_dir)", f"{type(exc).__name__}: {exc}")
         self.feed.publish(
             {"type": "session", "event": "started", "session": self.session_id, "title": self.title}
         )
@@ -255,6 +267,8 @@ class Session:
                             "source lost",
                         )
                     next_start = block.end
+                    if self.keeper is not None:
+                        self.keeper.feed(stream.channel, block)
                     out = resample(block)
                     stream.captured_s = block.end / block.rate
                     if stream.tees:
@@ -286,6 +300,8 @@ class Session:
                     await queue.put(tail)
             finally:
                 end_outage()
+                if self.keeper is not None:
+                    self.keeper.end(stream.channel)
                 await queue.put(_END)
                 for tee in list(stream.tees):
                     await tee.end()
@@ -457,5 +473,13 @@ class Session:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(writer.flush()), FLUSH_TIMEOUT_S)
         await asyncio.to_thread(writer.close, FLUSH_TIMEOUT_S)
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            await asyncio.to_thread(keeper.close)
+            if keeper.dropped_s:
+                log.warning("keep.dropped session=%d seconds=%.1f (the encoder fell behind; "
+                            "the kept audio has silence there)", sid, keeper.dropped_s)
+            log.info("keep.closed session=%d path=%s seconds=%.1f", sid, keeper.path,
+                     keeper.seconds)
         self.feed.publish({"type": "session", "event": "ended", "session": sid, "status": status})
         log.info("session.ended id=%d status=%s audio_s=%.1f finals=%d", sid, status, audio_s, self.finals)

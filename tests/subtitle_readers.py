@@ -125,7 +125,7 @@ _READ_CUES = """async () => {
       el.addEventListener('error', () => reject(new Error('track failed to load')));
     });
   }
-  return Array.from(el.track.cues).map(c => [c.startTime, c.endTime, c.text]);
+  return Array.from(el.track.cues).map(c => [c.startTime, c.endTime, c.getCueAsHTML().textContent]);
 }"""
 
 
@@ -174,8 +174,9 @@ class ChromiumReader:
             raw = page.evaluate(_READ_CUES)
         finally:
             page.close()
-        # The browser keeps times as float seconds; round to the millisecond written.
-        return [(round(a * 1000), round(b * 1000), html.unescape(t)) for a, b, t in raw]
+        # The browser keeps times as float seconds; round to the millisecond written. The
+        # text is what a player shows: tags (voice spans) and entities already resolved.
+        return [(round(a * 1000), round(b * 1000), t) for a, b, t in raw]
 
 
 def read_chromium(path: Path) -> list[ParsedCue]:

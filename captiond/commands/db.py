@@ -13,6 +13,7 @@ import re
 import sys
 from typing import Any, TextIO
 
+from captiond.audio import keep
 from captiond.commands.browse import format_ms, open_store
 from captiond.config import Config
 from captiond.errors import CaptiondError
@@ -221,6 +222,7 @@ def cmd_delete(args: argparse.Namespace, cfg: Config) -> int:
             print("nothing deleted")
             return 1
         store.delete_session(row.id)
+        keep.remove(keep.audio_dir(cfg), row.id)
     finally:
         store.close()
     print(f"deleted session {row.id}")
@@ -248,6 +250,7 @@ def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
             return 1
         for row in rows:
             store.delete_session(row.id)
+            keep.remove(keep.audio_dir(cfg), row.id)
     finally:
         store.close()
     print(f"deleted {len(rows)} session{plural}")

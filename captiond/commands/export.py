@@ -1,5 +1,6 @@
-"""``captiond export SESSION --format srt|vtt|minutes|minutes-json|json``: subtitles, minutes
-(Markdown, or their JSON) or the whole session as JSON.
+"""``captiond export SESSION --format srt|vtt|minutes|minutes-json|json|audio``: subtitles,
+minutes (Markdown, or their JSON), the whole session as JSON, or its kept audio (Ogg Opus,
+``audio.keep``).
 
 Reads final lines only, so it also works while the session is still running.
 """
@@ -22,8 +23,9 @@ from captiond.exports.files import atomic_write
 from captiond.exports.subtitles import iter_srt, iter_vtt
 
 #: ``md`` and ``minutes`` are the same Markdown minutes; ``minutes-json`` their JSON.
-FORMATS = ("srt", "vtt", "md", "minutes", "minutes-json", "json")
-SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json"}
+FORMATS = ("srt", "vtt", "md", "minutes", "minutes-json", "json", "audio")
+SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".md": "md", ".markdown": "md", ".json": "json",
+            ".ogg": "audio", ".opus": "audio"}
 
 _LIMIT_FLAGS = {
     "--max-cps": "export.max_cps",
@@ -42,7 +44,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "export",
         parents=[common],
-        help="export a session as SRT/WebVTT subtitles, Markdown minutes or JSON",
+        help="export a session as SRT/WebVTT subtitles, Markdown minutes, JSON or its audio",
         description="Export a session (also one still running: its final lines so far).",
     )
     p.add_argument("session", help="session id or 'last'")
@@ -93,6 +95,8 @@ def _format(args: argparse.Namespace) -> str:
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     fmt = _format(args)
+    if fmt == "audio":
+        return _export_audio(args, cfg)
     subtitles = fmt in ("srt", "vtt")
     lang = args.lang or (ORIGINAL if subtitles else "all")
     if args.qc and not subtitles:
@@ -116,8 +120,8 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
         for track in tracks:
             cues = build_cues(doc.source_lines(track), limits)
             title = doc.title or f"captiond session {doc.id}"
-            # A session of several channels (mic+system: Me / Them) names who speaks.
-            speakers = len(doc.channels) > 1
+            # Lines with speakers (Me / Them of a call, `captiond speakers`) name who speaks.
+            speakers = any(r.speaker for r in doc.source_lines(track))
             chunks = iter_srt(cues, speakers=speakers) if fmt == "srt" else iter_vtt(
                 cues, header=title if track == ORIGINAL else f"{title} ({track})",
                 speakers=speakers)
@@ -145,6 +149,42 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> int:
               args.output)
         return 0
     _emit([minutes_markdown(doc, cfg, args.template, minutes)], args.output)
+    return 0
+
+
+def _export_audio(args: argparse.Namespace, cfg: Config) -> int:
+    """The session's kept audio, copied as it is (Ogg Opus; a running session: so far)."""
+    import shutil
+
+    from captiond.audio import keep
+
+    store = open_store(cfg)
+    try:
+        row = store.resolve_session(args.session)
+    finally:
+        store.close()
+    path = keep.audio_path(keep.audio_dir(cfg), row.id)
+    if not path.exists():
+        raise ExportError(
+            f"session {row.id} has no kept audio in {path.parent} (audio is kept only with "
+            "audio.keep = true, and retention (audio.keep_days, audio.keep_max_mb) may have "
+            "removed it)")
+    if args.output is None:
+        if sys.stdout.isatty():
+            raise ExportError("--format audio writes binary audio: give -o FILE.ogg "
+                              "or redirect stdout")
+        with path.open("rb") as src:
+            shutil.copyfileobj(src, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+
+    def chunks() -> Iterable[bytes]:
+        with path.open("rb") as src:
+            while block := src.read(1 << 20):
+                yield block
+
+    atomic_write(args.output, chunks(), mode=keep.PRIVATE_FILE_MODE)  # a voice recording
+    print(f"captiond: session {row.id} audio -> {args.output}", file=sys.stderr)
     return 0
 
 

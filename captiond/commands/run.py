@@ -74,6 +74,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     daemon = Daemon(cfg, realtime=not args.fast, title=args.title)
     session_id = asyncio.run(daemon.run())
+    auto_speakers(cfg, session_id)
     if sys.stderr.isatty():
         print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
     else:
@@ -171,8 +172,31 @@ def cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
                 print(prefix + row.text)
     finally:
         store.close()
+    auto_speakers(cfg, session_id)
     print(f"session {session_id} saved (captiond show {session_id})", file=sys.stderr)
     return 0
+
+
+def auto_speakers(cfg: Config, session_id: int) -> bool:
+    """``speakers.auto``: label the session that just ended. A failure is reported and the
+    session stays as it is (its captions are done); ``captiond speakers N`` resumes it."""
+    if not cfg["speakers.auto"]:
+        return False
+    log = logging.getLogger("captiond.speakers")
+    if not cfg["audio.keep"]:
+        log.warning("speakers.auto_skipped session=%d (speakers.auto needs audio.keep = true)",
+                    session_id)
+        return False
+    from captiond.commands.speakers import label
+    from captiond.errors import CaptiondError
+
+    try:
+        label(cfg, str(session_id), yes=True, out=sys.stderr)
+    except CaptiondError as exc:
+        log.error("speakers.auto_failed session=%d error=%r (the lines are unchanged; run "
+                  "`captiond speakers %d` to retry)", session_id, str(exc), session_id)
+        return False
+    return True
 
 
 def _drop_if_empty(cfg: Config, daemon: Daemon) -> None:
@@ -189,6 +213,9 @@ def _drop_if_empty(cfg: Config, daemon: Daemon) -> None:
         if not store.lines(sid, track=None, statuses=("final", "partial", "failed")) \
                 and not store.gaps(sid):
             store.delete_session(sid)
+            from captiond.audio import keep
+
+            keep.remove(keep.audio_dir(cfg), sid)
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
     finally:

@@ -14,10 +14,12 @@ class ExportWriteError(CaptiondError):
     pass
 
 
-def atomic_write(path: Path, chunks: Iterable[str], *, fsync: bool = True) -> int:
-    """Write text to a temporary file beside ``path`` and rename it over ``path``.
+def atomic_write(path: Path, chunks: Iterable[str] | Iterable[bytes], *, fsync: bool = True,
+                 mode: int = 0o644) -> int:
+    """Write text (or bytes) to a temporary file beside ``path`` and rename it over ``path``.
 
-    Readers see the old file or the new one, never a mix. Returns the characters written.
+    Readers see the old file or the new one, never a mix. Returns the characters (bytes)
+    written.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -30,14 +32,15 @@ def atomic_write(path: Path, chunks: Iterable[str], *, fsync: bool = True) -> in
         ) from exc
     written = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
-                fh.write(chunk)
+                data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+                fh.write(data)
                 written += len(chunk)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
         try:

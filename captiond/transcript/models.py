@@ -7,6 +7,8 @@ Tables::
     gaps       audio that was never transcribed (device lost, buffer overflow), per channel
     dropped    utterances an engine decoded (or cut) and then discarded or trimmed, and why
     minutes    the session's meeting minutes (offline or by a model), regenerated when asked
+    known_speakers   a person's name and a 2-10 s reference clip of their voice
+    speaker_turns    the turns a diarizing model returned for a session, per chunk
 
 A test checks that these models and the migrations describe the same schema.
 """
@@ -23,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -62,6 +65,7 @@ class SegmentRow(Base):
     __table_args__ = (
         UniqueConstraint("session_id", "track", "channel", "item_id", name="uq_segments_item"),
         Index("ix_segments_session_time", "session_id", "audio_start_ms"),
+        Index("ix_segments_session_speaker", "session_id", "speaker"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -136,4 +140,35 @@ class MinutesRow(Base):
     model: Mapped[str | None] = mapped_column(String(64))
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     content: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KnownSpeakerRow(Base):
+    """A person the diarizing model is told about: a name and a reference clip (WAV)."""
+
+    __tablename__ = "known_speakers"
+    __table_args__ = (UniqueConstraint("name", name="uq_known_speakers_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    clip: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    clip_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpeakerTurnRow(Base):
+    """One turn of a diarized session: who spoke from ``start_ms`` to ``end_ms`` (session
+    clock), as returned for chunk ``chunk`` (labels already made consistent across chunks)."""
+
+    __tablename__ = "speaker_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    chunk: Mapped[int] = mapped_column(Integer, nullable=False)
+    start_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    end_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    label: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

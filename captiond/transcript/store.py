@@ -30,9 +30,11 @@ from captiond.resources import migrations_dir
 from captiond.transcript.models import (
     DroppedRow,
     GapRow,
+    KnownSpeakerRow,
     MinutesRow,
     SegmentRow,
     SessionRow,
+    SpeakerTurnRow,
     utcnow,
 )
 
@@ -455,9 +457,97 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(delete(MinutesRow).where(MinutesRow.session_id == session_id))
             conn.execute(delete(DroppedRow).where(DroppedRow.session_id == session_id))
+            conn.execute(delete(SpeakerTurnRow).where(SpeakerTurnRow.session_id == session_id))
             conn.execute(delete(SegmentRow).where(SegmentRow.session_id == session_id))
             conn.execute(delete(GapRow).where(GapRow.session_id == session_id))
             conn.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+    # -- speakers ------------------------------------------------------------------------
+
+    def known_speakers(self) -> list[KnownSpeakerRow]:
+        with OrmSession(self.engine) as s:
+            rows = list(s.scalars(select(KnownSpeakerRow).order_by(KnownSpeakerRow.name)).all())
+            s.expunge_all()
+            return rows
+
+    def add_known_speaker(self, name: str, clip: bytes, clip_ms: int) -> None:
+        """Store (or replace) a person's reference clip."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(KnownSpeakerRow).where(KnownSpeakerRow.name == name))
+            conn.execute(insert(KnownSpeakerRow).values(
+                name=name, clip=clip, clip_ms=clip_ms, created_at=utcnow()))
+
+    def speaker_turns(self, session_id: int) -> list[SpeakerTurnRow]:
+        with OrmSession(self.engine) as s:
+            rows = list(s.scalars(
+                select(SpeakerTurnRow).where(SpeakerTurnRow.session_id == session_id)
+                .order_by(SpeakerTurnRow.chunk, SpeakerTurnRow.start_ms, SpeakerTurnRow.id)
+            ).all())
+            s.expunge_all()
+            return rows
+
+    def save_speaker_turns(self, session_id: int, chunk: int,
+                           turns: Sequence[tuple[int, int, str, str]]) -> None:
+        """A chunk's turns (start_ms, end_ms, label, text), replacing any stored for it."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(SpeakerTurnRow).where(SpeakerTurnRow.session_id == session_id,
+                                                      SpeakerTurnRow.chunk == chunk))
+            if turns:
+                now = utcnow()
+                conn.execute(insert(SpeakerTurnRow), [
+                    {"session_id": session_id, "chunk": chunk, "start_ms": a, "end_ms": b,
+                     "label": label[:64], "text": text, "created_at": now}
+                    for a, b, label, text in turns])
+
+    def clear_speaker_turns(self, session_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(SpeakerTurnRow).where(SpeakerTurnRow.session_id == session_id))
+
+    def apply_speakers(self, session_id: int, changes: Sequence[tuple[int, Sequence[Any]]]) -> int:
+        """Label lines, in one transaction: ``changes`` holds (row id, pieces) with pieces of
+        :class:`captiond.speakers.attribute.Piece`. One piece sets the line's speaker; several
+        split it: the row keeps the first piece, the others become new lines after it (item
+        ids ``ITEM~2``, ``ITEM~3``, ...). Returns the lines added by splits."""
+        added = 0
+        with OrmSession(self.engine) as s, s.begin():
+            for row_id, pieces in changes:
+                row = s.get(SegmentRow, row_id)
+                if row is None or row.session_id != session_id or not pieces:
+                    continue
+                first = pieces[0]
+                row.speaker = first.speaker
+                if len(pieces) == 1:
+                    continue
+                now = utcnow()
+                row.audio_start_ms, row.audio_end_ms = first.start_ms, first.end_ms
+                row.text = first.text
+                row.words = _words_json(first.words) if row.words else None
+                previous = row.item_id
+                for n, p in enumerate(pieces[1:], 2):
+                    item_id = f"{row.item_id}~{n}"[:128]
+                    s.add(SegmentRow(
+                        session_id=session_id, track=row.track, channel=row.channel,
+                        item_id=item_id, previous_item_id=previous, seq=row.seq,
+                        audio_start_ms=p.start_ms, audio_end_ms=p.end_ms, text=p.text,
+                        status=row.status, engine=row.engine, language=row.language,
+                        speaker=p.speaker, words=_words_json(p.words) if row.words else None,
+                        error=None, created_at=now, updated_at=now))
+                    previous = item_id
+                    added += 1
+        return added
+
+    def rename_speaker(self, session_id: int, old: str, new: str) -> int:
+        """Every line of ``old`` in the session becomes ``new``; how many lines changed."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(SegmentRow)
+                .where(SegmentRow.session_id == session_id, SegmentRow.speaker == old)
+                .values(speaker=new))
+            conn.execute(
+                update(SpeakerTurnRow)
+                .where(SpeakerTurnRow.session_id == session_id, SpeakerTurnRow.label == old)
+                .values(label=new))
+            return int(result.rowcount or 0)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -509,6 +599,12 @@ class Store:
                     created_at=utcnow(),
                 )
             )
+
+
+def _words_json(words: Sequence[Any]) -> list[dict[str, Any]]:
+    """Words of a split line as stored (the fields of :class:`captiond.events.Word`)."""
+    return [{"text": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms,
+             "probability": w.probability} for w in words]
 
 
 def line_row(session_id: int, line: Line) -> dict[str, Any]:

@@ -80,7 +80,10 @@ def test_srt_from_store_read_by_all_readers(db, tmp_path):
     out = tmp_path / "sync.srt"
     assert run(url, "last", "--format", "srt", "-o", str(out)) == 0
     cues = verify_file(out)
-    words = [w for _, _, t in cues for w in t.split()]
+    # Lines with speakers: each cue starts with its speaker's name.
+    names = {f"{u.speaker}: " for u in load_meeting() if u.speaker}
+    assert all(any(t.startswith(n) for n in names) for _, _, t in cues)
+    words = [w for _, _, t in cues for w in t.split(": ", 1)[1].split()]
     assert words == [w for u in load_meeting() for w in u.text.split()]
     assert "still" not in words  # partial text is not exported
     assert cues[0][0] == 2_000  # times are the stored audio offsets
@@ -92,6 +95,7 @@ def test_vtt_to_stdout_while_running(db, tmp_path, capsys):
     assert run(url, str(sid), "-f", "vtt") == 0
     text = capsys.readouterr().out
     assert text.startswith("WEBVTT - Product sync\n")
+    assert "<v Carol>" in text
     path = tmp_path / "stdout.vtt"
     path.write_text(text, encoding="utf-8")
     assert len(verify_file(path)) >= 27

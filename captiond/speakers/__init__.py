@@ -1,0 +1,1 @@
+"""Who said what: speaker labels for stored sessions (diarizing transcription)."""
