@@ -153,7 +153,7 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), np.float32)
 
 
-def write_wav(path: Path, audio: np.ndarray) -> None:
+def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> Path:
     """16-bit PCM at the scale the decoder reads it (1/32768), rounded: audio decoded from a
     16-bit file is written back unchanged. (Scaled by 32767 and truncated, every sample moved
     by up to one step: enough to change the VAD's cut of a 0.35 s pause in the joined meeting
@@ -162,8 +162,9 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(RATE)
+        w.setframerate(rate)
         w.writeframes(pcm.tobytes())
+    return path
 
 
 def meeting_pieces(gap_s: float = JOIN_GAP_S) -> list[np.ndarray]:

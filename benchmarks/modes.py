@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import wave
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import kit
 import numpy as np
 
 ROOT, FLEURS, AMI, RATE = kit.ROOT, kit.FLEURS, kit.AMI, kit.RATE
-normalise = kit.normalise
+normalise, write_wav = kit.normalise, kit.write_wav
 GAP_S = kit.JOIN_GAP_S
 TRAIL_S = kit.PROGRAMME_TRAIL_S
 MODES = ("transcribe", "fast", "stdin", "realtime")
@@ -54,15 +53,6 @@ def load(path: Path, rate: int = RATE) -> np.ndarray:
     from faster_whisper import decode_audio
 
     return np.asarray(decode_audio(str(path), rate), np.float32)
-
-
-def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def ami_words(name: str, offset_s: float = 0.0) -> list[tuple[float, float, str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FLEURS, ROOT, normalise
+from kit import write_wav
 
 from captiond.transcript.store import Store
 
@@ -27,13 +28,7 @@ def joined(tmp_path: Path) -> Path:
     for name in ("fleurs-en-002", "fleurs-en-000"):
         parts += [decode_audio(str(FLEURS / f"{name}.ogg"), RATE), np.zeros(RATE, np.float32)]
     parts.append(np.zeros(int(1.5 * RATE), np.float32))
-    path = tmp_path / "meeting.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(tmp_path / "meeting.wav", np.concatenate(parts))
 
 
 def lines_of(tmp_path: Path, mode: str, wav: Path) -> list[str]:
