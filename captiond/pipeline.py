@@ -187,7 +187,9 @@ class Session:
         self.writer = StoreWriter(self.store, self.session_id)
         if self.keep_audio is not None:
             try:
-                self.keeper = self.keep_audio(self.session_id, [s.channel for s in self.streams])
+                # File and codec set-up and the retention sweep touch the disk: off the loop.
+                self.keeper = await asyncio.to_thread(
+                    self.keep_audio, self.session_id, [s.channel for s in self.streams])
             except Exception as exc:  # noqa: BLE001 - captions go on without the recording
                 log.error("keep.unavailable error=%r (the session goes on; its audio is not "
                           "kept: check audio.keep_dir)", f"{type(exc).__name__}: {exc}")

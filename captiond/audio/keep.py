@@ -181,9 +181,13 @@ class OpusWriter:
             str(path), "w", format="ogg",
             options={"page_duration": str(PAGE_DURATION_US), "flush_packets": "1"},
         )
-        stream: Any = self._container.add_stream("libopus", rate=KEEP_RATE, layout="mono")
-        stream.bit_rate = bitrate
-        stream.codec_context.options = {"application": "voip"}
+        try:
+            stream: Any = self._container.add_stream("libopus", rate=KEEP_RATE, layout="mono")
+            stream.bit_rate = bitrate
+            stream.codec_context.options = {"application": "voip"}
+        except BaseException:
+            self._container.close()
+            raise
         self._stream = stream
         self._pts = 0
         self.samples = 0
@@ -288,7 +292,12 @@ class AudioKeeper:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("keep.close_timeout path=%s timeout_s=%.0f (the encoder is stuck; the "
+                        "file holds what was written)", self.path, timeout)
+            return
         self._thread.join(timeout)
 
     @property

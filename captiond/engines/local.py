@@ -78,6 +78,8 @@ class LocalEngine:
         #: The audio of cut utterances whose final is still being decoded: item -> (start, samples).
         self._kept: dict[str, tuple[int, np.ndarray]] = {}
         self._emit: Emit | None = None
+        self._closing = False  # the stream ended and the drain is over: results are dropped
+        self._partials_built = partials  # reload never turns on what construction turned off
         # Figures for status and benchmarks.
         self.audio_s = 0.0
         self.dropped = 0
@@ -137,7 +139,7 @@ class LocalEngine:
         core = self.core
         core.params = self.frontend.params
         core.partial_interval_s = partial_interval_s
-        core.partials = partial_interval_s > 0
+        core.partials = self._partials_built and partial_interval_s > 0
         core.word_timestamps = word_timestamps
 
     async def run(self, audio: AsyncIterator[AudioBlock], emit: Emit) -> None:
@@ -171,6 +173,8 @@ class LocalEngine:
             await asyncio.wait(set(self._futures.values()), timeout=deadline - loop.time(),
                                return_when=asyncio.FIRST_COMPLETED)
             self._collect()
+        # What is still decoding is not waited for: its results are dropped.
+        self._closing = True
         for req_id in list(self._futures):
             self._stop(req_id)
 
@@ -239,7 +243,7 @@ class LocalEngine:
         """Hand a finished decode to the core (once, whichever of its callback and a waiting
         block gets here first)."""
         fut = self._futures.get(req_id)
-        if fut is None or not fut.done():
+        if fut is None or not fut.done() or self._closing:
             return
         del self._futures[req_id]
         self._stops.pop(req_id, None)

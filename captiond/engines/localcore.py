@@ -338,11 +338,6 @@ class FinalDecode:
         return None
 
 
-def guards_text(p: Pass) -> str:
-    """The text a pass added after its forced prefix (what the guards judge)."""
-    return p.new_text
-
-
 # -- the streaming core ------------------------------------------------------------------------
 
 
@@ -612,8 +607,9 @@ class LocalCore:
             utt.failed = f"decode failed: {result}"
             self._resolve(utt, None, now, out)
             return
-        if result.stopped:  # stopped after all (it was speculative): decode it again
-            self._start_final(utt, out)
+        if result.stopped:  # a final the core needed was stopped: the shell is shutting down
+            utt.failed = "decode stopped"
+            self._resolve(utt, None, now, out)
             return
         nxt = fd.feed(result)
         if nxt is not None:
@@ -696,6 +692,8 @@ class LocalCore:
                 out.dropped.append(DroppedUtterance(utt.item, repeated[0].start_ms, end_ms,
                                                     "trimmed_overlap", text_of(repeated)))
                 final.words, final.text = tuple(kept), text_of(kept)
+                # What a sequel of this line is given as said: the words it kept.
+                final.tokens = self.tokens.encode(" " + final.text) if final.text else []
         if final.words:
             self._last_words = final.words
         language = final.language
@@ -769,7 +767,7 @@ class LocalCore:
         if self._speculative is not None or tuple(self._agreed) != req.prefix:
             return  # a final decode already holds the agreed prefix: keep it fixed
         forced = bool(req.prefix)
-        if guards.judge(guards_text(result) if forced else result.text,
+        if guards.judge(result.new_text if forced else result.text,
                         no_speech_prob=result.no_speech_prob, avg_logprob=result.avg_logprob,
                         no_speech_test=not forced):
             return

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import http.client
 import json
 import logging
 import random
@@ -107,6 +108,9 @@ def post(url: str, key: str, body: Mapping[str, Any],
         return Failure(f"cannot reach {url}: {exc.reason} (check minutes.url and the network)")
     except OSError as exc:
         return Failure(f"cannot reach {url}: {exc} (check minutes.url and the network)")
+    except http.client.HTTPException as exc:  # the answer was cut short
+        return Failure(f"the answer from {url} was cut short ({type(exc).__name__}; retried)",
+                       retryable=True)
 
 
 T = TypeVar("T")
@@ -151,10 +155,13 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
     lines = digest.text_lines(doc.original)
     findings = doc.findings()
 
+    def redact(text: str) -> str:
+        return text.replace(key, "<redacted>") if key else text
+
     def offline(why: str | None = None) -> Minutes:
         notes: tuple[str, ...] = ()
         if why:
-            why = why.replace(key, "<redacted>") if key else why
+            why = redact(why)
             log.warning("minutes.offline session=%d reason=%r", doc.id, why)
             notes = (f"Offline minutes: {why.rstrip('. ')}.",)
         m = digest.offline(lines, findings, duration_ms=doc.duration_ms, generated_at=_now(),
@@ -192,8 +199,9 @@ def write_minutes(doc: SessionExport, opts: Options, key: str | None, *,
                   sleep=sleep)
         if isinstance(got, Failure):
             # the parts' own summary points stay (each from a good answer); nothing is made up
-            log.warning("minutes.merge_failed session=%d reason=%r", doc.id, got.reason)
-            merge_note = (f"The summary of the whole meeting failed ({got.reason}); the "
+            reason = redact(got.reason)
+            log.warning("minutes.merge_failed session=%d reason=%r", doc.id, reason)
+            merge_note = (f"The summary of the whole meeting failed ({reason}); the "
                           "summary points are the parts' own.",)
         else:
             overall = got

@@ -265,11 +265,14 @@ def _payload(status: int, body: bytes, headers: Mapping[str, str],
         return Failure("the answer is not JSON")
     if not isinstance(data, dict):
         return Failure("the answer is not a JSON object")
-    usage = data.get("usage") or {}
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     tokens_in = int(usage.get("input_tokens") or 0)
     tokens_out = int(usage.get("output_tokens") or 0)
     if data.get("status") != "completed":
-        why = (data.get("incomplete_details") or {}).get("reason") or data.get("error") or "?"
+        details = data.get("incomplete_details")
+        why = (details.get("reason") if isinstance(details, dict) else None) or data.get("error") or "?"
         return Failure(f"the answer is {data.get('status')!s} ({why}); "
                        f"{tokens_out} output tokens used")
     texts, refusals = [], []
@@ -277,6 +280,8 @@ def _payload(status: int, body: bytes, headers: Mapping[str, str],
         if not isinstance(item, dict) or item.get("type") != "message":
             continue
         for c in item.get("content") or []:
+            if not isinstance(c, dict):
+                continue
             if c.get("type") == "output_text":
                 texts.append(str(c.get("text", "")))
             elif c.get("type") == "refusal":

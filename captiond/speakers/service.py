@@ -115,21 +115,20 @@ def encode_chunk(samples: np.ndarray) -> bytes:
     import av
 
     buf = io.BytesIO()
-    container: Any = av.open(buf, "w", format="webm")
-    stream: Any = container.add_stream("libopus", rate=KEEP_RATE, layout="mono")
-    stream.bit_rate = UPLOAD_BITRATE
-    step = KEEP_RATE
-    for pos in range(0, len(samples), step):
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples[pos:pos + step], np.float32).reshape(1, -1),
-            format="flt", layout="mono")
-        frame.sample_rate = KEEP_RATE
-        frame.pts = pos
-        for packet in stream.encode(frame):
+    with av.open(buf, "w", format="webm") as container:
+        stream: Any = container.add_stream("libopus", rate=KEEP_RATE, layout="mono")
+        stream.bit_rate = UPLOAD_BITRATE
+        step = KEEP_RATE
+        for pos in range(0, len(samples), step):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[pos:pos + step], np.float32).reshape(1, -1),
+                format="flt", layout="mono")
+            frame.sample_rate = KEEP_RATE
+            frame.pts = pos
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
             container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
     return buf.getvalue()
 
 

@@ -445,3 +445,17 @@ def test_backchannels_need_two_signs_and_phantom_runs_count_as_one_phrase() -> N
                         avg_logprob=-1.22) == "phantom"
     assert guards.judge("Great, thank you.", speech_ratio=0.9, no_speech_prob=0.55,
                         avg_logprob=-1.22) is None
+
+
+def test_a_final_stopped_at_shutdown_fails_its_item_and_asks_for_nothing() -> None:
+    """The shell stops what is still decoding when the stream's drain is over: the item
+    settles as failed; no decode is asked for again."""
+    vocab = Vocab()
+    core = make_core(vocab)
+    core.decisions([SpeechStarted(0, 0)], 0.0)
+    out = core.decisions([UtteranceEnded(0, 16_000, 16_000)], 0.0)
+    (req,) = out.requests
+    after = core.decoded(req, Pass(stopped=True), 1.0)
+    assert after.requests == []
+    assert any(isinstance(e, ItemFailed) and e.item_id == "loc-1" for e in after.events)
+    assert core.pending_finals == 0
