@@ -218,15 +218,14 @@ class OpusWriter:
             self._container.close()
 
 
-def read_audio(path: Path, rate: int = KEEP_RATE) -> np.ndarray:
-    """A kept file as mono float32 at ``rate``; a file torn by a crash reads up to its last
-    complete page."""
+def iter_audio(path: Path, rate: int = KEEP_RATE) -> Iterator[np.ndarray]:
+    """A kept file's audio as mono float32 pieces at ``rate``, decoded as they are read; a
+    file torn by a crash reads up to its last complete page."""
     import av
 
     if not path.exists():
         raise KeptAudioError(f"no kept audio at {path}")
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    parts: list[np.ndarray] = []
     try:
         container: Any = av.open(str(path))
     except av.error.FFmpegError as exc:
@@ -235,11 +234,16 @@ def read_audio(path: Path, rate: int = KEEP_RATE) -> np.ndarray:
         try:
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
+                    yield out.to_ndarray().reshape(-1)
         except (av.error.InvalidDataError, av.error.EOFError):
             pass  # the torn end of a file whose writer was killed
         for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(-1))
+            yield out.to_ndarray().reshape(-1)
+
+
+def read_audio(path: Path, rate: int = KEEP_RATE) -> np.ndarray:
+    """A kept file as one array (see :func:`iter_audio`)."""
+    parts = list(iter_audio(path, rate))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 

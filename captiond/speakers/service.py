@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from captiond.audio.block import float_to_pcm16
-from captiond.audio.keep import KEEP_RATE, audio_dir, audio_path
+from captiond.audio.keep import KEEP_RATE, audio_dir, audio_path, iter_audio
 from captiond.errors import CaptiondError
 from captiond.speakers.attribute import LineIn, Turn, Word, attribute
 from captiond.speakers.plan import (
@@ -135,27 +135,12 @@ def encode_chunk(samples: np.ndarray) -> bytes:
 def iter_chunk_audio(path: Path, chunks: list[Chunk]) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Each chunk's samples, decoding the kept file once from start to end (bounded memory:
     one chunk at a time)."""
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=KEEP_RATE)
     pending: list[np.ndarray] = []
     have = 0
     it = iter(chunks)
     current = next(it, None)
 
-    def frames() -> Iterator[np.ndarray]:
-        container: Any = av.open(str(path))
-        with container:
-            try:
-                for frame in container.decode(audio=0):
-                    for out in resampler.resample(frame):
-                        yield out.to_ndarray().reshape(-1)
-            except (av.error.InvalidDataError, av.error.EOFError):
-                pass  # a file torn by a crash: up to its last page
-            for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1)
-
-    for data in frames():
+    for data in iter_audio(path):
         pending.append(data)
         have += len(data)
         while current is not None and have >= current.end_ms * KEEP_RATE // 1000 - \
@@ -247,9 +232,8 @@ def label_session(store: Any, cfg: Any, session_id: int, transcribe: Transcribe,
     row = store.resolve_session(session_id)
     duration_ms = int(round((row.audio_seconds or 0.0) * 1000))
     if duration_ms <= 0:
-        from captiond.audio.keep import read_audio
-
-        duration_ms = len(read_audio(path)) * 1000 // KEEP_RATE
+        # Counted while decoding, never held whole (a crashed session of hours).
+        duration_ms = sum(len(piece) for piece in iter_audio(path)) * 1000 // KEEP_RATE
     chunk_ms = int(cfg["speakers.chunk_s"] * 1000)
     chunks = plan_chunks(duration_ms, chunk_ms)
     known = store.known_speakers()
