@@ -267,9 +267,11 @@ class FinalDecode:
                 and kept[0].start_ms - _ms(self.heard) >= CONTINUE_MIN_S * 1000):
             # The decoder's words begin well after the speech does (it skipped the start):
             # decode the audio before them.
+            # Through the first word: a word cut off at the edge is misheard ("... or as"),
+            # and the join leaves the first word, decoded again, out.
             self._stage = "head"
             return self._ask(DecodeRequest(
-                0, "final", self.item, self.start, kept[0].start_ms * RATE // 1000,
+                0, "final", self.item, self.start, min(self.end, kept[0].end_ms * RATE // 1000),
                 language=res.language, stoppable=self.stoppable,
             ))
         return self._rest()
