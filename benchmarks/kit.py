@@ -136,11 +136,11 @@ def wer(ref: str, hyp: str) -> float:
 # -- audio -----------------------------------------------------------------------------------
 
 
-def decode(path: Path) -> np.ndarray:
-    """A file as the engines hear it: mono float32 at :data:`RATE`."""
+def decode(path: Path, rate: int = RATE) -> np.ndarray:
+    """A file as the engines hear it: mono float32 at :data:`RATE` (or ``rate``)."""
     from faster_whisper import decode_audio
 
-    return np.asarray(decode_audio(str(path), sampling_rate=RATE), dtype=np.float32)
+    return np.asarray(decode_audio(str(path), sampling_rate=rate), dtype=np.float32)
 
 
 def clip(path: Path, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:

@@ -39,7 +39,7 @@ import kit
 import numpy as np
 
 ROOT, FLEURS, AMI, RATE = kit.ROOT, kit.FLEURS, kit.AMI, kit.RATE
-normalise, write_wav = kit.normalise, kit.write_wav
+normalise, write_wav, load = kit.normalise, kit.write_wav, kit.decode
 GAP_S = kit.JOIN_GAP_S
 TRAIL_S = kit.PROGRAMME_TRAIL_S
 MODES = ("transcribe", "fast", "stdin", "realtime")
@@ -47,12 +47,6 @@ MODES = ("transcribe", "fast", "stdin", "realtime")
 
 def wer(ref: str, hyp: str) -> float:
     return kit.wer(ref, hyp or "<empty>")
-
-
-def load(path: Path, rate: int = RATE) -> np.ndarray:
-    from faster_whisper import decode_audio
-
-    return np.asarray(decode_audio(str(path), rate), np.float32)
 
 
 def ami_words(name: str, offset_s: float = 0.0) -> list[tuple[float, float, str, str]]:
